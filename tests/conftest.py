@@ -1,0 +1,54 @@
+"""Shared pytest fixtures: tiny random models of every supported architecture, built offline.
+
+Fixtures (all session-scoped, each model built once per session):
+
+* ``tiny_model_dir`` -- parametrised over ``tiny_models.TINY_ARCHS`` (ids are the arch
+  names: gpt2, bloom, xglm, llama, mistral, qwen2, gemma3, cohere); a folder holding a
+  saved HF model + tokenizer that ``TransformerBridge.boot_transformers`` boots offline.
+* ``gpt2_dir`` -- the non-gated GPT-2 folder, for fast tests that need one model.
+* ``llama_dir`` -- the gated Llama folder, for fast tests that need one model.
+
+The three share one build per arch (``gpt2_dir`` is the same folder as
+``tiny_model_dir[gpt2]``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+import pytest  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from tiny_models import TINY_ARCHS, make_tiny_model  # noqa: E402
+
+_BUILT: dict[str, Path] = {}
+
+
+def _tiny_dir(arch: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if arch not in _BUILT:
+        _BUILT[arch] = make_tiny_model(arch, tmp_path_factory.mktemp(f"tiny_{arch}"), seed=0)
+    return _BUILT[arch]
+
+
+@pytest.fixture(scope="session", params=TINY_ARCHS, ids=list(TINY_ARCHS))
+def tiny_model_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder with a tiny random model of one architecture (+ its tokenizer)."""
+    return _tiny_dir(request.param, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder with the tiny GPT-2 (non-gated MLP, learned absolute positions)."""
+    return _tiny_dir("gpt2", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder with the tiny Llama (gated SiLU MLP, rotary positions)."""
+    return _tiny_dir("llama", tmp_path_factory)
