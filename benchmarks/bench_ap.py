@@ -40,16 +40,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 
 def _load_ap_module():
-    try:
-        from lang_neurons import _ap
-    except Exception:  # package __init__ may pull optional heavy deps; load the file directly
-        import importlib.util
+    from lang_neurons import _ap
 
-        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lang_neurons", "_ap.py")
-        spec = importlib.util.spec_from_file_location("lang_neurons_ap_bench", path)
-        _ap = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = _ap
-        spec.loader.exec_module(_ap)
     return _ap
 
 
@@ -83,28 +75,33 @@ def bench_default(args, ap) -> dict:
     rng = np.random.default_rng(args.seed)
     N, S, C = args.neurons, args.sentences, args.classes
     labels = rng.integers(0, C, S)
+    rss_before = peak_rss_mb()  # interpreter + torch + numpy, before the input exists
     scores = random_scores(rng, S, N)
     st, lt = torch.from_numpy(scores), torch.from_numpy(labels)
     kw = dict(chunk_size=args.chunk_size, num_threads=args.threads)
+    load0 = os.getloadavg()[0]
 
     ap.average_precision(st[:, :256], lt, **kw)  # warm-up (allocator, thread pool)
-    times_one, times_both = [], []
+    times_one, times_both, cpu_one = [], [], []
     for _ in range(args.repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         ours = ap.average_precision(st, lt, **kw)
         times_one.append(time.perf_counter() - t0)
+        cpu_one.append(time.process_time() - c0)
         t0 = time.perf_counter()
         ours_d, ours_a = ap.average_precision_both(st, lt, **kw)
         times_both.append(time.perf_counter() - t0)
     t_one, t_both = min(times_one), min(times_both)
+    rss_ours = peak_rss_mb()  # high-water mark: input + our working memory (sklearn not imported yet)
 
     sklearn_loop(scores[:, :1], labels, C, descending=True)  # import + warm-up, not timed
     n_sk = min(args.sklearn_neurons, N)
     idx = np.sort(rng.choice(N, n_sk, replace=False))
     sub = np.ascontiguousarray(scores[:, idx])
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     ref_d = sklearn_loop(sub, labels, C, descending=True)
     t_sk_sub = time.perf_counter() - t0
+    cpu_sk = (time.process_time() - c0) * N / n_sk
     ref_a = sklearn_loop(sub, labels, C, descending=False)
     t_sk = t_sk_sub * N / n_sk  # one direction, all C classes, all N neurons
     diff = max(
@@ -131,9 +128,16 @@ def bench_default(args, ap) -> dict:
         "speedup_both_directions": round(2 * t_sk / t_both, 1),
         # stricter reading: one sklearn call per neuron (not per class x neuron) as the baseline
         "speedup_vs_one_sklearn_call_per_neuron": round(t_sk / C / t_one, 1),
+        # CPU seconds (all threads) instead of wall time: robust to other load on the machine
+        "ours_cpu_s": round(min(cpu_one), 3),
+        "sklearn_cpu_s": round(cpu_sk, 2),
+        "cpu_time_ratio": round(cpu_sk / min(cpu_one), 1),
         "max_abs_diff": diff,
-        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "peak_rss_mb_after_ours": round(rss_ours, 1),
+        "peak_rss_mb_end": round(peak_rss_mb(), 1),
+        "peak_rss_before_input_mb": round(rss_before, 1),
         "input_mb": round(scores.nbytes / 2**20, 1),
+        "loadavg_1m_start_end": [round(load0, 2), round(os.getloadavg()[0], 2)],
         "numpy": np.__version__,
         "torch": torch.__version__,
         "machine": platform.machine(),
@@ -148,7 +152,9 @@ def bench_llama7b(args, ap) -> dict:
     labels = torch.from_numpy(rng.integers(0, C, S))
     kw = dict(chunk_size=args.chunk_size, num_threads=args.threads)
     rss_before = peak_rss_mb()
+    load0 = os.getloadavg()[0]
     t_ap = t_gen = 0.0
+    diff = sk_per_call = float("nan")
     checksum = 0.0
     for a in range(0, n_run, block):
         b = min(a + block, n_run)
@@ -160,6 +166,18 @@ def bench_llama7b(args, ap) -> dict:
         t_gen += t1 - t0
         t_ap += t2 - t1
         checksum += float(d.sum() + asc.sum())
+        if a == 0:  # spot check vs scikit-learn on a few neurons of the first block (untimed)
+            sub = x[:, : args.llama7b_check].numpy().copy()  # a copy: a view would keep the block alive
+            lab = labels.numpy()
+            sklearn_loop(sub[:, :1], lab, C, True)  # import + warm-up
+            t0 = time.perf_counter()
+            ref_d = sklearn_loop(sub, lab, C, True)
+            sk_per_call = (time.perf_counter() - t0) / (sub.shape[1] * C)
+            diff = max(
+                float(np.abs(d[:, : sub.shape[1]].numpy() - ref_d).max()),
+                float(np.abs(asc[:, : sub.shape[1]].numpy() - sklearn_loop(sub, lab, C, False)).max()),
+            )
+            del sub
         del x, d, asc
     return {
         "mode": "llama7b",
@@ -175,8 +193,15 @@ def bench_llama7b(args, ap) -> dict:
         "ours_both_directions_s_full": round(t_ap * total_neurons / n_run, 1),
         "us_per_neuron": round(t_ap / n_run * 1e6, 2),
         "data_generation_s": round(t_gen, 2),
+        "max_abs_diff_vs_sklearn": diff,
+        "sklearn_ms_per_call": round(sk_per_call * 1e3, 3),
+        # both directions = 2 sklearn calls per (class, neuron); extrapolated from the checked neurons
+        "sklearn_both_directions_s_full_extrapolated": round(2 * C * total_neurons * sk_per_call, 0),
+        "speedup_both_directions": round(2 * C * sk_per_call * n_run / t_ap, 1),
+        "sklearn_checked_neurons": args.llama7b_check,
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "peak_rss_before_mb": round(rss_before, 1),
+        "loadavg_1m_start_end": [round(load0, 2), round(os.getloadavg()[0], 2)],
         "checksum": checksum,
     }
 
@@ -186,7 +211,7 @@ def main(argv=None) -> None:
     p.add_argument("--neurons", type=int, default=36_864)
     p.add_argument("--sentences", type=int, default=3_000)
     p.add_argument("--classes", type=int, default=6)
-    p.add_argument("--sklearn-neurons", type=int, default=50, help="neurons of the sklearn subsample")
+    p.add_argument("--sklearn-neurons", type=int, default=100, help="neurons of the sklearn subsample")
     p.add_argument("--repeats", type=int, default=3, help="best of this many timings of ours")
     p.add_argument("--chunk-size", type=int, default=None)
     p.add_argument("--threads", type=int, default=None)
@@ -194,6 +219,7 @@ def main(argv=None) -> None:
     p.add_argument("--llama7b", action="store_true", help="352,256 x 18,000 random data, block by block")
     p.add_argument("--llama7b-neurons", type=int, default=None, help="run only this many neurons, extrapolate")
     p.add_argument("--block", type=int, default=16_384, help="neurons generated per block in --llama7b")
+    p.add_argument("--llama7b-check", type=int, default=3, help="neurons checked against sklearn in --llama7b")
     args = p.parse_args(argv)
     ap = _load_ap_module()
     res = bench_llama7b(args, ap) if args.llama7b else bench_default(args, ap)

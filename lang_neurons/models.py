@@ -180,6 +180,8 @@ def model_fingerprint(model: HookedModel) -> dict[str, Any]:
         "n_layers": int(cfg.n_layers),
         "d_model": int(cfg.d_model),
         "d_mlp": int(cfg.d_mlp),
+        "gated": "blocks.0.mlp.hook_pre_linear" in model.hook_dict,
+        "act_fn": str(getattr(cfg, "act_fn", "")),
         "weights_sha256": digest.hexdigest()[:16],
     }
 

@@ -1,0 +1,99 @@
+"""The science, checked on the packaged Gemma-3-270M and the offline default corpus.
+
+Slow (minutes): select with ``-m real_model``, skip with ``-m "not real_model"``. CI runs them.
+The converted model is cached under ``$LANG_NEURONS_CACHE`` (default ``~/.cache/lang_neurons``)
+between runs on one machine; on a fresh machine the first test converts it (about a minute).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import lang_neurons as ln
+from lang_neurons import cli, scoring
+
+pytestmark = pytest.mark.real_model
+
+
+@pytest.fixture(scope="session")
+def gemma():
+    return ln.load_model(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory):
+    """`lang-neurons identify` with defaults, LAPE then AP, into one folder (as a new user would)."""
+    out = tmp_path_factory.mktemp("identify")
+    assert cli.main(["identify", "--method", "lape", "--out", str(out), "--no-progress"]) == 0
+    assert cli.main(["identify", "--method", "ap", "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def held_out_stats(gemma, run_dir):
+    settings = json.loads((run_dir / "run.json").read_text())
+    corpus = ln.load_corpus(settings["corpus"], langs=settings["langs"])
+    _, held_out = corpus.split(held_out=settings["held_out"], seed=settings["seed"])
+    return ln.record(gemma, held_out, progress=False)
+
+
+def test_packaged_model_loads_as_gemma3(gemma):
+    assert gemma.cfg.n_layers == 18 and gemma.cfg.d_mlp == 2048
+    assert "blocks.17.mlp.hook_pre_linear" in gemma.hook_dict  # gated MLP
+    tokens = gemma.to_tokens("The capital of France is")
+    with torch.inference_mode():
+        logits = gemma(tokens)
+    assert " Paris" in gemma.tokenizer.decode(logits[0, -1].topk(10).indices)
+
+
+def test_identify_writes_artifacts(run_dir, gemma):
+    names = sorted(p.name for p in run_dir.iterdir())
+    assert names == [
+        "neurons_ap.json", "neurons_ap.safetensors", "neurons_lape.json", "neurons_lape.safetensors",
+        "run.json", "stats.json", "stats.safetensors",
+    ]
+    stats = ln.ActivationStats.load(run_dir / "stats")
+    assert stats.langs == list(ln.DEFAULT_LANGS) and stats.model == ln.model_fingerprint(gemma)
+    lape = ln.NeuronSet.load(run_dir / "neurons_lape")
+    assert lape.method == "lape" and 0 < lape.fraction() <= 0.0101
+    ap = ln.NeuronSet.load(run_dir / "neurons_ap")
+    assert ap.counts().tolist() == [2000] * 6
+
+
+def test_lape_neurons_fire_most_on_their_language(run_dir, held_out_stats):
+    """Tang et al.: a language's LAPE neurons are more often active on held-out text of that
+    language than on held-out text of every other language."""
+    lape = ln.NeuronSet.load(run_dir / "neurons_lape")
+    assert held_out_stats.langs == lape.langs
+    prob = held_out_stats.probability()
+    for i, lang in enumerate(lape.langs):
+        m = lape.mask[i]
+        assert m.sum() >= 10, f"{lang}: only {int(m.sum())} LAPE neurons"
+        means = torch.stack([prob[j][m].mean() for j in range(len(lape.langs))])
+        others = torch.cat([means[:i], means[i + 1 :]])
+        assert (means[i] > others).all(), f"{lang}: {means.tolist()}"
+
+
+def test_top_ap_neurons_separate_held_out_languages(run_dir, held_out_stats):
+    """Kojima et al.: the top-100 AP neurons of a language keep a high AP on held-out sentences
+    (chance = 1/6)."""
+    ap = ln.NeuronSet.load(run_dir / "neurons_ap")
+    held = scoring.ap_scores(held_out_stats.pooled, held_out_stats.pooled_lang, len(ap.langs))
+    per_lang = []
+    for i, lang in enumerate(ap.langs):
+        top100 = ap.scores[i].flatten().topk(100).indices
+        per_lang.append(float(held[i].flatten()[top100].mean()))
+    print("held-out AP of top-100 neurons:", dict(zip(ap.langs, per_lang)))
+    assert min(per_lang) >= 0.6, per_lang
+    assert sum(per_lang) / len(per_lang) >= 0.75, per_lang
+
+
+def test_neurons_sit_mostly_in_outer_layers(run_dir):
+    """Both papers: language-specific neurons concentrate in the first and last layers."""
+    for method in ("lape", "ap"):
+        bands = ln.NeuronSet.load(run_dir / f"neurons_{method}").layer_bands()
+        outer = bands[:, 0] + bands[:, 2]
+        assert (outer > bands[:, 1]).all(), (method, bands.tolist())
