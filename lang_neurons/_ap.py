@@ -36,10 +36,12 @@ float32); float16/bfloat16 are widened to float32 exactly.
 Neurons are processed in chunks (bounded memory) and chunks are spread over threads
 (NumPy releases the GIL in its sorting and element-wise loops).
 
-Cost (2-core AMD EPYC Zen 4, NumPy 2.4): ~55 us of CPU per neuron for 3,000 sentences and
-any number of classes (about half of it is the ``numpy.sort`` of the packed keys), i.e.
-~30 us/neuron wall on two free cores; scikit-learn needs ~1 ms per (class, neuron).  The
-sort dominates, so cost grows like ``S log S`` (18,000 sentences: ~7x).
+Cost (2-core AMD EPYC Zen 4 VM, NumPy 2.4): ~55 us of CPU per neuron for 3,000 sentences
+and 6 classes on an idle machine (80-90 us when other processes load both cores); about
+half is the ``numpy.sort`` of the packed keys (NumPy's AVX-512 sort is slow on Zen 4).
+scikit-learn needs ~1.1 ms per (class, neuron), so computing all classes is ~75-200x faster
+than the equivalent scikit-learn loop.  The sort dominates, so cost grows like
+``S log S`` (18,000 sentences: ~0.6 ms per neuron, both directions).
 
 Classes without any sentence get NaN (scikit-learn warns "No positive class found in
 y_true" and returns 0.0, which is not a meaningful AP).
@@ -734,7 +736,9 @@ def top_bottom_k(
             number of neurons.
     """
     if ap.shape != ap_neg.shape:
-        raise LangNeuronsError(f"ap and ap_neg must have the same shape, got {tuple(ap.shape)} and {tuple(ap_neg.shape)}")
+        raise LangNeuronsError(
+            f"ap and ap_neg must have the same shape, got {tuple(ap.shape)} and {tuple(ap_neg.shape)}"
+        )
     if ap.ndim not in (1, 2):
         raise LangNeuronsError(f"ap must be [classes, neurons] or [neurons], got shape {tuple(ap.shape)}")
     squeeze = ap.ndim == 1

@@ -224,7 +224,7 @@ class _Accumulator:
         self.lengths = mask.sum(1)
         # Index of the last real token (works for either padding side).
         pos = torch.arange(mask.shape[1], device=mask.device)
-        self.last = torch.where(mask, pos, -1).amax(1)
+        self.last = torch.where(mask, pos, -1).amax(1).clamp(min=0)
         self.keep = rows >= 0
         self.rows = rows[self.keep]
 
@@ -259,7 +259,7 @@ class _Accumulator:
         if not len(self.rows):
             return
         if self.pooling == "mean":
-            pooled = masked.sum(1) / self.lengths[:, None]
+            pooled = masked.sum(1) / self.lengths.clamp(min=1)[:, None]
         elif self.pooling == "max":
             pooled = a.masked_fill(~self.mask[..., None], -math.inf).amax(1)
         else:
@@ -305,6 +305,7 @@ def record(
     max_length: int | None = None,
     ap_sentences: int | None = None,
     padding_side: Literal["right", "left"] = "right",
+    skip_bos: bool = True,
     progress: bool = True,
 ) -> ActivationStats:
     """Stream ``corpus`` through ``model`` once and return its :class:`ActivationStats`.
@@ -322,6 +323,8 @@ def record(
         ap_sentences: at most this many pooled sentences per language are kept for AP (the
             first ones in corpus order); all tokens still count for LAPE. ``None`` keeps all.
         padding_side: where batches are padded; results are the same either way.
+        skip_bos: leave the BOS token out of every statistic (default). Its activations are
+            language-independent outliers (an attention sink) that would dominate means.
         progress: show a progress bar.
     """
     if not isinstance(corpus, LanguageCorpus):
@@ -338,6 +341,8 @@ def record(
     device = torch.device(getattr(model.cfg, "device", None) or "cpu")
     pad_id = getattr(model.tokenizer, "pad_token_id", None)
     pad_id = 0 if pad_id is None else int(pad_id)
+    bos_id = getattr(model.tokenizer, "bos_token_id", None)
+    skip_bos = skip_bos and bos_id is not None
 
     encoded, truncated = {}, 0
     for lang in corpus.langs:
@@ -356,8 +361,9 @@ def record(
         for li, lang, batch in plan:
             ids, mask = _pad([encoded[lang][i] for i in batch], pad_id, padding_side, device)
             rows = torch.tensor([offsets[lang] + i if i < keep[lang] else -1 for i in batch])
-            acc.set_batch(li, mask, rows.to(device))
-            tokens[li] += int(mask.sum())
+            counted = mask & (ids != bos_id) if skip_bos else mask
+            acc.set_batch(li, counted, rows.to(device))
+            tokens[li] += int(counted.sum())
             try:
                 model(ids, attention_mask=mask.long())
             except _StopForward:

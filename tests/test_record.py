@@ -49,10 +49,11 @@ def _reference(model, texts, site_name, pooling="mean"):
             toks = model.to_tokens(text)
             with torch.inference_mode():
                 _, cache = model.run_with_cache(toks, names_filter=lambda n: n in names)
-            tokens[li] += toks.shape[1]
+            real = toks[0] != model.tokenizer.bos_token_id  # BOS is left out of statistics
+            tokens[li] += int(real.sum())
             rows = []
             for layer in range(site.n_layers):
-                act = site.activation([cache[h] for h in site.read_hooks(layer)])[0].double()
+                act = site.activation([cache[h] for h in site.read_hooks(layer)])[0].double()[real]
                 active[li, layer] += (act > 0).sum(0)
                 sums[li, layer] += act.sum(0)
                 rows.append({"mean": act.mean(0), "max": act.amax(0), "last": act[-1]}[pooling])

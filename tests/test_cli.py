@@ -1,0 +1,121 @@
+"""`lang-neurons identify` end to end on a tiny model, and what bad input gets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from tiny_models import SENTENCES
+
+import lang_neurons as ln
+from lang_neurons import cli
+
+
+@pytest.fixture(scope="module")
+def text_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("texts")
+    for lang in ("en", "de", "ja"):
+        (d / f"{lang}.txt").write_text("\n".join(SENTENCES[lang][:12]) + "\n", encoding="utf-8")
+    return d
+
+
+def _identify(model_dir, text_dir, out, *extra):
+    return cli.main(["identify", "--model", str(model_dir), "--corpus", str(text_dir), "--langs", "en,de,ja",
+                     "--out", str(out), "--no-progress", *extra])
+
+
+def test_identify_lape_then_ap_reuses_statistics(llama_dir, text_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _identify(llama_dir, text_dir, out, "--method", "lape", "--top-rate", "0.05") == 0
+    printed = capsys.readouterr().out
+    assert "LAPE neurons" in printed and "largest pairwise overlap" in printed and "first" in printed
+    stats_mtime = (out / "stats.safetensors").stat().st_mtime_ns
+    assert _identify(llama_dir, text_dir, out, "--method", "ap", "--top-k", "5", "--bottom-k", "5") == 0
+    captured = capsys.readouterr()
+    assert "reusing statistics" in captured.err
+    assert (out / "stats.safetensors").stat().st_mtime_ns == stats_mtime
+    ap = ln.NeuronSet.load(out / "neurons_ap")
+    assert ap.counts().tolist() == [10, 10, 10] and ap.method == "ap"
+    lape = ln.NeuronSet.load(out / "neurons_lape")
+    assert lape.params["top_rate"] == 0.05
+    settings = json.loads((out / "run.json").read_text())
+    assert settings["langs"] == ["en", "de", "ja"] and settings["held_out"] == 0.2
+    stats = ln.ActivationStats.load(out / "stats")
+    assert stats.sentences.tolist() == [10, 10, 10]  # 12 texts per language, 20 % held out
+
+
+def test_console_script_runs(llama_dir, text_dir, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "lang_neurons.cli", "identify", "--model", str(llama_dir), "--corpus", str(text_dir),
+         "--langs", "en,de", "--out", str(tmp_path / "o"), "--no-progress"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "/no/such/model"], "does not exist"),
+        (["--langs", "en,xx"], "unknown language code 'xx'"),
+        (["--langs", "en,fr"], "fr"),
+        (["--site", "attn"], "invalid choice"),
+        (["--method", "ap", "--top-k", "100000"], "--top-k 100000 but the model has"),
+        (["--batch-size", "0"], "positive integer"),
+        (["--held-out", "1.5"], "--held-out"),
+    ],
+)
+def test_bad_input_gets_one_line_and_no_files(llama_dir, text_dir, tmp_path, capsys, args, message):
+    out = tmp_path / "out"
+    # Later flags override earlier ones, so the case's arguments replace the defaults.
+    argv = ["identify", "--model", str(llama_dir), "--corpus", str(text_dir), "--langs", "en,de,ja",
+            "--out", str(out), "--no-progress", *args]
+    try:
+        code = cli.main(argv)
+    except SystemExit as e:  # argparse errors exit with 2 after printing usage + one error line
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_out_dir_with_another_run_is_refused(llama_dir, text_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _identify(llama_dir, text_dir, out) == 0
+    before = sorted(p.name for p in out.iterdir())
+    assert _identify(llama_dir, text_dir, out, "--site", "post") == 2
+    assert "holds a different run (site: 'act' there, 'post' now)" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == before
+    assert _identify(llama_dir, text_dir, out, "--site", "post", "--force") == 0
+    assert ln.ActivationStats.load(out / "stats").site == "post"
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    assert _identify(llama_dir, text_dir, foreign) == 2
+    assert "not empty" in capsys.readouterr().err
+
+
+def test_long_texts_are_truncated_with_a_count(llama_dir, tmp_path, capsys):
+    d = tmp_path / "texts"
+    d.mkdir()
+    (d / "en.txt").write_text("\n".join(["word " * 400] + SENTENCES["en"][:4]))
+    (d / "de.txt").write_text("\n".join(SENTENCES["de"][:5]))
+    with pytest.warns(UserWarning, match="1 of 10 texts were longer than 64 tokens"):
+        assert cli.main(["identify", "--model", str(llama_dir), "--corpus", str(d), "--langs", "en,de", "--held-out", "0",
+                         "--out", str(tmp_path / "o"), "--max-length", "64", "--no-progress"]) == 0
+
+
+def test_empty_language_file(llama_dir, tmp_path, capsys):
+    d = tmp_path / "texts"
+    d.mkdir()
+    (d / "en.txt").write_text("\n".join(SENTENCES["en"][:4]))
+    (d / "de.txt").write_text("\n\n")
+    assert cli.main(["identify", "--model", str(llama_dir), "--corpus", str(d), "--langs", "en,de",
+                     "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    assert "de" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
