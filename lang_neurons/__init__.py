@@ -7,14 +7,21 @@ and steer the language it writes by intervening on them.
     stats = ln.record(model, train)                 # one streaming pass
     neurons = ln.lape(stats)                        # or ln.average_precision(stats)
     print(neurons.summary())
+    hooks = ln.language_arithmetic(neurons, stats, target="de")
+    print(ln.generate(model, n=5, hooks=hooks))
 """
 
+from lang_neurons import evaluation, steering
 from lang_neurons.corpora import DEFAULT_LANGS, LanguageCorpus, load_corpus
 from lang_neurons.errors import LangNeuronsError
+from lang_neurons.evaluation import LanguageIdentifier, LossMatrix, translation_scores, translation_task
+from lang_neurons.generation import generate, language_loss
 from lang_neurons.models import DEFAULT_MODEL, HookedModel, load_model, model_fingerprint
 from lang_neurons.neurons import NeuronSet, average_precision, lape
 from lang_neurons.record import ActivationStats, record
 from lang_neurons.sites import SITES, Site, resolve_site
+from lang_neurons.steering import Steering, language_arithmetic, steer
+from lang_neurons.study import evaluate, loss_matrix
 
 __version__ = "0.1.0"
 
@@ -26,13 +33,26 @@ __all__ = [
     "HookedModel",
     "LangNeuronsError",
     "LanguageCorpus",
+    "LanguageIdentifier",
+    "LossMatrix",
     "NeuronSet",
     "Site",
+    "Steering",
     "average_precision",
+    "evaluate",
+    "evaluation",
+    "generate",
+    "language_arithmetic",
+    "language_loss",
     "lape",
     "load_corpus",
     "load_model",
+    "loss_matrix",
     "model_fingerprint",
     "record",
     "resolve_site",
+    "steer",
+    "steering",
+    "translation_scores",
+    "translation_task",
 ]

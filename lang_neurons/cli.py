@@ -12,13 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from lang_neurons import _io
+from lang_neurons import steering as st
 from lang_neurons.corpora import DEFAULT_LANGS, load_corpus
 from lang_neurons.errors import LangNeuronsError
 from lang_neurons.languages import parse_langs
 from lang_neurons.models import DEFAULT_MODEL, check_fingerprint, load_model
 from lang_neurons.neurons import NeuronSet, average_precision, lape
 from lang_neurons.record import POOLINGS, ActivationStats, record
+from lang_neurons.generation import generate
 from lang_neurons.sites import SITES, resolve_site
+from lang_neurons.study import DEFAULT_METHODS, evaluate, format_table, steering_for
 
 RUN_FILE = "run.json"
 
@@ -75,7 +78,97 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=1000, help="AP: top-k neurons per language")
     p.add_argument("--bottom-k", type=int, default=1000, help="AP: bottom-k neurons per language")
     p.set_defaults(func=cmd_identify)
+
+    p = sub.add_parser("steer", help="print steered generations next to unsteered ones")
+    _add_neurons_args(p)
+    p.add_argument("--target", required=True, help="language to steer toward, e.g. de")
+    p.add_argument("--method", default="add", help=f"one of {', '.join(st.METHODS)} (default: add)")
+    p.add_argument("--alpha", type=float, default=1.0, help="strength for add/scale/diffmean (default: 1.0)")
+    p.add_argument("--prompt", action="append", help="a prompt (repeatable); default: unconditional samples from BOS")
+    p.add_argument("--samples", type=_positive_int, default=5, help="unconditional samples (default: 5)")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_steer)
+
+    p = sub.add_parser("evaluate", help="target-language rate, BLEU/chrF and loss matrix under steering")
+    _add_neurons_args(p)
+    p.add_argument("--out", required=True, type=Path, help="folder for metrics.json and metrics.txt")
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated steering methods (default: %(default)s)")
+    p.add_argument("--targets", default=None, help="comma-separated targets (default: every language but --source)")
+    p.add_argument("--source", default="en", help="source language of the translation task (default: en)")
+    p.add_argument("--alpha", type=float, default=1.0)
+    p.add_argument("--samples", type=_positive_int, default=30, help="unconditional samples per target and method (default: 30)")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=32)
+    p.add_argument("--translation-items", type=int, default=20, help="translation prompts per target (0: skip)")
+    p.add_argument("--loss-texts", type=int, default=40, help="held-out texts per language for the loss matrix (0: skip)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_evaluate)
     return parser
+
+
+def _add_neurons_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--neurons", required=True, type=Path, help="a folder written by `lang-neurons identify`")
+    p.add_argument("--set", default=None, choices=["lape", "ap"], help="which neuron set in that folder (default: lape if present)")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--device", default=None)
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _load_run(args: argparse.Namespace):
+    """Model, neuron set, statistics and held-out corpus of an identify folder."""
+    folder = args.neurons
+    run_file = folder / RUN_FILE
+    if not run_file.is_file():
+        raise LangNeuronsError(f"--neurons {folder} holds no lang-neurons run ({RUN_FILE} missing): run `lang-neurons identify --out {folder}` first")
+    settings = json.loads(run_file.read_text())
+    method = args.set or next((m for m in ("lape", "ap") if (folder / f"neurons_{m}.json").is_file()), None)
+    if method is None:
+        raise LangNeuronsError(f"--neurons {folder} holds no neuron set: run `lang-neurons identify --out {folder}`")
+    neurons = NeuronSet.load(folder / f"neurons_{method}")
+    stats = ActivationStats.load(folder / "stats")
+    model = load_model(settings["model"], dtype=args.dtype, device=args.device)
+    check_fingerprint(neurons.model, model, f"{folder}/neurons_{method}")
+    corpus = load_corpus(settings["corpus"], langs=settings["langs"], max_per_lang=settings.get("max_per_lang"))
+    held_out = corpus.split(held_out=settings["held_out"], seed=settings["seed"])[1] if settings["held_out"] > 0 else corpus
+    return model, neurons, stats, held_out
+
+
+def cmd_steer(args: argparse.Namespace) -> int:
+    if args.method not in st.METHODS:
+        raise LangNeuronsError(f"unknown method {args.method!r}: choose one of {', '.join(st.METHODS)}")
+    model, neurons, stats, _ = _load_run(args)
+    hooks = steering_for(neurons, stats, args.target, args.method, args.alpha)
+    kwargs = dict(max_new_tokens=args.max_new_tokens, seed=args.seed, progress=not args.no_progress)
+    prompts = args.prompt
+    plain = generate(model, prompts, n=args.samples, **kwargs)
+    steered = generate(model, prompts, n=args.samples, hooks=hooks, **kwargs)
+    print(f"{hooks!r} toward {args.target!r} ({args.method}, alpha={args.alpha}) with {neurons.method.upper()} neurons")
+    for i, (a, b) in enumerate(zip(plain, steered)):
+        head = f"[{i}] prompt: {prompts[i]!r}" if prompts else f"[{i}] from BOS"
+        print(f"{head}\n  unsteered: {a!r}\n  steered:   {b!r}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    for m in methods:
+        if m not in st.METHODS:
+            raise LangNeuronsError(f"unknown method {m!r}: choose from {', '.join(st.METHODS)}")
+    targets = parse_langs(args.targets) if args.targets else None
+    if args.out.exists() and not args.out.is_dir():
+        raise LangNeuronsError(f"--out {args.out} is a file: give a folder")
+    model, neurons, stats, held_out = _load_run(args)
+    results = evaluate(
+        model, neurons, stats, held_out, targets=targets, methods=methods, alpha=args.alpha, samples=args.samples,
+        max_new_tokens=args.max_new_tokens, translation_items=args.translation_items, source=args.source,
+        loss_texts=args.loss_texts, seed=args.seed, progress=not args.no_progress,
+    )
+    table = format_table(results)
+    _io.atomic_write_text(args.out / "metrics.json", json.dumps(results, indent=1, ensure_ascii=False))
+    _io.atomic_write_text(args.out / "metrics.txt", table + "\n")
+    print(table)
+    print(f"\nwrote {args.out}/metrics.json and {args.out}/metrics.txt")
+    return 0
 
 
 def _run_settings(args: argparse.Namespace, langs: list[str]) -> dict[str, Any]:

@@ -119,3 +119,32 @@ def test_empty_language_file(llama_dir, tmp_path, capsys):
                      "--out", str(tmp_path / "o"), "--no-progress"]) == 2
     assert "de" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_steer_and_evaluate_commands(llama_dir, tmp_path, capsys):
+    d = tmp_path / "texts"
+    d.mkdir()
+    for lang in ("en", "de", "ja"):
+        (d / f"{lang}.txt").write_text("\n".join(SENTENCES[lang][:12]))
+    run = tmp_path / "run"
+    assert _identify(llama_dir, d, run, "--top-rate", "0.1") == 0
+    capsys.readouterr()
+    assert cli.main(["steer", "--neurons", str(run), "--target", "de", "--samples", "2", "--max-new-tokens", "4",
+                     "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "unsteered:" in out and "steered:" in out and "Steering(" in out
+    assert cli.main(["steer", "--neurons", str(run), "--target", "fr", "--no-progress"]) == 2
+    assert "'fr' is not in" in capsys.readouterr().err
+    assert cli.main(["steer", "--neurons", str(run), "--target", "de", "--method", "teleport"]) == 2
+    assert "unknown method" in capsys.readouterr().err
+    metrics = tmp_path / "metrics"
+    assert cli.main(["evaluate", "--neurons", str(run), "--out", str(metrics), "--samples", "2", "--max-new-tokens", "4",
+                     "--translation-items", "0", "--loss-texts", "3", "--methods", "add,scale", "--no-progress"]) == 0
+    results = json.loads((metrics / "metrics.json").read_text())
+    assert set(results["targets"]) == {"de", "ja"}
+    row = results["targets"]["de"]["methods"]["add"]
+    assert 0 <= row["rate"] <= 1 and row["neurons"] > 0 and 0 < row["share"] < 1
+    assert results["loss_matrix"]["langs"] == ["en", "de", "ja"]
+    assert "mean rate" in (metrics / "metrics.txt").read_text()
+    assert cli.main(["evaluate", "--neurons", str(tmp_path), "--out", str(metrics)]) == 2
+    assert "holds no lang-neurons run" in capsys.readouterr().err
