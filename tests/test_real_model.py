@@ -100,3 +100,39 @@ def test_neurons_sit_mostly_in_outer_layers(run_dir):
         first, middle, last = hist[: n // 3].sum(), hist[n // 3 : n - n // 3].sum(), hist[n - n // 3 :].sum()
         assert first + last > 2 * middle, (method, hist.tolist())
         assert last > middle, (method, hist.tolist())
+
+
+@pytest.fixture(scope="session")
+def lape_run(run_dir):
+    return ln.NeuronSet.load(run_dir / "neurons_lape"), ln.ActivationStats.load(run_dir / "stats")
+
+
+def test_language_arithmetic_flips_the_output_language(gemma, lape_run):
+    """Gurgurov et al.: switching off the other languages' LAPE neurons and adding the target's
+    mean activation makes unconditional samples come out in the target language."""
+    neurons, stats = lape_run
+    lid = ln.LanguageIdentifier()
+    baseline = ln.generate(gemma, n=30, max_new_tokens=32, progress=False)
+    rates, base_rates = {}, {}
+    for target in ("de", "fr", "es", "zh", "ja"):
+        hooks = ln.language_arithmetic(neurons, stats, target=target, method="add", alpha=1.0)
+        assert hooks.n_neurons / neurons.n_neurons < 0.02
+        rates[target] = lid.rate(ln.generate(gemma, n=30, hooks=hooks, max_new_tokens=32, progress=False), target).rate
+        base_rates[target] = lid.rate(baseline, target).rate
+    print("baseline:", base_rates, "steered (add, alpha=1):", rates)
+    mean_rate, mean_base = sum(rates.values()) / 5, sum(base_rates.values()) / 5
+    assert mean_rate >= mean_base + 0.4, (rates, base_rates)
+    assert mean_rate >= 0.6, rates
+    assert not any(hp.fwd_hooks for hp in gemma.hook_dict.values())
+
+
+def test_deactivating_a_language_hurts_it_most(gemma, lape_run, run_dir):
+    """Tang et al.: zeroing a language's LAPE neurons raises that language's loss more than the
+    mean rise on the other languages, for every language."""
+    neurons, _ = lape_run
+    settings = json.loads((run_dir / "run.json").read_text())
+    corpus = ln.load_corpus(settings["corpus"], langs=settings["langs"])
+    held_out = corpus.split(held_out=settings["held_out"], seed=settings["seed"])[1].take(30)
+    matrix = ln.loss_matrix(gemma, neurons, held_out, progress=False)
+    print(matrix)
+    assert all(matrix.diagonal_dominance().values()), str(matrix)
