@@ -99,6 +99,11 @@ def _edit_fn(edit: _Layer) -> Callable[[Tensor], Tensor]:
     def params(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         key = (x.device, x.dtype)
         if key not in cache:
+            if int(edit.index.max()) >= x.shape[-1]:
+                raise LangNeuronsError(
+                    f"neuron index {int(edit.index.max())} is out of range for a hook point with {x.shape[-1]} "
+                    "neurons: this steering was built for another model"
+                )
             cache[key] = (edit.index.to(x.device), edit.a.to(x.device, x.dtype), edit.b.to(x.device, x.dtype))
         return cache[key]
 
