@@ -36,6 +36,7 @@ def generate(
     top_k: int | None = None,
     seed: int = 0,
     batch_size: int = 16,
+    stop_at_newline: bool = False,
     progress: bool = True,
 ) -> list[str]:
     """Generate text, optionally under steering ``hooks``; returns only the new text.
@@ -49,6 +50,8 @@ def generate(
         do_sample / temperature / top_p / top_k: sampling settings; ``do_sample=False`` is greedy.
         seed: sampling seed; batch ``i`` uses ``seed + i``, so results do not depend on what ran before.
         batch_size: sequences per ``model.generate`` call (prompts are left-padded with a mask).
+        stop_at_newline: end each sequence at its first newline token (one-line answers such as
+            translations; a batch stops as soon as every sequence has ended).
     """
     if prompts is None:
         if not n or n < 1:
@@ -66,6 +69,11 @@ def generate(
     tok = model.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     stop = {t for t in (tok.eos_token_id, pad) if t is not None}
+    eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
+    if stop_at_newline:
+        newlines = {ids[0] for text in ("\n", "\n\n") if len(ids := tok.encode(text, add_special_tokens=False)) == 1}
+        stop |= newlines
+        eos += sorted(newlines)
     device = _device(model)
     out: list[str] = [""] * len(seqs)
     order = list(range(len(seqs)))  # keep prompt order; left padding handles mixed lengths
@@ -81,6 +89,8 @@ def generate(
             )
             if not mask.all():
                 kwargs["attention_mask"] = mask.long()
+            if len(eos) > 1:
+                kwargs["eos_token_id"] = eos
             tokens = model.generate(ids, **kwargs)
             for row, i in zip(tokens[:, ids.shape[1] :].tolist(), batch):
                 cut = next((j for j, t in enumerate(row) if t in stop), len(row))

@@ -88,7 +88,7 @@ def evaluate(
         if translation_items > 0 and can_translate and target in held_out.langs:
             items = translation_task(held_out, source, target, n=min(translation_items, len(held_out[target]) - 1), seed=seed)
             prompts, refs = [i.prompt for i in items], [i.reference for i in items]
-            hyps = [clean_completion(h) for h in generate(model, prompts, do_sample=False, max_new_tokens=48, progress=False)]
+            hyps = [clean_completion(h) for h in generate(model, prompts, do_sample=False, max_new_tokens=48, stop_at_newline=True, progress=False)]
             entry["translation_baseline"] = asdict(translation_scores(hyps, refs, target))
         for method in methods:
             hooks = steering_for(neurons, stats, target, method, alpha)
@@ -97,7 +97,7 @@ def evaluate(
             row: dict[str, Any] = {"rate": rate.rate, "neurons": hooks.n_neurons, "share": hooks.n_neurons / neurons.n_neurons,
                                    "examples": texts[:3]}
             if items:
-                hyps = [clean_completion(h) for h in generate(model, prompts, hooks=hooks, do_sample=False, max_new_tokens=48, progress=False)]
+                hyps = [clean_completion(h) for h in generate(model, prompts, hooks=hooks, do_sample=False, max_new_tokens=48, stop_at_newline=True, progress=False)]
                 row["translation"] = asdict(translation_scores(hyps, refs, target))
             entry["methods"][method] = row
             bar.update(1)

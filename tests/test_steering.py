@@ -231,3 +231,14 @@ def test_bad_inputs(llama_dir, gpt2_dir):
     wide = ln.NeuronSet(["de"], torch.ones(1, neurons.n_layers, 1000, dtype=torch.bool), "post", "test", model=neurons.model)
     with pytest.raises(ln.LangNeuronsError, match="out of range"):
         bridge.run_with_hooks(bridge.to_tokens("hello"), fwd_hooks=st.deactivate(wide, "de"))
+
+
+def test_generate_stops_at_newline(llama_dir):
+    bridge, *_ = _setup(llama_dir)
+    prompts = [SENTENCES["en"][0], SENTENCES["de"][0]]
+    full = generate(bridge, prompts, max_new_tokens=30, do_sample=False, progress=False)
+    short = generate(bridge, prompts, max_new_tokens=30, do_sample=False, stop_at_newline=True, progress=False)
+    for a, b in zip(full, short):
+        assert "\n" not in b and a.startswith(b) and a[len(b):len(b) + 1] in ("", "\n")
+    again = generate(bridge, n=3, max_new_tokens=5, seed=7, progress=False)
+    assert again == generate(bridge, n=3, max_new_tokens=5, seed=7, progress=False)  # seeded
