@@ -1,6 +1,7 @@
 """Command line: a thin layer over the library.
 
     lang-neurons identify --method lape --out runs/demo
+    lang-neurons run --out runs/demo          # the whole study and an HTML report
 """
 
 from __future__ import annotations
@@ -11,16 +12,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lang_neurons import _io
+import torch
+
+from lang_neurons import _io, report
 from lang_neurons import steering as st
-from lang_neurons.corpora import DEFAULT_LANGS, load_corpus
+from lang_neurons.corpora import DEFAULT_LANGS, LanguageCorpus, load_corpus
 from lang_neurons.errors import LangNeuronsError
+from lang_neurons.evaluation import LossMatrix
 from lang_neurons.languages import parse_langs
-from lang_neurons.models import DEFAULT_MODEL, check_fingerprint, load_model
+from lang_neurons.models import DEFAULT_MODEL, HookedModel, check_fingerprint, load_model
 from lang_neurons.neurons import NeuronSet, average_precision, lape
 from lang_neurons.record import POOLINGS, ActivationStats, record
 from lang_neurons.generation import generate
-from lang_neurons.sites import SITES, resolve_site
+from lang_neurons.sites import SITES, Site, resolve_site
 from lang_neurons.study import DEFAULT_METHODS, evaluate, format_table, steering_for
 
 RUN_FILE = "run.json"
@@ -72,11 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("identify", help="record statistics and select language-specific neurons")
     _add_common(p)
     p.add_argument("--method", default="lape", choices=["lape", "ap"])
-    p.add_argument("--top-rate", type=_rate, default=0.01, help="LAPE: share of neurons kept (default: %(default)s)")
-    p.add_argument("--filter-rate", type=_rate, default=0.95, help="LAPE: probability quantile a neuron must pass")
-    p.add_argument("--activation-bar", type=_rate, default=0.95, help="LAPE: probability quantile a language must pass")
-    p.add_argument("--top-k", type=int, default=1000, help="AP: top-k neurons per language")
-    p.add_argument("--bottom-k", type=int, default=1000, help="AP: bottom-k neurons per language")
+    _add_selection_args(p)
     p.set_defaults(func=cmd_identify)
 
     p = sub.add_parser("steer", help="print steered generations next to unsteered ones")
@@ -93,6 +93,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="target-language rate, BLEU/chrF and loss matrix under steering")
     _add_neurons_args(p)
     p.add_argument("--out", required=True, type=Path, help="folder for metrics.json and metrics.txt")
+    _add_evaluation_args(p)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("run", help="the whole study: statistics, LAPE and AP neurons, steering evaluation, HTML report")
+    _add_common(p)
+    _add_selection_args(p)
+    _add_evaluation_args(p)
+    p.add_argument("--sweep-alphas", default="", help="also evaluate the first method at these comma-separated alphas "
+                   "(rates and BLEU only) for a sweep figure (default: none)")
+    p.add_argument("--no-images", action="store_true", help="skip the PNG/SVG copies of the figures (made only if kaleido works)")
+    p.set_defaults(func=cmd_run)
+    return parser
+
+
+def _add_selection_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--top-rate", type=_rate, default=0.01, help="LAPE: share of neurons kept (default: %(default)s)")
+    p.add_argument("--filter-rate", type=_rate, default=0.95, help="LAPE: probability quantile a neuron must pass")
+    p.add_argument("--activation-bar", type=_rate, default=0.95, help="LAPE: probability quantile a language must pass")
+    p.add_argument("--top-k", type=int, default=1000, help="AP: top-k neurons per language")
+    p.add_argument("--bottom-k", type=int, default=1000, help="AP: bottom-k neurons per language")
+
+
+def _add_evaluation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated steering methods (default: %(default)s)")
     p.add_argument("--targets", default=None, help="comma-separated targets (default: every language but --source)")
     p.add_argument("--source", default="en", help="source language of the translation task (default: en)")
@@ -101,9 +125,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=_positive_int, default=32)
     p.add_argument("--translation-items", type=int, default=20, help="translation prompts per target (0: skip)")
     p.add_argument("--loss-texts", type=int, default=40, help="held-out texts per language for the loss matrix (0: skip)")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_evaluate)
-    return parser
 
 
 def _add_neurons_args(p: argparse.ArgumentParser) -> None:
@@ -149,11 +170,17 @@ def cmd_steer(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+def _parse_methods(text: str) -> list[str]:
+    """The steering methods of ``--methods``, checked."""
+    methods = [m.strip() for m in text.split(",") if m.strip()]
     for m in methods:
         if m not in st.METHODS:
             raise LangNeuronsError(f"unknown method {m!r}: choose from {', '.join(st.METHODS)}")
+    return methods
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    methods = _parse_methods(args.methods)
     targets = parse_langs(args.targets) if args.targets else None
     if args.out.exists() and not args.out.is_dir():
         raise LangNeuronsError(f"--out {args.out} is a file: give a folder")
@@ -210,38 +237,72 @@ def _check_out_dir(out: Path, settings: dict[str, Any], force: bool) -> bool:
     return not diff and not force and (out / "stats.json").is_file()
 
 
-def cmd_identify(args: argparse.Namespace) -> int:
+def _open_run(args: argparse.Namespace) -> tuple[HookedModel, Site, LanguageCorpus, LanguageCorpus, dict[str, Any], bool]:
+    """Check --out, load the corpus and the model (what identify and run share).
+
+    Returns the model, its site, the train and held-out corpora, the run settings and whether
+    --out already holds the statistics of this very run.
+    """
     langs = parse_langs(args.langs)
     if not 0 <= args.held_out < 1:
         raise LangNeuronsError(f"--held-out must be in [0, 1), got {args.held_out}")
     settings = _run_settings(args, langs)
     reuse = _check_out_dir(args.out, settings, args.force)
     corpus = load_corpus(args.corpus, langs=langs, max_per_lang=args.max_per_lang)
-    train = corpus.split(held_out=args.held_out, seed=args.seed)[0] if args.held_out > 0 else corpus
+    train, held_out = corpus.split(held_out=args.held_out, seed=args.seed) if args.held_out > 0 else (corpus, corpus)
     model = load_model(args.model, dtype=args.dtype, device=args.device)
-    site = resolve_site(model, args.site)
-    if args.method == "ap":
-        for name in ("top_k", "bottom_k"):
-            k = getattr(args, name)
-            if not 0 <= k <= site.n_neurons:
-                raise LangNeuronsError(f"--{name.replace('_', '-')} {k} but the model has {site.n_neurons} neurons at site {site.name!r}")
+    return model, resolve_site(model, args.site), train, held_out, settings, reuse
+
+
+def _check_ap_k(args: argparse.Namespace, site: Site) -> None:
+    for name in ("top_k", "bottom_k"):
+        k = getattr(args, name)
+        if not 0 <= k <= site.n_neurons:
+            raise LangNeuronsError(f"--{name.replace('_', '-')} {k} but the model has {site.n_neurons} neurons at site {site.name!r}")
+
+
+def _statistics(
+    args: argparse.Namespace, model: HookedModel, train: LanguageCorpus, settings: dict[str, Any], reuse: bool
+) -> ActivationStats:
+    """The statistics in --out when ``reuse``, else recorded now and saved there with run.json."""
     stats_path = args.out / "stats"
     if reuse:
         stats = ActivationStats.load(stats_path)
         check_fingerprint(stats.model, model, f"{stats_path}.json")
         print(f"reusing statistics in {stats_path}.safetensors", file=sys.stderr)
-    else:
-        stats = record(
-            model, train, site=args.site, pooling=args.pooling, batch_size=args.batch_size,
-            max_length=args.max_length, ap_sentences=args.ap_sentences, progress=not args.no_progress,
-        )
-        stats.save(stats_path)
-        _io.atomic_write_text(args.out / RUN_FILE, json.dumps(settings, indent=1))
-    if args.method == "lape":
+        return stats
+    stats = record(
+        model, train, site=args.site, pooling=args.pooling, batch_size=args.batch_size,
+        max_length=args.max_length, ap_sentences=args.ap_sentences, progress=not args.no_progress,
+    )
+    stats.save(stats_path)
+    _io.atomic_write_text(args.out / RUN_FILE, json.dumps(settings, indent=1))
+    return stats
+
+
+def _selection_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
+    """The parameters a neuron set of ``method`` is selected with (as in ``NeuronSet.params``)."""
+    if method == "lape":
+        return {"top_rate": args.top_rate, "filter_rate": args.filter_rate, "activation_bar_ratio": args.activation_bar}
+    return {"top_k": args.top_k, "bottom_k": args.bottom_k}
+
+
+def _select(args: argparse.Namespace, stats: ActivationStats, method: str) -> NeuronSet:
+    """Select ``method``'s neurons from ``stats`` and save them in --out."""
+    if method == "lape":
         neurons = lape(stats, args.top_rate, args.filter_rate, args.activation_bar)
     else:
         neurons = average_precision(stats, args.top_k, args.bottom_k, progress=not args.no_progress)
-    neurons.save(args.out / f"neurons_{args.method}")
+    neurons.save(args.out / f"neurons_{method}")
+    return neurons
+
+
+def cmd_identify(args: argparse.Namespace) -> int:
+    model, site, train, _, settings, reuse = _open_run(args)
+    if args.method == "ap":
+        _check_ap_k(args, site)
+    stats = _statistics(args, model, train, settings, reuse)
+    neurons = _select(args, stats, args.method)
     print(stats.summary())
     print()
     print(_identify_report(neurons))
@@ -259,6 +320,123 @@ def _identify_report(neurons: NeuronSet) -> str:
             f"largest pairwise overlap: {neurons.langs[i]}-{neurons.langs[j]}, {int(ov[i, j])} neurons (Jaccard {float(jac[i, j]):.3f})"
         )
     return "\n".join(lines)
+
+
+def _parse_alphas(text: str) -> list[float]:
+    try:
+        return [float(a) for a in text.split(",") if a.strip()]
+    except ValueError:
+        raise LangNeuronsError(f"--sweep-alphas takes comma-separated numbers, e.g. 0.5,1,2; got {text!r}") from None
+
+
+def _stage(step: int, text: str) -> None:
+    print(f"[{step}/5] {text}", file=sys.stderr)
+
+
+def _neuron_set(args: argparse.Namespace, stats: ActivationStats, method: str, reuse: bool) -> tuple[NeuronSet, bool]:
+    """``method``'s neurons in --out when ``reuse`` and they were selected with the same
+    parameters from these statistics; else selected now and saved. Also says if reused."""
+    path = args.out / f"neurons_{method}"
+    if reuse and path.with_suffix(".json").is_file():
+        neurons = NeuronSet.load(path)
+        wanted = _selection_params(args, method)
+        if {k: neurons.params.get(k) for k in wanted} == wanted and neurons.langs == stats.langs:
+            print(f"reusing {method.upper()} neurons in {path}.safetensors", file=sys.stderr)
+            return neurons, True
+    return _select(args, stats, method), False
+
+
+def _sweep_points(results: dict[str, Any], method: str, alpha: float) -> list[dict[str, Any]]:
+    """One steering-sweep point per target from :func:`evaluate`'s results."""
+    points = []
+    for target, entry in results["targets"].items():
+        row = entry["methods"][method]
+        points.append({"target": target, "method": method, "alpha": alpha, "rate": row["rate"],
+                       "bleu": row.get("translation", {}).get("bleu"), "n_neurons": row["neurons"]})
+    return points
+
+
+def _steering_results(
+    args: argparse.Namespace, model: HookedModel, neurons: NeuronSet, stats: ActivationStats, held_out: LanguageCorpus,
+    evaluation: dict[str, Any], reuse: bool,
+) -> dict[str, Any]:
+    """:func:`evaluate` of ``neurons`` (plus the --sweep-alphas points), or the results in
+    --out/metrics.json when ``reuse`` and they were made with the same ``evaluation`` settings."""
+    path = args.out / "metrics.json"
+    if reuse and path.is_file():
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            saved = {}
+        if saved.get("evaluation") == evaluation:
+            print(f"reusing the steering evaluation in {path}", file=sys.stderr)
+            return saved
+    methods = evaluation["methods"]
+    kwargs = dict(targets=evaluation["targets"], samples=args.samples, max_new_tokens=args.max_new_tokens, source=args.source,
+                  translation_items=args.translation_items, seed=args.seed, progress=not args.no_progress)
+    results = evaluate(model, neurons, stats, held_out, methods=methods, alpha=args.alpha, loss_texts=args.loss_texts, **kwargs)
+    if evaluation["sweep_alphas"]:
+        results["sweep"] = []
+        for alpha in evaluation["sweep_alphas"]:
+            more = results if alpha == args.alpha else evaluate(
+                model, neurons, stats, held_out, methods=methods[:1], alpha=alpha, loss_texts=0, **kwargs)
+            results["sweep"] += _sweep_points(more, methods[0], alpha)
+    results["evaluation"] = evaluation
+    _io.atomic_write_text(path, json.dumps(results, indent=1, ensure_ascii=False))
+    _io.atomic_write_text(args.out / "metrics.txt", format_table(results) + "\n")
+    return results
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    methods = _parse_methods(args.methods)
+    if not methods:
+        raise LangNeuronsError("--methods is empty: give at least one steering method, e.g. add")
+    targets = parse_langs(args.targets) if args.targets else None
+    langs = parse_langs(args.langs)
+    for t in targets or []:
+        if t not in langs:
+            raise LangNeuronsError(f"--targets {t!r} is not one of --langs {','.join(langs)}")
+    alphas = _parse_alphas(args.sweep_alphas)
+    out: Path = args.out
+
+    _stage(1, "statistics")
+    model, site, train, held_out, settings, reuse = _open_run(args)
+    _check_ap_k(args, site)
+    stats = _statistics(args, model, train, settings, reuse)
+
+    _stage(2, "LAPE and AP neurons")
+    sets: dict[str, NeuronSet] = {}
+    reused: dict[str, bool] = {}
+    for method in ("lape", "ap"):
+        sets[method], reused[method] = _neuron_set(args, stats, method, reuse)
+
+    _stage(3, "steering evaluation (LAPE neurons)")
+    evaluation = {
+        "run": settings, "lape": _selection_params(args, "lape"), "methods": methods, "targets": targets, "source": args.source,
+        "alpha": args.alpha, "samples": args.samples, "max_new_tokens": args.max_new_tokens,
+        "translation_items": args.translation_items, "loss_texts": args.loss_texts, "sweep_alphas": alphas,
+    }
+    results = _steering_results(args, model, sets["lape"], stats, held_out, evaluation, reused["lape"])
+    table = format_table(results)
+
+    _stage(4, "figures")
+    figures = report.build_figures(sets, stats, results)
+
+    _stage(5, "report")
+    tables = {"Statistics": stats.summary(), **{f"{m.upper()} neurons": _identify_report(n) for m, n in sets.items()},
+              "Steering (LAPE neurons)": table}
+    if "loss_matrix" in results:
+        lm = results["loss_matrix"]
+        tables["Loss matrix (LAPE neurons)"] = str(LossMatrix(lm["langs"], torch.tensor(lm["base"]), torch.tensor(lm["ablated"])))
+    shown = {**settings, "model fingerprint": stats.model, "LAPE": sets["lape"].params, "AP": sets["ap"].params,
+             "steering": results["settings"], "sweep alphas": alphas}
+    page = report.write_report(
+        out, figures, shown, tables, title=f"lang_neurons: {args.model}", images=not args.no_images, progress=not args.no_progress
+    )
+    print(table)
+    print(f"\nwrote {out}/metrics.json, {out}/metrics.txt and {len(figures)} figures in {out}/{report.FIGURES}/")
+    print(f"report: {page.resolve()}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

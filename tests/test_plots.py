@@ -1,0 +1,304 @@
+"""Every figure of lang_neurons.plots on hand-made inputs: the traces' data, names, labels and
+colours, and the errors bad input gets."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import lang_neurons as ln
+from lang_neurons import plots
+from lang_neurons.scoring import lape_entropy
+
+LANGS = ["en", "de", "fr"]
+
+
+def _stats(n_layers: int = 2, width: int = 4, seed: int = 0) -> ln.ActivationStats:
+    """Three languages, 10 tokens each, known activation counts; 3 pooled sentences per language."""
+    g = torch.Generator().manual_seed(seed)
+    active = torch.randint(0, 11, (3, n_layers, width), generator=g)
+    pooled = torch.randn(9, n_layers, width, generator=g)
+    return ln.ActivationStats(
+        langs=list(LANGS), site="act", pooling="mean", tokens=torch.tensor([10, 10, 10]), active=active,
+        sums=active.double(), sq_sums=active.double(), sentences=torch.tensor([3, 3, 3]), pooled=pooled,
+        pooled_lang=torch.arange(3).repeat_interleave(3), model={"n_layers": n_layers}, corpus="synthetic",
+    )
+
+
+def _neurons(method: str = "lape", members: dict[str, list[tuple[int, int]]] | None = None, shape=(2, 4), site="act") -> ln.NeuronSet:
+    """en: (0,0) (0,1) (1,2); de: (0,1) (1,3); fr: (1,0) unless ``members`` says otherwise."""
+    members = members or {"en": [(0, 0), (0, 1), (1, 2)], "de": [(0, 1), (1, 3)], "fr": [(1, 0)]}
+    mask = torch.zeros(len(members), *shape, dtype=torch.bool)
+    for i, pairs in enumerate(members.values()):
+        for layer, index in pairs:
+            mask[i, layer, index] = True
+    return ln.NeuronSet(list(members), mask, site, method)
+
+
+def test_language_colors_follow_the_order_of_langs():
+    colors = plots.language_colors(LANGS)
+    assert list(colors) == LANGS
+    assert list(colors.values()) == plots.PALETTE[:3]
+    assert len(set(plots.language_colors([f"l{i}" for i in range(12)]).values())) == 12
+    assert plots.language_colors(["de", "en"])["de"] == colors["en"]  # by position, not by name
+
+
+def test_layer_distribution_counts_and_shares():
+    fig = plots.layer_distribution(_neurons())
+    assert [t.name for t in fig.data] == LANGS
+    assert [t.type for t in fig.data] == ["bar"] * 3
+    assert [list(t.x) for t in fig.data] == [[0, 1]] * 3
+    assert [list(t.y) for t in fig.data] == [[2, 1], [1, 1], [0, 1]]
+    assert fig.layout.barmode == "group"
+    assert fig.layout.xaxis.title.text == "layer" and fig.layout.yaxis.title.text == "neurons"
+    assert "LAPE" in fig.layout.title.text and "layer %{x}" in fig.data[0].hovertemplate
+
+    share = plots.layer_distribution(_neurons(), share=True)
+    assert list(share.data[0].y) == pytest.approx([2 / 3, 1 / 3])
+    assert list(share.data[2].y) == [0.0, 1.0]
+    assert list(share.data[0].customdata) == [2, 1]  # counts stay in the hover text
+    assert share.layout.yaxis.title.text == "share of the language's neurons"
+    empty = plots.layer_distribution(_neurons(members={"en": [(0, 0)], "de": []}), share=True)
+    assert list(empty.data[1].y) == [0.0, 0.0]  # a language without neurons: zeros, not NaN
+
+
+def test_overlap_heatmap_count_and_jaccard():
+    fig = plots.overlap_heatmap(_neurons())
+    (hm,) = fig.data
+    assert hm.type == "heatmap" and list(hm.x) == LANGS and list(hm.y) == LANGS
+    assert [list(r) for r in hm.z] == [[3, 1, 0], [1, 2, 0], [0, 0, 1]]
+    assert [list(r) for r in hm.text] == [["3", "1", "0"], ["1", "2", "0"], ["0", "0", "1"]]
+    assert hm.texttemplate == "%{text}"
+    assert fig.layout.yaxis.autorange == "reversed"
+
+    jac = plots.overlap_heatmap(_neurons(), metric="jaccard").data[0]
+    assert jac.z[0][1] == pytest.approx(0.25) and jac.z[1][0] == pytest.approx(0.25)
+    assert [list(r) for r in jac.text] == [["1.00", "0.25", "0.00"], ["0.25", "1.00", "0.00"], ["0.00", "0.00", "1.00"]]
+    with pytest.raises(ln.LangNeuronsError, match="unknown overlap metric 'dice'"):
+        plots.overlap_heatmap(_neurons(), metric="dice")
+
+
+def test_neuron_profile_probability_bars():
+    stats = _stats()
+    fig = plots.neuron_profile(stats, [(0, 1), (1, 3)])
+    prob = stats.probability()
+    assert [t.name for t in fig.data] == LANGS
+    for i, trace in enumerate(fig.data):
+        assert list(trace.x) == ["0:1", "1:3"]
+        assert list(trace.y) == pytest.approx([float(prob[i, 0, 1]), float(prob[i, 1, 3])])
+        assert [list(c) for c in trace.customdata] == [[0, 1], [1, 3]]
+        assert "layer %{customdata[0]}, neuron %{customdata[1]}" in trace.hovertemplate
+    assert fig.layout.xaxis.title.text == "neuron (layer:index)"
+    assert fig.layout.yaxis.title.text == "P(activation > 0)"
+    assert list(fig.layout.xaxis.categoryarray) == ["0:1", "1:3"]
+
+
+def test_neuron_profile_pooled_boxes():
+    stats = _stats()
+    fig = plots.neuron_profile(stats, [(0, 1), (1, 3)], kind="pooled")
+    assert [t.type for t in fig.data] == ["box"] * 3 and [t.name for t in fig.data] == LANGS
+    de = fig.data[1]
+    rows = stats.pooled[3:6]  # de's three sentences
+    assert list(de.x) == ["0:1"] * 3 + ["1:3"] * 3
+    assert list(de.y) == pytest.approx(rows[:, 0, 1].tolist() + rows[:, 1, 3].tolist())
+    assert [list(c) for c in de.customdata] == [[0, 1]] * 3 + [[1, 3]] * 3
+    assert fig.layout.boxmode == "group" and "mean-pooled" in fig.layout.yaxis.title.text
+
+
+@pytest.mark.parametrize(
+    ("neurons", "kind", "message"),
+    [
+        ([], "probability", "non-empty list of \\(layer, index\\) pairs"),
+        ([3], "probability", "non-empty list"),
+        ([(0, 1, 2)], "probability", "non-empty list"),
+        ([(2, 0)], "probability", "neuron \\(2, 0\\) is outside the 2 layers x 4 neurons"),
+        ([(0, -1)], "probability", "outside"),
+        ([(0, 1)], "histogram", "unknown profile kind 'histogram'"),
+    ],
+)
+def test_neuron_profile_bad_input(neurons, kind, message):
+    with pytest.raises(ln.LangNeuronsError, match=message):
+        plots.neuron_profile(_stats(), neurons, kind=kind)
+
+
+def test_neuron_profile_pooled_needs_pooled_rows():
+    stats = _stats()
+    stats.pooled, stats.pooled_lang = stats.pooled[:0], stats.pooled_lang[:0]
+    with pytest.raises(ln.LangNeuronsError, match="no pooled sentences"):
+        plots.neuron_profile(stats, [(0, 0)], kind="pooled")
+
+
+def test_entropy_scatter_draws_every_neuron_and_highlights_the_selected():
+    stats, neurons = _stats(), _neurons()
+    fig = plots.entropy_scatter(stats, neurons)
+    assert [t.name for t in fig.data] == ["other neurons", *LANGS]
+    entropy = lape_entropy(stats.probability())
+    top = stats.probability().amax(0)
+    background = fig.data[0]
+    assert sorted(tuple(c) for c in background.customdata) == [(0, 2), (0, 3), (1, 1)]  # the 3 unselected of 8
+    for trace in fig.data:
+        for (layer, index), x, y in zip(trace.customdata, trace.x, trace.y):
+            assert x == pytest.approx(float(entropy[layer, index])) and y == pytest.approx(float(top[layer, index]))
+    assert [[tuple(c) for c in t.customdata] for t in fig.data[1:]] == [[(0, 0), (0, 1), (1, 2)], [(0, 1), (1, 3)], [(1, 0)]]
+    assert fig.data[0].marker.color == plots.BACKGROUND
+    assert "layer %{customdata[0]}, neuron %{customdata[1]}" in fig.data[1].hovertemplate
+    assert "entropy" in fig.layout.xaxis.title.text and "max activation probability" in fig.layout.yaxis.title.text
+
+
+def test_entropy_scatter_subsamples_deterministically_but_keeps_the_selected():
+    stats = _stats(n_layers=2, width=3000, seed=1)
+    members = {"en": [(0, i) for i in range(40)], "de": [(1, i) for i in range(30)], "fr": [(1, 2999)]}
+    neurons = _neurons(members=members, shape=(2, 3000))
+    fig = plots.entropy_scatter(stats, neurons, max_points=500)
+    assert sum(len(t.x) for t in fig.data) == 500  # 71 selected + 429 of the 5929 others
+    assert len(fig.data[0].x) == 500 - 71
+    assert [len(t.x) for t in fig.data[1:]] == [40, 30, 1]
+    again = plots.entropy_scatter(stats, neurons, max_points=500)
+    assert list(again.data[0].customdata) == list(fig.data[0].customdata)
+    selected = {tuple(c) for t in fig.data[1:] for c in t.customdata}
+    assert not selected & {tuple(c) for c in fig.data[0].customdata}
+    full = plots.entropy_scatter(stats, neurons)  # default 20 000 > 6 000 neurons: everything
+    assert len(full.data[0].x) == 6000 - 71
+
+
+def test_entropy_scatter_needs_matching_statistics():
+    with pytest.raises(ln.LangNeuronsError, match="languages"):
+        plots.entropy_scatter(_stats(), _neurons(members={"en": [(0, 0)], "de": [(0, 1)]}))
+    with pytest.raises(ln.LangNeuronsError, match="2 layers x 5 neurons"):
+        plots.entropy_scatter(_stats(), _neurons(shape=(2, 5)))
+    with pytest.raises(ln.LangNeuronsError, match="max_points"):
+        plots.entropy_scatter(_stats(), _neurons(), max_points=0)
+
+
+def test_loss_matrix_heatmap_from_object_and_dict():
+    matrix = ln.LossMatrix(["en", "de"], torch.tensor([2.0, 3.0]), torch.tensor([[2.5, 3.0], [2.0, 4.25]]))
+    fig = plots.loss_matrix_heatmap(matrix)
+    (hm,) = fig.data
+    assert list(hm.x) == ["en", "de"] and list(hm.y) == ["en", "de"]
+    assert [list(r) for r in hm.z] == [[0.5, 0.0], [0.0, 1.25]]
+    assert [list(r) for r in hm.text] == [["+0.500", "+0.000"], ["+0.000", "+1.250"]]
+    assert hm.zmid == 0
+    assert fig.layout.xaxis.title.text == "evaluated language"
+    assert fig.layout.yaxis.title.text == "language whose neurons are off"
+    from_dict = plots.loss_matrix_heatmap(matrix.to_dict())
+    assert [list(r) for r in from_dict.data[0].z] == [list(r) for r in hm.z]
+    with pytest.raises(ln.LangNeuronsError, match="missing ablated"):
+        plots.loss_matrix_heatmap({"langs": ["en"], "base": [1.0]})
+    with pytest.raises(ln.LangNeuronsError, match="shape"):
+        plots.loss_matrix_heatmap({"langs": ["en", "de"], "base": [1.0, 2.0], "ablated": [[1.0, 2.0]]})
+
+
+POINTS = [
+    {"target": "fr", "alpha": 2.0, "rate": 0.8, "bleu": 5.0, "n_neurons": 30},
+    {"target": "de", "alpha": 2.0, "rate": 0.9, "bleu": 10.0, "n_neurons": 40},
+    {"target": "de", "alpha": 0.5, "rate": 0.2, "bleu": 12.0, "n_neurons": 40},
+    {"target": "fr", "alpha": 0.5, "rate": 0.1, "n_neurons": 30},
+]
+
+
+def test_steering_sweep_rates_and_bleu_by_alpha():
+    fig = plots.steering_sweep(POINTS, langs=LANGS)
+    rates = [t for t in fig.data if t.xaxis == "x"]
+    bleu = [t for t in fig.data if t.xaxis == "x2"]
+    assert [t.name for t in rates] == ["de", "fr"]  # in the order of langs
+    assert [list(t.x) for t in rates] == [[0.5, 2.0], [0.5, 2.0]]  # sorted by alpha
+    assert [list(t.y) for t in rates] == [[0.2, 0.9], [0.1, 0.8]]
+    assert [list(t.y) for t in bleu] == [[12.0, 10.0], [None, 5.0]]  # a point without BLEU is a gap
+    assert [t.showlegend for t in bleu] == [False, False]
+    colors = plots.language_colors(LANGS)
+    assert [t.line.color for t in rates] == [colors["de"], colors["fr"]]
+    assert [t.line.color for t in bleu] == [colors["de"], colors["fr"]]
+    assert fig.layout.yaxis.title.text == "target-language rate" and fig.layout.yaxis2.title.text == "BLEU"
+    assert fig.layout.xaxis2.title.text == "alpha (steering strength)"
+
+
+def test_steering_sweep_by_neurons_without_bleu_and_methods():
+    points = [{"target": "de", "method": m, "n_neurons": n, "rate": r}
+              for m, n, r in [("add", 100, 0.5), ("add", 10, 0.1), ("scale", 10, 0.3)]]
+    fig = plots.steering_sweep(points, x="n_neurons")
+    assert len(fig.data) == 2 and {t.xaxis for t in fig.data} == {"x"}  # one panel: no BLEU anywhere
+    assert [t.name for t in fig.data] == ["de add", "de scale"]
+    assert list(fig.data[0].x) == [10, 100] and list(fig.data[0].y) == [0.1, 0.5]
+    assert fig.data[0].line.dash != fig.data[1].line.dash
+    assert fig.layout.xaxis.title.text == "steered neurons"
+
+
+@pytest.mark.parametrize(
+    ("points", "kwargs", "message"),
+    [
+        ([], {}, "at least one point"),
+        (POINTS, {"x": "beta"}, "unknown x 'beta'"),
+        ([{"target": "de", "rate": 0.5}], {}, "lacks alpha"),
+        ([{"alpha": 1.0, "rate": 0.5}], {}, "lacks target"),
+        (POINTS, {"langs": ["en", "de"]}, "\\['fr'\\] are not in langs"),
+    ],
+)
+def test_steering_sweep_bad_input(points, kwargs, message):
+    with pytest.raises(ln.LangNeuronsError, match=message):
+        plots.steering_sweep(points, **kwargs)
+
+
+def test_method_comparison_counts_and_jaccard():
+    a = _neurons("lape")
+    b = _neurons("ap", members={"en": [(0, 0), (1, 1)], "de": [(0, 1), (1, 3)], "fr": [(0, 3)]})
+    fig = plots.method_comparison(a, b)
+    assert [t.name for t in fig.data] == ["LAPE and AP", "LAPE only", "AP only"]
+    assert [list(t.x) for t in fig.data] == [LANGS] * 3
+    assert [list(t.y) for t in fig.data] == [[1, 2, 0], [2, 0, 1], [1, 0, 1]]
+    assert list(fig.data[0].text) == ["1", "2", "0"]
+    assert list(fig.data[0].customdata) == pytest.approx([0.25, 1.0, 0.0])
+    assert "Jaccard %{customdata:.3f}" in fig.data[0].hovertemplate
+    assert fig.layout.barmode == "stack"
+    assert [t.name for t in plots.method_comparison(a, a).data] == ["A (LAPE) and B (LAPE)", "A (LAPE) only", "B (LAPE) only"]
+    assert plots.method_comparison(a, b, names=("x", "y")).data[1].name == "x only"
+
+
+def test_method_comparison_refuses_different_sets():
+    a = _neurons()
+    with pytest.raises(ln.LangNeuronsError, match="different languages"):
+        plots.method_comparison(a, a.subset(["de", "en", "fr"]))
+    with pytest.raises(ln.LangNeuronsError, match="different shapes: \\(3, 2, 4\\) vs \\(3, 3, 4\\)"):
+        plots.method_comparison(a, _neurons(shape=(3, 4)))
+    with pytest.raises(ln.LangNeuronsError, match="different sites: 'act' vs 'post'"):
+        plots.method_comparison(a, _neurons(site="post"))
+
+
+def test_steering_rates_from_evaluation_results():
+    results = {
+        "settings": {"methods": ["add", "override"], "alpha": 1.0},
+        "targets": {
+            "de": {"baseline_rate": 0.1, "translation_baseline": {"bleu": 3.0},
+                   "methods": {"add": {"rate": 0.6, "translation": {"bleu": 4.5}}, "override": {"rate": 0.4}}},
+            "fr": {"baseline_rate": 0.0, "methods": {"add": {"rate": 0.3}, "override": {"rate": 0.2}}},
+        },
+    }
+    fig = plots.steering_rates(results)
+    assert [t.name for t in fig.data] == ["unsteered", "add", "override"]
+    assert [list(t.x) for t in fig.data] == [["de", "fr"]] * 3
+    assert [list(t.y) for t in fig.data] == [[0.1, 0.0], [0.6, 0.3], [0.4, 0.2]]
+    assert list(fig.data[1].customdata) == ["4.5", "n/a"] and list(fig.data[0].customdata) == ["3.0", "n/a"]
+    assert list(fig.data[1].text) == ["0.60", "0.30"]
+    with pytest.raises(ln.LangNeuronsError, match="no steering targets"):
+        plots.steering_rates({"targets": {}})
+
+
+def test_languages_keep_order_and_colour_across_figures():
+    stats, neurons = _stats(), _neurons()
+    colors = plots.language_colors(LANGS)
+    figs = [
+        plots.layer_distribution(neurons),
+        plots.neuron_profile(stats, [(0, 0)]),
+        plots.neuron_profile(stats, [(0, 0)], kind="pooled"),
+        plots.entropy_scatter(stats, neurons),
+    ]
+    for fig in figs:
+        traces = [t for t in fig.data if t.name in LANGS]
+        assert [t.name for t in traces] == LANGS
+        assert [t.marker.color for t in traces] == [colors[x] for x in LANGS]
+    sweep = plots.steering_sweep(POINTS, langs=LANGS)
+    assert {t.name: t.line.color for t in sweep.data} == {"de": colors["de"], "fr": colors["fr"]}
+    for fig in (plots.overlap_heatmap(neurons), plots.loss_matrix_heatmap({"langs": LANGS, "base": [1.0] * 3, "ablated": [[1.0] * 3] * 3})):
+        assert list(fig.data[0].x) == LANGS and list(fig.data[0].y) == LANGS
+    assert not any(math.isnan(v) for t in figs[0].data for v in t.y)
