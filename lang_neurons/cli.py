@@ -149,9 +149,15 @@ def _load_run(args: argparse.Namespace):
     stats = ActivationStats.load(folder / "stats")
     model = load_model(settings["model"], dtype=args.dtype, device=args.device)
     check_fingerprint(neurons.model, model, f"{folder}/neurons_{method}")
+    return model, neurons, stats, _corpora(settings)[1]
+
+
+def _corpora(settings: dict[str, Any]) -> tuple[LanguageCorpus, LanguageCorpus]:
+    """The train and held-out corpora of a run, from its settings (see :func:`_run_settings`)."""
     corpus = load_corpus(settings["corpus"], langs=settings["langs"], max_per_lang=settings.get("max_per_lang"))
-    held_out = corpus.split(held_out=settings["held_out"], seed=settings["seed"])[1] if settings["held_out"] > 0 else corpus
-    return model, neurons, stats, held_out
+    if settings["held_out"] > 0:
+        return corpus.split(held_out=settings["held_out"], seed=settings["seed"])
+    return corpus, corpus
 
 
 def cmd_steer(args: argparse.Namespace) -> int:
@@ -248,8 +254,7 @@ def _open_run(args: argparse.Namespace) -> tuple[HookedModel, Site, LanguageCorp
         raise LangNeuronsError(f"--held-out must be in [0, 1), got {args.held_out}")
     settings = _run_settings(args, langs)
     reuse = _check_out_dir(args.out, settings, args.force)
-    corpus = load_corpus(args.corpus, langs=langs, max_per_lang=args.max_per_lang)
-    train, held_out = corpus.split(held_out=args.held_out, seed=args.seed) if args.held_out > 0 else (corpus, corpus)
+    train, held_out = _corpora(settings)
     model = load_model(args.model, dtype=args.dtype, device=args.device)
     return model, resolve_site(model, args.site), train, held_out, settings, reuse
 
