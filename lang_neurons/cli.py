@@ -197,7 +197,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         loss_texts=args.loss_texts, seed=args.seed, progress=not args.no_progress,
     )
     table = format_table(results)
-    _io.atomic_write_text(args.out / "metrics.json", json.dumps(results, indent=1, ensure_ascii=False))
+    _io.save_json_artifact(args.out / "metrics.json", "metrics", results, model=neurons.model, site=neurons.site, method=neurons.method)
     _io.atomic_write_text(args.out / "metrics.txt", table + "\n")
     print(table)
     print(f"\nwrote {args.out}/metrics.json and {args.out}/metrics.txt")
@@ -369,9 +369,9 @@ def _steering_results(
     --out/metrics.json when ``reuse`` and they were made with the same ``evaluation`` settings."""
     path = args.out / "metrics.json"
     if reuse and path.is_file():
-        try:
-            saved = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        try:  # an older, damaged or edited file, or one from another model, is recomputed
+            saved = _io.load_json_artifact(path, "metrics", model=model)
+        except LangNeuronsError:
             saved = {}
         if saved.get("evaluation") == evaluation:
             print(f"reusing the steering evaluation in {path}", file=sys.stderr)
@@ -387,7 +387,7 @@ def _steering_results(
                 model, neurons, stats, held_out, methods=methods[:1], alpha=alpha, loss_texts=0, **kwargs)
             results["sweep"] += _sweep_points(more, methods[0], alpha)
     results["evaluation"] = evaluation
-    _io.atomic_write_text(path, json.dumps(results, indent=1, ensure_ascii=False))
+    _io.save_json_artifact(path, "metrics", results, model=neurons.model, site=neurons.site, method=neurons.method)
     _io.atomic_write_text(args.out / "metrics.txt", format_table(results) + "\n")
     return results
 

@@ -149,6 +149,20 @@ class NeuronSet:
         return "\n".join(lines)
 
     # -- files -------------------------------------------------------------------------------
+    @classmethod
+    def from_lape_masks(cls, source: Any, langs: Any, model: Any, site: str = "act", method: str = "lape") -> NeuronSet:
+        """Import a published LAPE-layout mask file; see :func:`lang_neurons.masks.from_lape_masks`."""
+        from lang_neurons.masks import from_lape_masks
+
+        return from_lape_masks(source, langs, model, site=site, method=method)
+
+    def to_lape_masks(self, path: str | Path | None = None, which: str = "all") -> list[list[Tensor]]:
+        """Export in the LAPE layout (``masks[lang][layer]`` = LongTensor of indices); see
+        :func:`lang_neurons.masks.to_lape_masks`."""
+        from lang_neurons.masks import to_lape_masks
+
+        return to_lape_masks(self, path, which)
+
     def save(self, path: str | Path) -> Path:
         """Write ``<path>.safetensors`` + ``<path>.json`` atomically; returns the tensor file."""
         tensors = {"mask": self.mask.to(torch.uint8), "bottom": self.bottom.to(torch.uint8)}
@@ -165,22 +179,36 @@ class NeuronSet:
         return _io.save_artifact(path, "neuron_set", tensors, meta)
 
     @classmethod
-    def load(cls, path: str | Path) -> NeuronSet:
-        """Load what :meth:`save` wrote; a damaged or foreign file gives a clear error."""
-        tensors, meta = _io.load_artifact(path, "neuron_set")
-        if "mask" not in tensors or list(tensors["mask"].shape) != meta.get("shape"):
-            raise LangNeuronsError(f"{path} is not a complete neuron set file: recompute it")
+    def load(cls, path: str | Path, model: Any = None) -> NeuronSet:
+        """Load what :meth:`save` wrote; a damaged, edited or foreign file gives a clear error.
+
+        With ``model`` (a hooked model), also check that the set was found on that model.
+        """
+        tensors, meta = _io.load_artifact(path, "neuron_set", model=model)
+        where = f"neuron set {path}"
+        for key in ("langs", "site", "method", "shape"):
+            if key not in meta:
+                raise _io.ArtifactError(f"{where} has no {key!r} in its sidecar: recompute it")
+        shape = [int(x) for x in meta["shape"]]
+        if len(shape) != 3 or shape[0] != len(meta["langs"]):
+            raise _io.ArtifactError(f"{where}: shape {shape} does not fit its {len(meta['langs'])} languages: recompute it")
+        if shape[1:] != [int(meta["model"].get("n_layers", shape[1])), shape[2]]:
+            raise _io.ArtifactError(f"{where}: {shape[1]} layers but its model has {meta['model'].get('n_layers')}: recompute it")
+        _io.check_shape("mask", tensors.get("mask"), shape, where)
+        _io.check_shape("bottom", tensors.get("bottom"), shape, where)
+        scores = tensors.get("scores")
+        if scores is not None and (scores.ndim != 3 or list(scores.shape[1:]) != shape[1:] or scores.shape[0] not in (1, shape[0])):
+            raise _io.ArtifactError(f"{where}: tensor 'scores' has shape {tuple(scores.shape)}, not [1 or lang, {shape[1]}, {shape[2]}]: recompute it")
         return cls(
             langs=list(meta["langs"]),
             mask=tensors["mask"].bool(),
             site=meta["site"],
             method=meta["method"],
             bottom=tensors.get("bottom"),
-            scores=tensors.get("scores"),
+            scores=scores,
             params=meta.get("params", {}),
             model=meta.get("model", {}),
         )
-
 
 def lape(
     stats: ActivationStats,

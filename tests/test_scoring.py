@@ -118,7 +118,8 @@ def _stats(n_lang=3, n_layers=3, width=20, per_lang=15, seed=0):
     return ln.ActivationStats(
         langs=["en", "de", "fr"][:n_lang], site="act", pooling="mean", tokens=tokens, active=active,
         sums=active.double(), sq_sums=active.double(), sentences=torch.full((n_lang,), per_lang),
-        pooled=pooled, pooled_lang=labels, model={"n_layers": n_layers}, corpus="synthetic",
+        pooled=pooled, pooled_lang=labels, model={"architecture": "synthetic", "n_layers": n_layers, "d_mlp": width, "weights_sha256": "0" * 16},
+        corpus="synthetic",
     )
 
 
