@@ -15,6 +15,8 @@ count; the forward stops right after the last MLP (the unembedding is skipped).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -24,6 +26,8 @@ from typing import Any, Literal
 
 import torch
 from jaxtyping import Float, Int
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -58,6 +62,13 @@ class ActivationStats:
     model: dict[str, Any] = field(default_factory=dict)
     corpus: str = ""
     truncated: int = 0
+    nonfinite: Int[Tensor, "lang layer"] | None = None
+    """Non-finite (NaN/inf) activation values per language and layer, over counted tokens.
+    They are left out of every other statistic (see :func:`record`); zeros when none."""
+
+    def __post_init__(self) -> None:
+        if self.nonfinite is None:
+            self.nonfinite = torch.zeros(self.active.shape[:2], dtype=torch.int64)
 
     # -- shape -------------------------------------------------------------------------------
     @property
@@ -142,6 +153,7 @@ class ActivationStats:
             model=self.model,
             corpus=" + ".join(c for c in (self.corpus, other.corpus) if c),
             truncated=self.truncated + other.truncated,
+            nonfinite=add(self.nonfinite, other.nonfinite),
         )
 
     __add__ = merge
@@ -160,7 +172,8 @@ class ActivationStats:
             "truncated": self.truncated,
             "shape": [len(self.langs), self.n_layers, self.width],
         }
-        return _io.save_artifact(path, "activation_stats", {k: getattr(self, k) for k in self._TENSORS}, meta)
+        tensors = {k: getattr(self, k) for k in self._TENSORS}
+        return _io.save_artifact(path, "activation_stats", {**tensors, "nonfinite": self.nonfinite}, meta)
 
     @classmethod
     def load(cls, path: str | Path) -> ActivationStats:
@@ -176,6 +189,7 @@ class ActivationStats:
             model=meta.get("model", {}),
             corpus=meta.get("corpus", ""),
             truncated=int(meta.get("truncated", 0)),
+            nonfinite=tensors.get("nonfinite"),  # absent in files written before it existed
             **{k: tensors[k] for k in cls._TENSORS},
         )
 
@@ -212,6 +226,10 @@ class _Accumulator:
         self.sq_sums = torch.zeros(shape, dtype=torch.float64, device=device)
         self.pooled = torch.zeros((n_pooled, site.n_layers, site.width), dtype=torch.float32)
         self.pending: dict[int, list[Tensor]] = {}
+        # Careful mode (set by `record` to redo a chunk whose sums came out non-finite): NaN/inf
+        # values are counted per language and layer, then replaced by 0 before `_accumulate`.
+        self.careful = False
+        self.nonfinite = torch.zeros(shape[:2], dtype=torch.int64, device=device)
         # Set per batch by `set_batch`.
         self.lang = 0
         self.mask = self.maskf = self.lengths = self.last = torch.empty(0)
@@ -243,12 +261,26 @@ class _Accumulator:
             if any(v is None for v in got):
                 return None
             del self.pending[layer]
-            self._accumulate(layer, self.site.activation(got))
+            act = self.site.activation(got)
+            if self.careful:
+                bad = ~torch.isfinite(act)
+                self.nonfinite[self.lang, layer] += (bad & self.mask[..., None]).sum()
+                act = act.masked_fill(bad, 0)
+            self._accumulate(layer, act)
             if stop:
                 raise _StopForward
             return None
 
         return hook
+
+    def take(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The fixed-size sums added since the last call (active, sums, sq_sums, nonfinite),
+        which are reset to zero. `record` folds these chunk partials in plan order; whatever
+        `_accumulate` keeps internally must be complete in them when this returns."""
+        out = tuple(t.clone() for t in (self.active, self.sums, self.sq_sums, self.nonfinite))
+        for t in (self.active, self.sums, self.sq_sums, self.nonfinite):
+            t.zero_()
+        return out  # type: ignore[return-value]
 
     def _accumulate(self, layer: int, act: Tensor) -> None:
         a = act.float()
@@ -295,6 +327,12 @@ def _pad(seqs: list[list[int]], pad_id: int, side: str, device: torch.device) ->
     return tokens.to(device), mask.to(device)
 
 
+REDUCE_EVERY = 8
+"""Batches per partial sum (see :func:`record`): part of what defines the exact float64 sums."""
+
+_CHECKPOINT_KIND = "record_checkpoint"
+
+
 def record(
     model: HookedModel,
     corpus: LanguageCorpus | Mapping[str, Sequence[str]],
@@ -307,6 +345,11 @@ def record(
     padding_side: Literal["right", "left"] = "right",
     skip_bos: bool = True,
     progress: bool = True,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 100,
+    resume: bool = False,
+    distributed: bool | None = None,
+    reduce_every: int = REDUCE_EVERY,
 ) -> ActivationStats:
     """Stream ``corpus`` through ``model`` once and return its :class:`ActivationStats`.
 
@@ -326,6 +369,27 @@ def record(
         skip_bos: leave the BOS token out of every statistic (default). Its activations are
             language-independent outliers (an attention sink) that would dominate means.
         progress: show a progress bar.
+        checkpoint: a file (``.safetensors``) where the recording state is saved every
+            ``checkpoint_every`` batches (written atomically: temporary file, then rename) and
+            removed once the recording is complete. An existing checkpoint is an error unless
+            ``resume``.
+        checkpoint_every: batches between checkpoints (rounded up to whole chunks of
+            ``reduce_every`` batches per rank).
+        resume: continue from ``checkpoint`` if it exists (start afresh if it does not). The
+            result is identical to an uninterrupted recording. A checkpoint of another model,
+            corpus or settings is refused.
+        distributed: shard the batches over the ranks of the initialised default
+            ``torch.distributed`` process group; every rank gets the same, complete statistics,
+            equal to a single-process recording. ``None`` (default): when a group of more than
+            one rank is initialised.
+        reduce_every: batches per partial sum. The plan's batches are cut into chunks of this
+            many; each chunk's float64 sums start from zero and are added to the totals in plan
+            order, so the totals do not depend on how chunks are spread over ranks or runs.
+
+    Non-finite activations (NaN/inf) never enter the statistics: a chunk whose sums come out
+    non-finite is recorded again with such values counted per language and layer
+    (:attr:`ActivationStats.nonfinite`) and replaced by 0, so they add nothing to sums, active
+    counts or pooled values (tokens still count); a warning names the layers and counts.
     """
     if not isinstance(corpus, LanguageCorpus):
         corpus = LanguageCorpus({k: list(v) for k, v in corpus.items()}, name="texts")
@@ -335,6 +399,9 @@ def record(
         raise LangNeuronsError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
     if batch_size < 1 or (ap_sentences is not None and ap_sentences < 1):
         raise LangNeuronsError("batch_size and ap_sentences must be positive integers")
+    if checkpoint_every < 1 or reduce_every < 1:
+        raise LangNeuronsError("checkpoint_every and reduce_every must be positive integers")
+    rank, world = _world(distributed)
     spec = resolve_site(model, site)
     n_ctx = int(getattr(model.cfg, "n_ctx", 0) or 2048)
     max_length = min(n_ctx, max_length or 512)
@@ -348,45 +415,233 @@ def record(
     for lang in corpus.langs:
         encoded[lang], n = _encode(model, corpus[lang], max_length)
         truncated += n
-    if truncated:
+    if truncated and rank == 0:
         warnings.warn(f"{truncated} of {len(corpus)} texts were longer than {max_length} tokens and were truncated", stacklevel=2)
 
     keep = {lang: len(ids) if ap_sentences is None else min(ap_sentences, len(ids)) for lang, ids in encoded.items()}
     offsets = dict(zip(corpus.langs, [0, *torch.tensor(list(keep.values())).cumsum(0).tolist()]))
     acc = _Accumulator(spec, len(corpus.langs), sum(keep.values()), pooling, device)
-    tokens = torch.zeros(len(corpus.langs), dtype=torch.int64)
     plan = [(li, lang, b) for li, lang in enumerate(corpus.langs) for b in _batches([len(x) for x in encoded[lang]], batch_size)]
-    bar = tqdm(total=sum(map(len, encoded.values())), desc="recording", unit="text", disable=not progress)
-    with torch.inference_mode(), attached(model, acc.hooks()):
-        for li, lang, batch in plan:
+    chunks = [plan[i : i + reduce_every] for i in range(0, len(plan), reduce_every)]
+
+    def rows_of(lang: str, batch: list[int]) -> list[int]:
+        return [offsets[lang] + i if i < keep[lang] else -1 for i in batch]
+
+    total = _Totals(len(corpus.langs), spec, device)
+    key = _recording_key(model, corpus, dict(
+        site=site, pooling=pooling, batch_size=batch_size, max_length=max_length, ap_sentences=ap_sentences,
+        padding_side=padding_side, skip_bos=skip_bos, reduce_every=reduce_every,
+    ))
+    ckpt = _checkpoint_path(checkpoint) if checkpoint is not None else None
+    done = 0  # chunks folded into `total`
+    if ckpt is not None and ckpt.exists():
+        if not resume:
+            raise LangNeuronsError(
+                f"{ckpt} holds the checkpoint of an unfinished recording: resume it (resume=True, CLI --resume) "
+                "or delete it to start over"
+            )
+        done = _load_checkpoint(ckpt, key, total, acc, len(chunks))
+
+    def run_chunk(chunk: list[tuple[int, str, list[int]]], bar: Any) -> Tensor:
+        """Record one chunk into `acc`; returns its token counts per language."""
+        tokens = torch.zeros(len(corpus.langs), dtype=torch.int64, device=device)
+        for li, lang, batch in chunk:
             ids, mask = _pad([encoded[lang][i] for i in batch], pad_id, padding_side, device)
-            rows = torch.tensor([offsets[lang] + i if i < keep[lang] else -1 for i in batch])
             counted = mask & (ids != bos_id) if skip_bos else mask
-            acc.set_batch(li, counted, rows.to(device))
-            tokens[li] += int(counted.sum())
+            acc.set_batch(li, counted, torch.tensor(rows_of(lang, batch), device=device))
+            tokens[li] += counted.sum()
             try:
                 model(ids, attention_mask=mask.long())
             except _StopForward:
                 pass
             finally:
                 acc.pending.clear()
-            bar.update(len(batch))
+            if bar is not None:
+                bar.update(len(batch))
+        return tokens
+
+    n_texts = [sum(len(b) for *_, b in chunk) for chunk in chunks]
+    bar = tqdm(total=sum(n_texts), initial=sum(n_texts[:done]), desc="recording", unit="text", disable=not progress or rank != 0)
+    since_checkpoint = 0
+    with torch.inference_mode(), attached(model, acc.hooks()):
+        while done < len(chunks):
+            round_ids = list(range(done, min(done + world, len(chunks))))
+            tokens = torch.zeros(len(corpus.langs), dtype=torch.int64, device=device)
+            if rank < len(round_ids):
+                chunk = chunks[round_ids[rank]]
+                tokens = run_chunk(chunk, bar)
+                if not (torch.isfinite(acc.sums).all() and torch.isfinite(acc.sq_sums).all()):
+                    acc.take()  # drop the poisoned partial sums and record the chunk again, carefully
+                    acc.careful = True
+                    try:
+                        tokens = run_chunk(chunk, None)
+                    finally:
+                        acc.careful = False
+            rows = [[r for li, lang, b in chunks[c] for r in rows_of(lang, b) if r >= 0] for c in round_ids]
+            total.fold(acc, tokens, rows, rank, world)
+            bar.update(sum(n_texts[c] for i, c in enumerate(round_ids) if i != rank))
+            done += len(round_ids)
+            since_checkpoint += sum(len(chunks[c]) for c in round_ids)
+            if ckpt is not None and since_checkpoint >= checkpoint_every and done < len(chunks):
+                if rank == 0:
+                    _save_checkpoint(ckpt, key, total, acc, done, len(chunks))
+                since_checkpoint = 0
     bar.close()
-    if not torch.isfinite(acc.sums).all():
-        bad = sorted({int(layer) for layer in (~torch.isfinite(acc.sums)).any(-1).any(0).nonzero().flatten()})
-        warnings.warn(f"non-finite activations (NaN/inf) at layers {bad}: statistics there are unreliable", stacklevel=2)
-    return ActivationStats(
+    stats = ActivationStats(
         langs=list(corpus.langs),
         site=site,
         pooling=pooling,
-        tokens=tokens,
-        active=acc.active.cpu(),
-        sums=acc.sums.cpu(),
-        sq_sums=acc.sq_sums.cpu(),
+        tokens=total.tokens.cpu(),
+        active=total.active.cpu(),
+        sums=total.sums.cpu(),
+        sq_sums=total.sq_sums.cpu(),
         sentences=torch.tensor([len(encoded[lang]) for lang in corpus.langs]),
         pooled=acc.pooled,
         pooled_lang=torch.repeat_interleave(torch.arange(len(corpus.langs)), torch.tensor(list(keep.values()))),
         model=model_fingerprint(model),
         corpus=getattr(corpus, "name", ""),
         truncated=truncated,
+        nonfinite=total.nonfinite.cpu(),
     )
+    if int(stats.nonfinite.sum()) and rank == 0:
+        per_layer = stats.nonfinite.sum(0)
+        where = ", ".join(f"layer {int(i)}: {int(per_layer[i])}" for i in per_layer.nonzero().flatten())
+        warnings.warn(
+            f"{int(per_layer.sum())} non-finite activation values (NaN/inf) were left out of the statistics ({where}; "
+            "per language in stats.nonfinite): check the model's weights and dtype",
+            stacklevel=2,
+        )
+    if ckpt is not None and rank == 0:
+        ckpt.unlink(missing_ok=True)
+        for stale in ckpt.parent.glob(f".{ckpt.name}.*.tmp"):  # left by a kill during a save
+            stale.unlink(missing_ok=True)
+    return stats
+
+
+# -- data-parallel reduction -----------------------------------------------------------------
+
+
+def _world(distributed: bool | None) -> tuple[int, int]:
+    """This process's rank and the number of ranks recording together."""
+    import torch.distributed as dist
+
+    ready = dist.is_available() and dist.is_initialized()
+    if distributed is None:
+        distributed = ready and dist.get_world_size() > 1
+    if not distributed:
+        return 0, 1
+    if not ready:
+        raise LangNeuronsError(
+            "distributed recording needs an initialised torch.distributed process group: launch with "
+            "torchrun (the CLI then sets it up) or call torch.distributed.init_process_group() first"
+        )
+    return dist.get_rank(), dist.get_world_size()
+
+
+class _Totals:
+    """The statistics of every chunk folded so far, identical on every rank."""
+
+    def __init__(self, n_langs: int, site: Site, device: torch.device):
+        shape = (n_langs, site.n_layers, site.width)
+        self.tokens = torch.zeros(n_langs, dtype=torch.int64, device=device)
+        self.active = torch.zeros(shape, dtype=torch.int64, device=device)
+        self.sums = torch.zeros(shape, dtype=torch.float64, device=device)
+        self.sq_sums = torch.zeros(shape, dtype=torch.float64, device=device)
+        self.nonfinite = torch.zeros(shape[:2], dtype=torch.int64, device=device)
+
+    def fold(self, acc: _Accumulator, tokens: Tensor, rows: list[list[int]], rank: int, world: int) -> None:
+        """Add one round of chunks (chunk ``i`` of the round recorded by rank ``i``) in chunk order.
+
+        Integer counts are exact in any order: one all-reduce. Float64 sums are not associative,
+        so every rank gathers every chunk's partial sums and adds them in chunk order, exactly as
+        a single process adds its chunks one after the other. Pooled rows are copied from the
+        rank that recorded them.
+        """
+        active, sums, sq_sums, nonfinite = acc.take()
+        if world == 1:
+            parts = [(sums, sq_sums)]
+            ints = (active, nonfinite, tokens)
+        else:
+            import torch.distributed as dist
+
+            comm = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+            mine = torch.stack([sums, sq_sums]).to(comm)
+            gathered = [torch.empty_like(mine) for _ in range(world)]
+            dist.all_gather(gathered, mine)
+            parts = [(g[0].to(sums.device), g[1].to(sums.device)) for g in gathered[: len(rows)]]
+            flat = torch.cat([active.flatten(), nonfinite.flatten(), tokens]).to(comm)
+            dist.all_reduce(flat)
+            flat = flat.to(active.device)
+            a, n = active.numel(), nonfinite.numel()
+            ints = (flat[:a].view_as(active), flat[a : a + n].view_as(nonfinite), flat[a + n :])
+            for src, idx in enumerate(rows):
+                if not idx:
+                    continue
+                index = torch.tensor(idx)
+                buf = acc.pooled[index].to(comm) if src == rank else torch.empty((len(idx), *acc.pooled.shape[1:]), device=comm)
+                dist.broadcast(buf, src=src)
+                acc.pooled[index] = buf.cpu()
+        for s, q in parts:  # in chunk order
+            self.sums += s
+            self.sq_sums += q
+        self.active += ints[0]
+        self.nonfinite += ints[1]
+        self.tokens += ints[2]
+
+
+# -- checkpoints -----------------------------------------------------------------------------
+
+
+def _checkpoint_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path if path.suffix == ".safetensors" else path.with_name(path.name + ".safetensors")
+
+
+def _digest(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def _recording_key(model: HookedModel, corpus: LanguageCorpus, settings: dict[str, Any]) -> dict[str, str]:
+    """What a checkpoint must match to be resumed: model, corpus (every text) and settings."""
+    texts = hashlib.sha256()
+    for lang in corpus.langs:
+        texts.update(f"\0{lang}\0".encode())
+        for text in corpus[lang]:
+            texts.update(text.encode("utf-8", "surrogatepass") + b"\0")
+    dtype = next((str(p.dtype) for p in model.parameters()), "")  # type: ignore[attr-defined]
+    return {
+        "model": _digest({**model_fingerprint(model), "dtype": dtype}),
+        "corpus": texts.hexdigest()[:16],
+        "settings": _digest(settings),
+    }
+
+
+def _save_checkpoint(path: Path, key: dict[str, str], total: _Totals, acc: _Accumulator, done: int, n_chunks: int) -> None:
+    tensors = {name: getattr(total, name).cpu().contiguous() for name in ("tokens", "active", "sums", "sq_sums", "nonfinite")}
+    tensors["pooled"] = acc.pooled.contiguous()
+    meta = {"format": str(_io.FORMAT_VERSION), "kind": _CHECKPOINT_KIND, **key, "done": str(done), "chunks": str(n_chunks)}
+    _io._atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
+def _load_checkpoint(path: Path, key: dict[str, str], total: _Totals, acc: _Accumulator, n_chunks: int) -> int:
+    """Restore ``total`` and the pooled rows from ``path``; returns the number of chunks done."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise LangNeuronsError(f"checkpoint {path} cannot be read ({e}): delete it to start over") from None
+    if meta.get("kind") != _CHECKPOINT_KIND or meta.get("format") != str(_io.FORMAT_VERSION):
+        raise LangNeuronsError(f"{path} is not a recording checkpoint of this lang_neurons version: delete it to start over")
+    for what in ("model", "corpus", "settings"):
+        if meta.get(what) != key[what]:
+            raise LangNeuronsError(
+                f"checkpoint {path} belongs to another recording (its {what} differs from this one's): "
+                "resume with the same model, corpus and settings, or delete it to start over"
+            )
+    if meta.get("chunks") != str(n_chunks):
+        raise LangNeuronsError(f"checkpoint {path} was made with another batch plan: delete it to start over")
+    for name in ("tokens", "active", "sums", "sq_sums", "nonfinite"):
+        getattr(total, name).copy_(tensors[name])
+    acc.pooled.copy_(tensors["pooled"])
+    return int(meta["done"])
