@@ -1,0 +1,55 @@
+"""Data-parallel recording: 2 ranks on CPU (gloo) give exactly the single-process statistics."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from tiny_models import SENTENCES
+
+import lang_neurons as ln
+
+TEXTS = {lang: SENTENCES[lang][:12] for lang in ("en", "de", "ja")}
+# 18 batches in chunks of 2 (an odd number of chunks: the last round has one rank idle), and
+# 12 batches in chunks of 1 with capped AP rows (batches whose texts are not all pooled).
+CONFIGS = {"a": dict(batch_size=2, reduce_every=2), "b": dict(batch_size=3, reduce_every=1, ap_sentences=5, pooling="max")}
+
+
+def _rank(rank: int, world: int, model_dir: str, out: str) -> None:
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    dist.init_process_group("gloo", init_method=f"file://{out}/store", rank=rank, world_size=world)
+    try:
+        model = ln.load_model(model_dir, device="cpu")
+        for name, cfg in CONFIGS.items():
+            ln.record(model, TEXTS, progress=False, **cfg).save(f"{out}/{name}_rank{rank}")
+            if rank == 0:  # the single-process reference, in a process set up like the ranks
+                ln.record(model, TEXTS, progress=False, distributed=False, **cfg).save(f"{out}/{name}_single")
+    finally:
+        dist.destroy_process_group()
+
+
+def _assert_identical(a: ln.ActivationStats, b: ln.ActivationStats) -> None:
+    for key in (*ln.ActivationStats._TENSORS, "nonfinite"):
+        x, y = getattr(a, key), getattr(b, key)
+        assert x.dtype == y.dtype and torch.equal(x, y), key
+
+
+def test_two_gloo_ranks_equal_single_process(llama_dir, tmp_path):
+    mp.start_processes(_rank, args=(2, str(llama_dir), str(tmp_path)), nprocs=2, join=True, start_method="spawn")
+    for name in CONFIGS:
+        single = ln.ActivationStats.load(tmp_path / f"{name}_single")
+        assert single.tokens.sum() > 0 and single.pooled.abs().sum() > 0
+        for rank in (0, 1):  # every rank ends with the complete statistics
+            _assert_identical(ln.ActivationStats.load(tmp_path / f"{name}_rank{rank}"), single)
+
+
+def test_distributed_without_a_process_group_is_a_clear_error(gpt2_dir):
+    model = ln.load_model(gpt2_dir, device="cpu")
+    with pytest.raises(ln.LangNeuronsError, match="init_process_group"):
+        ln.record(model, TEXTS, distributed=True, progress=False)
