@@ -79,7 +79,7 @@ def generate(
     order = list(range(len(seqs)))  # keep prompt order; left padding handles mixed lengths
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     bar = tqdm(total=len(seqs), desc="generating", unit="seq", disable=not progress)
-    with torch.inference_mode(), attached(model, list(hooks)):
+    with torch.inference_mode(), attached(model, list(hooks)), bar:  # the bar closes on any exit
         for bi, batch in enumerate(batches):
             ids, mask = _pad([seqs[i] for i in batch], pad, "left", device)
             torch.manual_seed(seed + bi)
@@ -119,7 +119,7 @@ def language_loss(
     encoded = {lang: _encode(model, corpus[lang], max_length)[0] for lang in corpus.langs}
     plan = [(li, lang, b) for li, lang in enumerate(corpus.langs) for b in _batches([len(x) for x in encoded[lang]], batch_size)]
     bar = tqdm(total=len(corpus), desc="loss", unit="text", disable=not progress)
-    with torch.inference_mode(), attached(model, list(hooks)):
+    with torch.inference_mode(), attached(model, list(hooks)), bar:  # the bar closes on any exit
         for li, lang, batch in plan:
             ids, mask = _pad([encoded[lang][i] for i in batch], pad, "right", device)
             logits = model(ids, attention_mask=mask.long())
