@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_selection_args(p)
     p.set_defaults(func=cmd_identify)
 
+    p = sub.add_parser("import-masks", help="import a published LAPE-layout mask file (.pth) into a folder steer/evaluate use")
+    p.add_argument("file", type=Path, help="torch file: a list over languages of lists over layers of LongTensors of neuron indices")
+    _add_common(p)
+    p.set_defaults(func=cmd_import_masks)
+
     p = sub.add_parser("steer", help="print steered generations next to unsteered ones")
     _add_neurons_args(p)
     p.add_argument("--target", required=True, help="language to steer toward, e.g. de")
@@ -312,6 +317,23 @@ def cmd_identify(args: argparse.Namespace) -> int:
     print()
     print(_identify_report(neurons))
     print(f"\nwrote {args.out}/stats.safetensors and {args.out}/neurons_{args.method}.safetensors (+ .json)")
+    return 0
+
+
+def cmd_import_masks(args: argparse.Namespace) -> int:
+    """Import a published mask file as ``neurons_lape`` of --out; --langs gives the file's language
+    order. Statistics are recorded on --corpus as by identify (steering needs their means)."""
+    from lang_neurons import masks
+
+    masks._read(args.file)  # a missing or unreadable file fails before the model loads
+    model, site, train, _, settings, reuse = _open_run(args)
+    neurons = masks.from_lape_masks(args.file, settings["langs"], model, site=args.site)
+    stats = _statistics(args, model, train, settings, reuse)
+    neurons.params["corpus"] = stats.corpus
+    neurons.save(args.out / "neurons_lape")
+    print(_identify_report(neurons))
+    print(f"\nwrote {args.out}/neurons_lape.safetensors (+ .json) and {args.out}/stats.safetensors: "
+          f"use `lang-neurons steer --neurons {args.out} --target ...`")
     return 0
 
 

@@ -74,6 +74,8 @@ class NeuronSet:
 
         ``which``: ``all``, ``top`` (not bottom-k) or ``bottom``.
         """
+        if which not in ("all", "top", "bottom"):
+            raise LangNeuronsError(f"which must be 'all', 'top' or 'bottom', not {which!r}")
         m = self.mask[self.lang_index(lang)]
         b = self.bottom[self.lang_index(lang)]
         m = {"all": m, "top": m & ~b, "bottom": b}[which]
