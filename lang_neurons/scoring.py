@@ -30,8 +30,14 @@ def activation_probability(
     active: Int[Tensor, "lang layer neuron"], tokens: Int[Tensor, "lang"]
 ) -> Float[Tensor, "lang layer neuron"]:
     """LAPE's ``p``: the share of a language's tokens on which each neuron is > 0."""
+    if active.ndim != 3 or tokens.shape != (active.shape[0],):
+        raise LangNeuronsError(f"need active [lang, layer, neuron] and tokens [lang], got {tuple(active.shape)} and {tuple(tokens.shape)}")
+    if active.is_floating_point() and not torch.isfinite(active).all():
+        raise LangNeuronsError(f"activation counts hold {int((~torch.isfinite(active)).sum())} NaN/inf values: recompute the statistics")
     if (tokens <= 0).any():
         raise LangNeuronsError("every language needs at least one token to compute activation probabilities")
+    if (active < 0).any() or (active > tokens[:, None, None]).any():
+        raise LangNeuronsError("activation counts must lie between 0 and the language's token count: the statistics are damaged")
     return (active.double() / tokens.double()[:, None, None]).float()
 
 
@@ -70,8 +76,10 @@ def lape_select(
     for name, v in (("top_rate", top_rate), ("filter_rate", filter_rate), ("activation_bar_ratio", activation_bar_ratio)):
         if not 0 < v <= 1:
             raise LangNeuronsError(f"{name} must be in (0, 1], got {v}")
-    if prob.ndim != 3 or prob.shape[0] < 2:
+    if prob.ndim != 3 or prob.shape[0] < 2 or prob.numel() == 0:
         raise LangNeuronsError(f"LAPE needs probabilities of shape [lang>=2, layer, neuron], got {tuple(prob.shape)}")
+    if not torch.isfinite(prob).all() or (prob < 0).any() or (prob > 1).any():
+        raise LangNeuronsError(f"activation probabilities must be finite and in [0, 1]; {_nonfinite_report(prob)}")
     entropy = lape_entropy(prob)
     tau = _kth_quantile(prob, filter_rate)
     ranked = entropy.masked_fill((prob > tau).sum(0) == 0, torch.inf).flatten()
@@ -91,24 +99,58 @@ def ap_scores(
     n_langs: int,
     progress: bool = False,
 ) -> Float[Tensor, "lang layer neuron"]:
-    """Average precision of every neuron for every language (positives: that language's sentences)."""
+    """Average precision of every neuron for every language (positives: that language's sentences).
+
+    NaN or infinite pooled activations raise a :class:`LangNeuronsError` that says how many there
+    are in which layers (AP is undefined for them); they are never silently ranked.
+    """
+    if pooled.ndim != 3:
+        raise LangNeuronsError(f"pooled activations must be [sentence, layer, neuron], got shape {tuple(pooled.shape)}")
+    if pooled_lang.ndim != 1 or pooled_lang.is_floating_point() or pooled_lang.dtype == torch.bool:
+        raise LangNeuronsError(f"pooled_lang must be a 1-D integer tensor of language ids, got {pooled_lang.dtype} {tuple(pooled_lang.shape)}")
     if pooled.shape[0] != pooled_lang.shape[0]:
         raise LangNeuronsError(f"{pooled.shape[0]} pooled rows but {pooled_lang.shape[0]} labels")
+    if n_langs < 2:
+        raise LangNeuronsError(f"AP needs at least two languages, got n_langs={n_langs}")
+    if len(pooled_lang) and (int(pooled_lang.min()) < 0 or int(pooled_lang.max()) >= n_langs):
+        raise LangNeuronsError(f"language ids must be in [0, {n_langs}), got {int(pooled_lang.min())}..{int(pooled_lang.max())}")
     counts = torch.bincount(pooled_lang, minlength=n_langs)
     if (counts == 0).any():
         raise LangNeuronsError(f"AP needs pooled sentences for every language; counts per language: {counts.tolist()}")
     s, n_layers, width = pooled.shape
-    ap = _average_precision(pooled.reshape(s, n_layers * width), pooled_lang, progress=progress)
+    try:
+        ap = _average_precision(pooled.reshape(s, n_layers * width), pooled_lang, progress=progress, num_classes=n_langs)
+    except LangNeuronsError:
+        if not torch.isfinite(pooled).all():
+            raise LangNeuronsError(f"AP is undefined for non-finite pooled activations; {_nonfinite_report(pooled)}") from None
+        raise
     return ap.reshape(n_langs, n_layers, width).float()
+
+
+def _nonfinite_report(x: Float[Tensor, "_ layer neuron"]) -> str:
+    """Where the NaN/inf values of ``x`` are: count per layer (the second dimension)."""
+    bad = ~torch.isfinite(x)
+    if not bad.any():
+        return "values outside [0, 1] found"
+    per_layer = bad.sum(dim=tuple(i for i in range(x.ndim) if i != 1))
+    where = ", ".join(f"layer {i}: {int(n)}" for i, n in enumerate(per_layer.tolist()) if n)
+    n_nan = int(torch.isnan(x).sum())
+    return f"{int(bad.sum())} non-finite values ({n_nan} NaN, {int(bad.sum()) - n_nan} inf) in {where}: clean or recompute the activations"
 
 
 def top_bottom_k(
     scores: Float[Tensor, "lang layer neuron"], top_k: int, bottom_k: int
 ) -> tuple[Bool[Tensor, "lang layer neuron"], Bool[Tensor, "lang layer neuron"]]:
     """Per language, the ``top_k`` highest- and ``bottom_k`` lowest-scoring neurons (ties: lower index)."""
+    if scores.ndim != 3:
+        raise LangNeuronsError(f"scores must be [lang, layer, neuron], got shape {tuple(scores.shape)}")
+    if not torch.isfinite(scores).all():
+        raise LangNeuronsError(f"cannot rank non-finite scores; {_nonfinite_report(scores)}")
     n_langs, n_layers, width = scores.shape
     n = n_layers * width
     for name, k in (("top_k", top_k), ("bottom_k", bottom_k)):
+        if not isinstance(k, int) or isinstance(k, bool):
+            raise LangNeuronsError(f"{name} must be a whole number of neurons, got {k!r}")
         if k < 0 or k > n:
             raise LangNeuronsError(f"{name}={k} but the model has {n} neurons at this site: use 0 <= {name} <= {n}")
     if top_k + bottom_k > n:
