@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
@@ -19,7 +20,7 @@ from lang_neurons import steering as st
 from lang_neurons.corpora import DEFAULT_LANGS, LanguageCorpus, load_corpus
 from lang_neurons.errors import LangNeuronsError
 from lang_neurons.evaluation import LossMatrix
-from lang_neurons.languages import parse_langs
+from lang_neurons.languages import parse_langs, validate_lang
 from lang_neurons.models import DEFAULT_MODEL, HookedModel, check_fingerprint, load_model
 from lang_neurons.neurons import NeuronSet, average_precision, lape
 from lang_neurons.record import POOLINGS, ActivationStats, record
@@ -50,6 +51,58 @@ def _rate(s: str) -> float:
     return v
 
 
+def _non_negative_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {s!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {v}")
+    return v
+
+
+def _seed(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number in [0, 2**32), got {s!r}") from None
+    if not 0 <= v < 2**32:
+        raise argparse.ArgumentTypeError(f"expected a whole number in [0, 2**32), got {v}")
+    return v
+
+
+def _finite(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {s!r}")
+    return v
+
+
+def _lang_code(s: str) -> str:
+    try:
+        return validate_lang(s)
+    except LangNeuronsError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _device_name(s: str) -> str:
+    try:
+        torch.device(s)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"unknown device {s!r}: use cpu, cuda, cuda:1, mps, ...") from None
+    return s
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as one stderr line (exit 2), like every other error of the CLI."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help="embedded 'gemma-3-270m' (default), a hub name or a local HF folder")
     p.add_argument("--corpus", default="default", help="default (offline), flores, paws-x, wikipedia, culturax, or a folder of <lang>.txt files")
@@ -62,15 +115,15 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-per-lang", type=_positive_int, default=None, help="texts per language to use (default: all)")
     p.add_argument("--ap-sentences", type=_positive_int, default=None, help="pooled sentences per language kept for AP (default: all)")
     p.add_argument("--held-out", type=float, default=0.2, help="share of each language held out for evaluation (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--dtype", default="float32", help="model dtype: float32 (default), bfloat16, float16")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    p.add_argument("--device", type=_device_name, default=None, help="cpu, cuda, ... (default: cuda when available)")
     p.add_argument("--force", action="store_true", help="recompute even if --out holds results of another run")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lang-neurons", description="Find and steer language-specific neurons.")
+    parser = _Parser(prog="lang-neurons", description="Find and steer language-specific neurons.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("identify", help="record statistics and select language-specific neurons")
@@ -86,20 +139,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("steer", help="print steered generations next to unsteered ones")
     _add_neurons_args(p)
-    p.add_argument("--target", required=True, help="language to steer toward, e.g. de")
+    p.add_argument("--target", required=True, type=_lang_code, help="language to steer toward, e.g. de")
     p.add_argument("--method", default="add", help=f"one of {', '.join(st.METHODS)} (default: add)")
-    p.add_argument("--alpha", type=float, default=1.0, help="strength for add/scale/diffmean (default: 1.0)")
+    p.add_argument("--alpha", type=_finite, default=1.0, help="strength for add/scale/diffmean (default: 1.0)")
     p.add_argument("--prompt", action="append", help="a prompt (repeatable); default: unconditional samples from BOS")
     p.add_argument("--samples", type=_positive_int, default=5, help="unconditional samples (default: 5)")
     p.add_argument("--max-new-tokens", type=_positive_int, default=32)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.set_defaults(func=cmd_steer)
 
     p = sub.add_parser("evaluate", help="target-language rate, BLEU/chrF and loss matrix under steering")
     _add_neurons_args(p)
     p.add_argument("--out", required=True, type=Path, help="folder for metrics.json and metrics.txt")
     _add_evaluation_args(p)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("run", help="the whole study: statistics, LAPE and AP neurons, steering evaluation, HTML report")
@@ -124,19 +177,19 @@ def _add_selection_args(p: argparse.ArgumentParser) -> None:
 def _add_evaluation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated steering methods (default: %(default)s)")
     p.add_argument("--targets", default=None, help="comma-separated targets (default: every language but --source)")
-    p.add_argument("--source", default="en", help="source language of the translation task (default: en)")
-    p.add_argument("--alpha", type=float, default=1.0)
+    p.add_argument("--source", default="en", type=_lang_code, help="source language of the translation task (default: en)")
+    p.add_argument("--alpha", type=_finite, default=1.0)
     p.add_argument("--samples", type=_positive_int, default=30, help="unconditional samples per target and method (default: 30)")
     p.add_argument("--max-new-tokens", type=_positive_int, default=32)
-    p.add_argument("--translation-items", type=int, default=20, help="translation prompts per target (0: skip)")
-    p.add_argument("--loss-texts", type=int, default=40, help="held-out texts per language for the loss matrix (0: skip)")
+    p.add_argument("--translation-items", type=_non_negative_int, default=20, help="translation prompts per target (0: skip)")
+    p.add_argument("--loss-texts", type=_non_negative_int, default=40, help="held-out texts per language for the loss matrix (0: skip)")
 
 
 def _add_neurons_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--neurons", required=True, type=Path, help="a folder written by `lang-neurons identify`")
     p.add_argument("--set", default=None, choices=["lape", "ap"], help="which neuron set in that folder (default: lape if present)")
     p.add_argument("--dtype", default="float32")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", type=_device_name, default=None)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -187,6 +240,8 @@ def _parse_methods(text: str) -> list[str]:
     for m in methods:
         if m not in st.METHODS:
             raise LangNeuronsError(f"unknown method {m!r}: choose from {', '.join(st.METHODS)}")
+    if not methods:
+        raise LangNeuronsError("--methods is empty: give at least one steering method, e.g. add")
     return methods
 
 
@@ -255,6 +310,8 @@ def _open_run(args: argparse.Namespace) -> tuple[HookedModel, Site, LanguageCorp
     --out already holds the statistics of this very run.
     """
     langs = parse_langs(args.langs)
+    if len(langs) < 2 and args.command != "import-masks":
+        raise LangNeuronsError(f"--langs {args.langs!r} names one language: LAPE and AP compare at least two")
     if not 0 <= args.held_out < 1:
         raise LangNeuronsError(f"--held-out must be in [0, 1), got {args.held_out}")
     settings = _run_settings(args, langs)

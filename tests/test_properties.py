@@ -150,3 +150,103 @@ def test_scoring_rejects_bad_shapes_and_labels():
     for call, message in cases:
         with pytest.raises(ln.LangNeuronsError, match=message):
             call()
+
+
+# -- CLI arguments ---------------------------------------------------------------------------------
+
+CLI = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+WORDS = hs.text(alphabet="abcxyz.%_", min_size=1, max_size=6)  # never a number
+
+
+def _is_code(text: str) -> bool:
+    try:
+        ln.languages.validate_lang(text)
+        return True
+    except ln.LangNeuronsError:
+        return False
+
+
+def _one_line_exit_2(argv, capsys, out) -> str:
+    from lang_neurons import cli
+
+    capsys.readouterr()
+    try:
+        code = cli.main(argv)
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert code == 2, (argv, err)
+    assert len(lines) == 1 and lines[0].startswith("lang-neurons") and "error" in lines[0], err
+    assert "Traceback" not in err
+    assert not out.exists() or not any(out.iterdir())
+    return lines[0]
+
+
+def _identify(tmp_path, *extra):
+    return ["identify", "--model", str(tmp_path / "no-model-needed"), "--corpus", str(tmp_path), "--langs", "en,de",
+            "--out", str(tmp_path / "out"), "--no-progress", *extra]
+
+
+BAD_NUMBERS = {
+    "--batch-size": hs.one_of(hs.integers(max_value=0), WORDS, hs.just("1.5")),
+    "--max-length": hs.one_of(hs.integers(max_value=0), WORDS),
+    "--max-per-lang": hs.one_of(hs.integers(max_value=0), WORDS),
+    "--ap-sentences": hs.one_of(hs.integers(max_value=0), WORDS),
+    "--held-out": hs.one_of(hs.floats(min_value=1.0), hs.floats(max_value=-1e-9), hs.sampled_from(["nan", "inf", "-inf"]), WORDS),
+    "--top-rate": hs.one_of(hs.floats(min_value=1.0, exclude_min=True), hs.floats(max_value=0.0), hs.sampled_from(["nan", "inf"]), WORDS),
+    "--filter-rate": hs.one_of(hs.floats(max_value=0.0), hs.sampled_from(["nan", "-inf"]), WORDS),
+    "--activation-bar": hs.one_of(hs.floats(min_value=1.0, exclude_min=True), WORDS),
+    "--seed": hs.one_of(hs.integers(max_value=-1), hs.integers(min_value=2**32), WORDS),
+}
+
+
+@CLI
+@given(hs.sampled_from(sorted(BAD_NUMBERS)), hs.data())
+def test_cli_bad_numbers_get_one_line(tmp_path, capsys, flag, data):
+    value = data.draw(BAD_NUMBERS[flag])
+    line = _one_line_exit_2(_identify(tmp_path, f"{flag}={value}"), capsys, tmp_path / "out")
+    assert flag in line
+
+
+@CLI
+@given(hs.lists(hs.from_regex(r"[a-z]{2,3}", fullmatch=True), min_size=1, max_size=3), hs.data())
+def test_cli_bad_language_lists_get_one_line(tmp_path, capsys, codes, data):
+    codes = codes + [data.draw(hs.from_regex(r"[a-z]{2,3}", fullmatch=True).filter(lambda c: not _is_code(c)))]
+    codes = data.draw(hs.permutations(codes))
+    line = _one_line_exit_2(_identify(tmp_path, "--langs", ",".join(codes)), capsys, tmp_path / "out")
+    assert "unknown language code" in line
+    dup = data.draw(hs.sampled_from(["de,de", "en,de,en", "de,deu_Latn", "", " , "]))
+    line = _one_line_exit_2(_identify(tmp_path, f"--langs={dup}"), capsys, tmp_path / "out")
+    assert "duplicate language" in line or "no languages" in line
+
+
+@CLI
+@given(hs.text(alphabet="abcdefghijklmnopqrstuvwxyz_-", min_size=1, max_size=10), hs.sampled_from(["method", "site", "steer", "evaluate"]))
+def test_cli_bad_method_and_site_names_get_one_line(tmp_path, capsys, name, where):
+    from lang_neurons import steering as st
+
+    if where in ("method", "site"):
+        if name in ("lape", "ap", "act", "post", "pre", "gate_up"):
+            return
+        _one_line_exit_2(_identify(tmp_path, f"--{where}={name}"), capsys, tmp_path / "out")
+    elif name not in st.METHODS:
+        if where == "steer":
+            argv = ["steer", "--neurons", str(tmp_path / "none"), "--target", "de", f"--method={name}"]
+        else:
+            argv = ["evaluate", "--neurons", str(tmp_path / "none"), "--out", str(tmp_path / "out"), f"--methods=add,{name}"]
+        assert "unknown method" in _one_line_exit_2(argv, capsys, tmp_path / "out")
+
+
+@CLI
+@given(hs.sampled_from(["--alpha", "--seed", "--target", "--samples", "--max-new-tokens"]), hs.data())
+def test_cli_bad_steer_values_get_one_line(tmp_path, capsys, flag, data):
+    values = {
+        "--alpha": hs.sampled_from(["nan", "inf", "-inf", "1e400", "x"]),
+        "--seed": hs.one_of(hs.integers(max_value=-1), hs.integers(min_value=2**32)),
+        "--target": hs.from_regex(r"[a-z]{2,3}", fullmatch=True).filter(lambda c: not _is_code(c)),
+        "--samples": hs.integers(max_value=0),
+        "--max-new-tokens": hs.integers(max_value=0),
+    }
+    argv = ["steer", "--neurons", str(tmp_path / "none"), "--target", "de", f"{flag}={data.draw(values[flag])}"]
+    assert flag in _one_line_exit_2(argv, capsys, tmp_path / "out")
