@@ -123,6 +123,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``lang-neurons`` argument parser: every command and flag (the docs' CLI reference is its help)."""
     parser = _Parser(prog="lang-neurons", description="Find and steer language-specific neurons.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -219,6 +220,7 @@ def _corpora(settings: dict[str, Any]) -> tuple[LanguageCorpus, LanguageCorpus]:
 
 
 def cmd_steer(args: argparse.Namespace) -> int:
+    """``lang-neurons steer``: print steered generations next to unsteered ones; returns the exit code."""
     if args.method not in st.METHODS:
         raise LangNeuronsError(f"unknown method {args.method!r}: choose one of {', '.join(st.METHODS)}")
     model, neurons, stats, _ = _load_run(args)
@@ -246,6 +248,7 @@ def _parse_methods(text: str) -> list[str]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``lang-neurons evaluate``: steering evaluation of an identify folder into ``--out``; returns the exit code."""
     methods = _parse_methods(args.methods)
     targets = parse_langs(args.targets) if args.targets else None
     if args.out.exists() and not args.out.is_dir():
@@ -365,6 +368,7 @@ def _select(args: argparse.Namespace, stats: ActivationStats, method: str) -> Ne
 
 
 def cmd_identify(args: argparse.Namespace) -> int:
+    """``lang-neurons identify``: record (or reuse) statistics and write one neuron set; returns the exit code."""
     model, site, train, _, settings, reuse = _open_run(args)
     if args.method == "ap":
         _check_ap_k(args, site)
@@ -472,6 +476,7 @@ def _steering_results(
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """``lang-neurons run``: the whole study and its HTML report, reusing finished stages; returns the exit code."""
     methods = _parse_methods(args.methods)
     if not methods:
         raise LangNeuronsError("--methods is empty: give at least one steering method, e.g. add")
@@ -524,6 +529,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``lang-neurons``: run one command; a user mistake is one stderr line and exit code 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

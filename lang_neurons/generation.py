@@ -47,7 +47,10 @@ def generate(
         n: number of unconditional samples (ignored with ``prompts``).
         hooks: ``(hook_name, fn)`` pairs (e.g. a :class:`~lang_neurons.steering.Steering`),
             attached for the whole call and removed afterwards.
-        do_sample / temperature / top_p / top_k: sampling settings; ``do_sample=False`` is greedy.
+        do_sample: sample (default) or, with ``False``, decode greedily.
+        temperature: sampling temperature.
+        top_p: nucleus sampling threshold (``None``: off).
+        top_k: sample among the ``k`` most likely tokens only (``None``: off).
         seed: sampling seed; batch ``i`` uses ``seed + i``, so results do not depend on what ran before.
         batch_size: sequences per ``model.generate`` call (prompts are left-padded with a mask).
         stop_at_newline: end each sequence at its first newline token (one-line answers such as

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from typing import Any, Protocol, runtime_checkable
 
 import torch
+from jaxtyping import Int
 
 from lang_neurons.errors import LangNeuronsError
 
@@ -42,11 +43,26 @@ class HookedModel(Protocol):
     tokenizer: Any
     hook_dict: dict[str, Any]
 
-    def to_tokens(self, input: Any, *args: Any, **kwargs: Any) -> torch.Tensor: ...
-    def run_with_hooks(self, *args: Any, **kwargs: Any) -> Any: ...
-    def run_with_cache(self, *args: Any, **kwargs: Any) -> Any: ...
-    def hooks(self, *args: Any, **kwargs: Any) -> Any: ...
-    def generate(self, *args: Any, **kwargs: Any) -> Any: ...
+    def to_tokens(self, input: Any, *args: Any, **kwargs: Any) -> Int[torch.Tensor, "batch pos"]:
+        """Token ids of a string or list of strings (BOS prepended), ``[batch, pos]``."""
+        ...
+
+    def run_with_hooks(self, *args: Any, **kwargs: Any) -> Any:
+        """One forward pass with ``fwd_hooks=[(hook_name, fn), ...]`` attached; logits ``[batch, pos, d_vocab]``."""
+        ...
+
+    def run_with_cache(self, *args: Any, **kwargs: Any) -> Any:
+        """One forward pass that also returns the activations at the hook points (``names_filter=``)."""
+        ...
+
+    def hooks(self, *args: Any, **kwargs: Any) -> Any:
+        """Context manager: ``with model.hooks(fwd_hooks=[...]):`` attaches hooks for the block (covers ``generate``)."""
+        ...
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        """Autoregressive generation (KV cache); hooks attached with :meth:`hooks` fire on every step."""
+        ...
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
 
 
@@ -121,7 +137,8 @@ def load_model(
         dtype: model dtype (``torch.bfloat16`` or ``"bfloat16"`` for big models). Statistics
             are always accumulated in float32/float64/int64 whatever this is.
         device: e.g. ``"cpu"``, ``"cuda"``; default: CUDA when available.
-        n_devices / device_map: split a big model over several GPUs (passed to TransformerLens).
+        n_devices: split a big model over this many GPUs (passed to TransformerLens).
+        device_map: or a Hugging Face device map (``"auto"``, a dict module name → device).
     """
     if isinstance(dtype, str):
         try:

@@ -52,6 +52,7 @@ class NeuronSet:
     # -- shape and access --------------------------------------------------------------------
     @property
     def n_layers(self) -> int:
+        """Number of layers."""
         return int(self.mask.shape[1])
 
     @property
@@ -65,11 +66,12 @@ class NeuronSet:
         return self.n_layers * self.width
 
     def lang_index(self, lang: str) -> int:
+        """Position of ``lang`` in :attr:`langs` (the first mask dimension), with a clear error when absent."""
         if lang not in self.langs:
             raise LangNeuronsError(f"language {lang!r} is not in this neuron set ({', '.join(self.langs)})")
         return self.langs.index(lang)
 
-    def indices(self, lang: str, which: str = "all") -> list[Tensor]:
+    def indices(self, lang: str, which: str = "all") -> list[Int[Tensor, "index"]]:
         """Neuron indices of ``lang`` per layer (a list of ``n_layers`` LongTensors).
 
         ``which``: ``all``, ``top`` (not bottom-k) or ``bottom``.
@@ -158,7 +160,7 @@ class NeuronSet:
 
         return from_lape_masks(source, langs, model, site=site, method=method)
 
-    def to_lape_masks(self, path: str | Path | None = None, which: str = "all") -> list[list[Tensor]]:
+    def to_lape_masks(self, path: str | Path | None = None, which: str = "all") -> list[list[Int[Tensor, "index"]]]:
         """Export in the LAPE layout (``masks[lang][layer]`` = LongTensor of indices); see
         :func:`lang_neurons.masks.to_lape_masks`."""
         from lang_neurons.masks import to_lape_masks

@@ -143,7 +143,8 @@ def method_comparison(a: NeuronSet, b: NeuronSet, names: tuple[str, str] | None 
     same languages, in the same order, at the same site of the same model (e.g. LAPE and AP).
 
     Args:
-        a, b: the two neuron sets.
+        a: the first neuron set.
+        b: the second neuron set.
         names: how to call them; default their methods (``LAPE``, ``AP``).
     """
     if list(a.langs) != list(b.langs):

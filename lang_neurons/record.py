@@ -73,6 +73,7 @@ class ActivationStats:
     # -- shape -------------------------------------------------------------------------------
     @property
     def n_layers(self) -> int:
+        """Number of layers."""
         return int(self.active.shape[1])
 
     @property
@@ -82,6 +83,7 @@ class ActivationStats:
 
     @property
     def n_neurons(self) -> int:
+        """All neurons at the site (layers x width)."""
         return self.n_layers * self.width
 
     def lang_index(self, lang: str) -> int:

@@ -77,7 +77,7 @@ class Site:
             return (p + "hook_pre",)
         return (p + "hook_post",)
 
-    def activation(self, values: list[Tensor]) -> Float[Tensor, "batch pos width"]:
+    def activation(self, values: list[Float[Tensor, "batch pos d_mlp"]]) -> Float[Tensor, "batch pos width"]:
         """The site's activation from the values of :meth:`read_hooks` (same order)."""
         if self.name == "gate_up":
             return torch.cat(values, dim=-1)
