@@ -118,6 +118,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--dtype", default="float32", help="model dtype: float32 (default), bfloat16, float16")
     p.add_argument("--device", type=_device_name, default=None, help="cpu, cuda, ... (default: cuda when available)")
+    p.add_argument("--n-devices", type=_positive_int, default=None, help="split the model over this many GPUs (default: one device)")
+    p.add_argument("--device-map", default=None, help="Hugging Face device map for a big model: auto, balanced, sequential, or a JSON object")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted recording from its checkpoint in --out")
+    p.add_argument("--checkpoint-every", type=int, default=100, help="batches between recording checkpoints in --out (0: none; default: %(default)s)")
     p.add_argument("--force", action="store_true", help="recompute even if --out holds results of another run")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -317,11 +321,53 @@ def _open_run(args: argparse.Namespace) -> tuple[HookedModel, Site, LanguageCorp
         raise LangNeuronsError(f"--langs {args.langs!r} names one language: LAPE and AP compare at least two")
     if not 0 <= args.held_out < 1:
         raise LangNeuronsError(f"--held-out must be in [0, 1), got {args.held_out}")
+    if args.checkpoint_every < 0:
+        raise LangNeuronsError(f"--checkpoint-every must be 0 (no checkpoints) or a positive number of batches, got {args.checkpoint_every}")
     settings = _run_settings(args, langs)
     reuse = _check_out_dir(args.out, settings, args.force)
     train, held_out = _corpora(settings)
-    model = load_model(args.model, dtype=args.dtype, device=args.device)
+    device = _init_distributed(args)
+    model = load_model(args.model, dtype=args.dtype, device=device, n_devices=args.n_devices, device_map=_device_map(args.device_map))
     return model, resolve_site(model, args.site), train, held_out, settings, reuse
+
+
+def _device_map(text: str | None) -> str | dict | None:
+    """--device-map: a name such as ``auto`` or a JSON object module → device."""
+    if text is None or not text.strip().startswith("{"):
+        return text
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise LangNeuronsError(f"--device-map is neither a name (auto, balanced, sequential) nor a JSON object: {e}") from None
+
+
+def _init_distributed(args: argparse.Namespace) -> str | None:
+    """Join the torchrun process group when ``WORLD_SIZE`` > 1; returns the device for this rank.
+
+    Under ``torchrun --nproc_per_node=N -m lang_neurons.cli identify ...`` every rank records a
+    share of the batches (gloo on CPU, NCCL with one GPU per rank) and rank 0 writes the files.
+    """
+    import os
+
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return args.device
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available() and not str(args.device or "").startswith("cpu")
+    if args.n_devices or args.device_map:
+        raise LangNeuronsError("data-parallel recording (torchrun) puts one model on each rank: drop --n-devices/--device-map")
+    if cuda:
+        torch.cuda.set_device(local)
+    dist.init_process_group("nccl" if cuda else "gloo")
+    return f"cuda:{local}" if cuda and args.device is None else args.device
+
+
+def _is_main() -> bool:
+    """Whether this process writes files: always, except on ranks > 0 of a torchrun group."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def _check_ap_k(args: argparse.Namespace, site: Site) -> None:
@@ -341,12 +387,20 @@ def _statistics(
         check_fingerprint(stats.model, model, f"{stats_path}.json")
         print(f"reusing statistics in {stats_path}.safetensors", file=sys.stderr)
         return stats
+    checkpoint = args.out / "stats.checkpoint.safetensors"
+    if _is_main():
+        if args.force and not args.resume:
+            checkpoint.unlink(missing_ok=True)
+        # run.json first: a killed recording leaves --out resumable with the same settings.
+        _io.atomic_write_text(args.out / RUN_FILE, json.dumps(settings, indent=1))
     stats = record(
         model, train, site=args.site, pooling=args.pooling, batch_size=args.batch_size,
         max_length=args.max_length, ap_sentences=args.ap_sentences, progress=not args.no_progress,
+        checkpoint=checkpoint if args.checkpoint_every else None, checkpoint_every=args.checkpoint_every or 1,
+        resume=args.resume,
     )
-    stats.save(stats_path)
-    _io.atomic_write_text(args.out / RUN_FILE, json.dumps(settings, indent=1))
+    if _is_main():
+        stats.save(stats_path)
     return stats
 
 
@@ -373,6 +427,8 @@ def cmd_identify(args: argparse.Namespace) -> int:
     if args.method == "ap":
         _check_ap_k(args, site)
     stats = _statistics(args, model, train, settings, reuse)
+    if not _is_main():
+        return 0
     neurons = _select(args, stats, args.method)
     print(stats.summary())
     print()
@@ -492,6 +548,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     model, site, train, held_out, settings, reuse = _open_run(args)
     _check_ap_k(args, site)
     stats = _statistics(args, model, train, settings, reuse)
+    if not _is_main():
+        return 0
 
     _stage(2, "LAPE and AP neurons")
     sets: dict[str, NeuronSet] = {}

@@ -117,6 +117,26 @@ def packaged_model_dir(progress: bool = True) -> Path:
     return target
 
 
+DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+}
+"""Model dtypes :func:`load_model` accepts by name."""
+
+
+def parse_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    """A floating-point torch dtype from a dtype or a name (``"bfloat16"``, ``"bf16"``, ...)."""
+    if isinstance(dtype, torch.dtype):
+        if not dtype.is_floating_point:
+            raise ModelLoadError(f"model dtype must be floating point, not {dtype}: use float32, bfloat16 or float16")
+        return dtype
+    key = str(dtype).strip().lower().removeprefix("torch.")
+    if key not in DTYPES:
+        raise ModelLoadError(f"unknown dtype {dtype!r}: use float32, bfloat16 or float16")
+    return DTYPES[key]
+
+
 def load_model(
     name_or_path: str | os.PathLike = DEFAULT_MODEL,
     *,
@@ -137,15 +157,17 @@ def load_model(
         dtype: model dtype (``torch.bfloat16`` or ``"bfloat16"`` for big models). Statistics
             are always accumulated in float32/float64/int64 whatever this is.
         device: e.g. ``"cpu"``, ``"cuda"``; default: CUDA when available.
-        n_devices: split a big model over this many GPUs (passed to TransformerLens).
-        device_map: or a Hugging Face device map (``"auto"``, a dict module name → device).
+        n_devices: split a big model over this many GPUs, passed to
+            ``TransformerBridge.boot_transformers`` (accelerate dispatch). Not together with
+            ``device``.
+        device_map: or a Hugging Face device map (``"auto"``, ``"balanced"``, or a dict module
+            name → device). Not together with ``device``.
     """
-    if isinstance(dtype, str):
-        try:
-            dtype = getattr(torch, dtype)
-            assert isinstance(dtype, torch.dtype)
-        except (AttributeError, AssertionError):
-            raise ModelLoadError(f"unknown dtype {dtype!r}: use float32, bfloat16 or float16") from None
+    dtype = parse_dtype(dtype)
+    if n_devices is not None and n_devices < 1:
+        raise ModelLoadError(f"n_devices must be a positive integer, got {n_devices}")
+    if device is not None and (device_map is not None or (n_devices or 1) > 1):
+        raise ModelLoadError("give either device or n_devices/device_map, not both")
     name = str(name_or_path)
     if name in _PACKAGED:
         name = str(packaged_model_dir())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -37,7 +38,7 @@ def _rank(rank: int, world: int, model_dir: str, out: str) -> None:
 def _assert_identical(a: ln.ActivationStats, b: ln.ActivationStats) -> None:
     for key in (*ln.ActivationStats._TENSORS, "nonfinite"):
         x, y = getattr(a, key), getattr(b, key)
-        assert x.dtype == y.dtype and torch.equal(x, y), key
+        assert x.dtype == y.dtype and torch.equal(x, y), f"{key}: {int((x != y).sum())} values differ"
 
 
 def test_two_gloo_ranks_equal_single_process(llama_dir, tmp_path):
@@ -53,3 +54,30 @@ def test_distributed_without_a_process_group_is_a_clear_error(gpt2_dir):
     model = ln.load_model(gpt2_dir, device="cpu")
     with pytest.raises(ln.LangNeuronsError, match="init_process_group"):
         ln.record(model, TEXTS, distributed=True, progress=False)
+
+
+def test_torchrun_cli_identify_equals_single_process(llama_dir, tmp_path):
+    """`torchrun --nproc_per_node=2 -m lang_neurons.cli identify` writes what one process writes."""
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    for lang, lines in TEXTS.items():
+        (texts / f"{lang}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    args = ["-m", "lang_neurons.cli", "identify", "--model", str(llama_dir), "--corpus", str(texts), "--langs", "en,de,ja",
+            "--batch-size", "2", "--device", "cpu", "--no-progress", "--top-rate", "0.05"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    for cmd, out in ((torchrun, "two"), ([sys.executable], "one")):
+        proc = subprocess.Popen([*cmd, *args, "--out", str(tmp_path / out)], env=env, text=True, start_new_session=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            stdout, stderr = proc.communicate(timeout=120)
+        finally:  # torchrun's workers too, if it hangs
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate()
+        assert proc.returncode == 0, stderr[-3000:]
+        assert stdout.count("wrote ") == 1  # rank 0 alone reports and writes
+    _assert_identical(ln.ActivationStats.load(tmp_path / "two" / "stats"), ln.ActivationStats.load(tmp_path / "one" / "stats"))
+    two, one = ln.NeuronSet.load(tmp_path / "two" / "neurons_lape"), ln.NeuronSet.load(tmp_path / "one" / "neurons_lape")
+    assert two.langs == one.langs and torch.equal(two.mask, one.mask)
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
