@@ -67,7 +67,7 @@ from torch import Tensor
 
 from lang_neurons.errors import LangNeuronsError
 
-__all__ = ["average_precision", "average_precision_both", "top_bottom_k"]
+__all__ = ["average_precision", "average_precision_both"]
 
 # Working memory per (neuron, sentence) element of a chunk, in bytes (upper bound used to
 # size chunks).  Measured peaks: ~24 B continuous scores, ~35 B few distinct values,
@@ -688,7 +688,7 @@ def average_precision_both(
 
     Same arguments and semantics as :func:`average_precision`; equal to
     ``(average_precision(s, l), average_precision(s, l, descending=False))`` but costs
-    little more than one of them.  Feed the pair to :func:`top_bottom_k`.
+    little more than one of them.
     """
     r = _run(
         scores,
@@ -701,57 +701,3 @@ def average_precision_both(
         num_threads=num_threads,
     )
     return r["desc"], r["asc"]
-
-
-def _topk_lowest_index(ap: Tensor, k: int) -> Tensor:
-    """Indices of the k largest values per row; ties broken by lower index; NaN last."""
-    a = ap.detach().to("cpu", torch.float64).numpy()
-    neg = np.where(np.isnan(a), np.inf, -a)
-    order = np.argsort(neg, axis=1, kind="stable")[:, :k]  # stable: equal APs keep index order
-    return torch.from_numpy(np.ascontiguousarray(order, dtype=np.int64))
-
-
-def top_bottom_k(
-    ap: Float[Tensor, "classes neurons"],
-    ap_neg: Float[Tensor, "classes neurons"],
-    k_top: int,
-    k_bottom: int,
-) -> tuple[Int[Tensor, "classes k_top"], Int[Tensor, "classes k_bottom"]]:
-    """Per class, the ``k_top`` neurons with the highest AP and the ``k_bottom`` neurons with
-    the highest AP of the negated scores (the paper's top-k / bottom-k neurons).
-
-    Args:
-        ap: ``[classes, neurons]`` AP of the activations (``descending=True``), or
-            ``[neurons]`` for a single class.
-        ap_neg: same shape, AP of the negated activations (``descending=False``).
-        k_top, k_bottom: how many neurons to pick per class (0 allowed).
-
-    Returns:
-        int64 ``[classes, k_top]`` and ``[classes, k_bottom]`` neuron indices, best first.
-        Ties are broken deterministically by the lower neuron index; NaN APs (classes
-        without sentences) rank last.  1-D inputs give 1-D outputs.
-
-    Raises:
-        LangNeuronsError (a ValueError): shape mismatch, or ``k`` negative or larger than the
-            number of neurons.
-    """
-    if ap.shape != ap_neg.shape:
-        raise LangNeuronsError(
-            f"ap and ap_neg must have the same shape, got {tuple(ap.shape)} and {tuple(ap_neg.shape)}"
-        )
-    if ap.ndim not in (1, 2):
-        raise LangNeuronsError(f"ap must be [classes, neurons] or [neurons], got shape {tuple(ap.shape)}")
-    squeeze = ap.ndim == 1
-    if squeeze:
-        ap, ap_neg = ap[None], ap_neg[None]
-    n = ap.shape[1]
-    for name, k in (("k_top", k_top), ("k_bottom", k_bottom)):
-        if k < 0:
-            raise LangNeuronsError(f"{name} must be >= 0, got {k}")
-        if k > n:
-            raise LangNeuronsError(f"{name}={k} is larger than the number of neurons ({n})")
-    top = _topk_lowest_index(ap, k_top)
-    bottom = _topk_lowest_index(ap_neg, k_bottom)
-    if squeeze:
-        top, bottom = top[0], bottom[0]
-    return top, bottom

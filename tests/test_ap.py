@@ -1,4 +1,4 @@
-"""lang_neurons._ap: exact vectorised average precision vs scikit-learn, top/bottom-k."""
+"""lang_neurons._ap: exact vectorised average precision vs scikit-learn."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score
 
-from lang_neurons._ap import average_precision, average_precision_both, top_bottom_k
+from lang_neurons._ap import average_precision, average_precision_both
 
 TOL = 1e-6
 
@@ -237,41 +237,3 @@ def test_non_finite_scores(rng, bad, dtype):
     s[5, 40] = bad
     with pytest.raises(ValueError, match=r"2 non-finite .*nan_to_num"):
         average_precision(s, torch.arange(20) % 3, chunk_size=4, num_threads=2)
-
-
-# ----------------------------------------------------------------------------- top_bottom_k
-
-
-def test_top_bottom_k_picks_and_ties():
-    ap = torch.tensor([[0.1, 0.9, 0.5, 0.9, 0.2], [0.3, 0.3, 0.3, 0.8, float("nan")]], dtype=torch.float64)
-    ap_neg = torch.tensor([[0.7, 0.1, 0.7, 0.2, 0.7], [0.0, 0.5, 0.4, 0.5, 0.6]], dtype=torch.float64)
-    top, bottom = top_bottom_k(ap, ap_neg, 3, 2)
-    assert top.dtype == torch.int64 and top.shape == (2, 3) and bottom.shape == (2, 2)
-    assert top.tolist() == [[1, 3, 2], [3, 0, 1]]  # equal APs: lower index first; NaN last
-    assert bottom.tolist() == [[0, 2], [4, 1]]
-    t1, b1 = top_bottom_k(ap[0], ap_neg[0], 2, 5)  # 1-D in, 1-D out
-    assert t1.tolist() == [1, 3] and b1.tolist() == [0, 2, 4, 3, 1]
-    t0, b0 = top_bottom_k(ap, ap_neg, 0, 0)
-    assert t0.shape == (2, 0) and b0.shape == (2, 0)
-
-
-def test_top_bottom_k_matches_argsort_of_computed_ap(rng):
-    scores = torch.from_numpy(rng.standard_normal((100, 40)).astype(np.float32))
-    labels = torch.from_numpy(rng.integers(0, 3, 100))
-    ap, ap_neg = average_precision_both(scores, labels)
-    top, bottom = top_bottom_k(ap, ap_neg, 5, 4)
-    for c in range(3):
-        assert top[c].tolist() == np.argsort(-ap[c].numpy(), kind="stable")[:5].tolist()
-        assert bottom[c].tolist() == np.argsort(-ap_neg[c].numpy(), kind="stable")[:4].tolist()
-
-
-def test_top_bottom_k_errors():
-    ap = torch.rand(2, 5)
-    with pytest.raises(ValueError, match=r"k_top=6 .*5"):
-        top_bottom_k(ap, ap, 6, 1)
-    with pytest.raises(ValueError, match=r"k_bottom=9 .*5"):
-        top_bottom_k(ap, ap, 1, 9)
-    with pytest.raises(ValueError, match=">= 0"):
-        top_bottom_k(ap, ap, -1, 1)
-    with pytest.raises(ValueError, match="same shape"):
-        top_bottom_k(ap, ap[:, :4], 1, 1)
