@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from tiny_models import SENTENCES, TINY_ARCHS
@@ -213,3 +215,69 @@ def test_hooks_removed_and_user_hooks_kept(gpt2):
 
 def test_all_archs_are_listed():
     assert set(TINY_ARCHS) >= {"gpt2", "bloom", "xglm", "llama", "mistral", "qwen2", "gemma3"}
+
+
+def _poisoned_llama(llama_dir, layer: int, rows: dict[int, float]):
+    """A fresh tiny Llama whose gate projection rows ``rows`` at ``layer`` are set to NaN/inf."""
+    model = ln.load_model(llama_dir, device="cpu")
+    gate = dict(model.named_parameters())[f"model.layers.{layer}._original_component.mlp._original_component.gate_proj._original_component.weight"]
+    with torch.no_grad():
+        for row, value in rows.items():
+            gate[row] = value
+    return model
+
+
+def test_nonfinite_activations_are_counted_and_left_out(llama, llama_dir, tmp_path):
+    clean = ln.record(llama, TEXTS, batch_size=4, progress=False)
+    assert clean.nonfinite.tolist() == [[0, 0]] * 3
+    model = _poisoned_llama(llama_dir, 1, {5: math.nan, 9: math.inf})
+    with pytest.warns(UserWarning, match=r"non-finite activation values .*\(layer 1: \d+;"):
+        stats = ln.record(model, TEXTS, batch_size=4, progress=False)
+    assert stats.nonfinite[:, 0].tolist() == [0, 0, 0]
+    assert stats.nonfinite[:, 1].tolist() == (2 * clean.tokens).tolist()  # two neurons, every counted token
+    for t in (stats.sums, stats.sq_sums, stats.pooled):
+        assert torch.isfinite(t).all()
+    bad = torch.tensor([5, 9])
+    assert stats.active[:, 1, bad].eq(0).all() and stats.sums[:, 1, bad].eq(0).all() and stats.pooled[:, 1, bad].eq(0).all()
+    # Every other neuron is exactly what the clean model gives: the poison stays out.
+    good = torch.ones(stats.width, dtype=torch.bool)
+    good[bad] = False
+    assert torch.equal(stats.tokens, clean.tokens) and torch.equal(stats.active[:, :, good], clean.active[:, :, good])
+    assert torch.equal(stats.sums[:, :, good], clean.sums[:, :, good])
+    assert torch.equal(stats.pooled[:, :, good], clean.pooled[:, :, good])
+    stats.save(tmp_path / "stats")  # saved with the statistics
+    assert torch.equal(ln.ActivationStats.load(tmp_path / "stats").nonfinite, stats.nonfinite)
+
+
+def test_nonfinite_spreading_through_layers_is_reported_per_layer(llama_dir, tmp_path):
+    model = _poisoned_llama(llama_dir, 0, {3: math.nan})  # NaN reaches the residual stream: layer 1 is all NaN
+    with pytest.warns(UserWarning, match=r"layer 0: \d+, layer 1: \d+"):
+        stats = ln.record(model, TEXTS, progress=False)
+    assert stats.nonfinite[:, 0].tolist() == stats.tokens.tolist()
+    assert stats.nonfinite[:, 1].tolist() == (stats.width * stats.tokens).tolist()
+    assert stats.sums[:, 1].eq(0).all() and torch.isfinite(stats.sums).all()
+
+
+def test_bfloat16_model_records_in_full_precision(llama, llama_dir):
+    ref = ln.record(llama, TEXTS, progress=False)
+    bf16 = ln.load_model(llama_dir, device="cpu", dtype="bfloat16")
+    assert next(iter(bf16.parameters())).dtype == torch.bfloat16
+    stats = ln.record(bf16, TEXTS, progress=False)
+    assert (stats.tokens.dtype, stats.active.dtype, stats.sentences.dtype) == (torch.int64,) * 3
+    assert (stats.sums.dtype, stats.sq_sums.dtype, stats.pooled.dtype) == (torch.float64, torch.float64, torch.float32)
+    assert torch.equal(stats.tokens, ref.tokens)
+    # bfloat16 keeps 8 bits of mantissa: values agree to about 1 %.
+    torch.testing.assert_close(stats.mean(), ref.mean(), rtol=0.05, atol=0.02)
+    torch.testing.assert_close(stats.pooled, ref.pooled, rtol=0.05, atol=0.02)
+    assert (stats.probability() - ref.probability()).abs().mean() < 0.02
+
+
+@pytest.mark.parametrize("bad", ["float8", "int64", "bfloat", torch.int32])
+def test_bad_dtype_is_a_clear_error(llama_dir, bad):
+    with pytest.raises(ln.LangNeuronsError, match="dtype"):
+        ln.load_model(llama_dir, device="cpu", dtype=bad)
+
+
+def test_device_and_device_map_together_is_a_clear_error(llama_dir):
+    with pytest.raises(ln.LangNeuronsError, match="either device or n_devices/device_map"):
+        ln.load_model(llama_dir, device="cpu", device_map="auto")
