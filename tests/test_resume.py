@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -120,3 +121,57 @@ def test_foreign_or_damaged_checkpoint_is_refused(gpt2, llama_dir, tmp_path):
     ck.write_bytes(ck.read_bytes()[:100])
     with pytest.raises(ln.LangNeuronsError, match="cannot be read"):
         ln.record(gpt2, TEXTS, checkpoint=ck, resume=True, **SETTINGS)
+
+
+def test_cli_identify_resume(llama_dir, tmp_path, capsys):
+    """A killed `identify` leaves run.json and the checkpoint in --out: `--resume` finishes it."""
+    from lang_neurons import cli
+
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    for lang, lines in TEXTS.items():
+        (texts / f"{lang}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    argv = ["identify", "--model", str(llama_dir), "--corpus", str(texts), "--langs", "en,de,ja", "--batch-size", "2",
+            "--no-progress", "--checkpoint-every", "1"]
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    assert cli.main([*argv, "--out", str(clean)]) == 0
+    assert not (clean / "stats.checkpoint.safetensors").exists()
+
+    # What a kill part-way leaves: run.json (written first) and a checkpoint of the CLI's recording.
+    killed.mkdir()
+    (killed / "run.json").write_text((clean / "run.json").read_text())
+    settings = json.loads((clean / "run.json").read_text())
+    train, _ = cli._corpora(settings)
+    model = ln.load_model(llama_dir, device="cpu")
+    model.hook_dict["blocks.0.hook_resid_pre"].add_hook(_Interrupt(10))  # 15 batches; chunks of 8
+    with pytest.raises(KeyboardInterrupt):
+        ln.record(model, train, batch_size=2, max_length=settings["max_length"], checkpoint=killed / "stats.checkpoint",
+                  checkpoint_every=1, progress=False)
+    assert _done(killed / "stats.checkpoint.safetensors") == 1
+    capsys.readouterr()
+    assert cli.main([*argv, "--out", str(killed)]) == 2
+    err = capsys.readouterr().err
+    assert "unfinished recording" in err and "--resume" in err
+    assert cli.main([*argv, "--out", str(killed), "--resume"]) == 0
+    assert not (killed / "stats.checkpoint.safetensors").exists()
+    _assert_identical(ln.ActivationStats.load(killed / "stats"), ln.ActivationStats.load(clean / "stats"))
+    # --force without --resume starts over and drops the checkpoint
+    assert cli.main([*argv, "--out", str(killed), "--force", "--checkpoint-every", "0"]) == 0
+    _assert_identical(ln.ActivationStats.load(killed / "stats"), ln.ActivationStats.load(clean / "stats"))
+
+
+def test_cli_bad_big_model_options(llama_dir, tmp_path, capsys):
+    from lang_neurons import cli
+
+    base = ["identify", "--model", str(llama_dir), "--corpus", "default", "--langs", "en,de", "--no-progress"]
+    for extra, message in (
+        (["--dtype", "float8"], "unknown dtype 'float8'"),
+        (["--checkpoint-every", "-1"], "--checkpoint-every"),
+        (["--device-map", "{nope"], "--device-map is neither"),
+        (["--device", "cpu", "--n-devices", "2"], "either device or n_devices"),
+    ):
+        out = tmp_path / extra[0].strip("-")
+        assert cli.main([*base, "--out", str(out), *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+        assert not (out / "stats.safetensors").exists()
