@@ -110,6 +110,8 @@ def bench_default(args, ap) -> dict:
         float(np.abs(ours_a.numpy()[:, idx] - ref_a).max()),
     )
     per_call_ms = t_sk_sub / (n_sk * C) * 1e3
+    # neurons of the checked subsample whose scores hold an exact tie (the tie rule is exercised)
+    tied = int(sum(len(np.unique(sub[:, j])) < S for j in range(n_sk)))
     return {
         "mode": "default",
         "neurons": N,
@@ -133,6 +135,7 @@ def bench_default(args, ap) -> dict:
         "sklearn_cpu_s": round(cpu_sk, 2),
         "cpu_time_ratio": round(cpu_sk / min(cpu_one), 1),
         "max_abs_diff": diff,
+        "checked_neurons_with_ties": tied,
         "peak_rss_mb_after_ours": round(rss_ours, 1),
         "peak_rss_mb_end": round(peak_rss_mb(), 1),
         "peak_rss_before_input_mb": round(rss_before, 1),

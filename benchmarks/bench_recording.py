@@ -1,0 +1,181 @@
+"""Benchmark :func:`lang_neurons.record` against bare forward passes on the same batches.
+
+Prints ONE JSON line. Timed variants, each over the same batches (record's own batching,
+``record._batches`` + ``record._pad``, on the default corpus):
+
+* ``a``: a bare full forward (``model(ids, attention_mask=mask)``, no hooks, logits computed);
+* ``b``: a bare forward stopped right after the last MLP layer (one hook on
+  ``blocks.<last>.hook_mlp_out`` that raises; the unembedding is skipped);
+* ``b_same_stop``: a bare forward stopped where ``record`` stops (the last hook the site reads,
+  e.g. ``blocks.<last>.mlp.hook_pre`` for site ``act`` on a gated MLP): the same model work
+  as ``c``, so ``c / b_same_stop`` is the pure cost of the statistics;
+* ``c``: ``lang_neurons.record`` (LAPE counts + sums + sums of squares + AP mean pooling),
+  end to end: tokenisation, batching, hooks, statistics.
+
+Repetitions are interleaved (a, b, b_same_stop, c, a, b, ...) and the medians reported, so load
+from other processes hits every variant alike. ``--every k`` times every k-th text of each
+language: ``record`` gets those texts, and ``a``/``b`` get the batches ``record._batches`` makes of them.
+The padding share is reported for the whole corpus and for the timed batches. Peak RSS is read
+after an untimed ``record`` warm-up (before any full forward has allocated logits) and at the end.
+
+Usage::
+
+    python benchmarks/bench_recording.py --model tiny
+    OMP_NUM_THREADS=2 flock /tmp/heavy.lock python benchmarks/bench_recording.py   # embedded Gemma
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import _common  # noqa: F401  (sets sys.path)
+import torch
+
+import lang_neurons as ln
+from lang_neurons.record import _batches, _encode, _pad
+from lang_neurons.sites import resolve_site
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise(value, hook=None):
+    raise _Stop
+
+
+def _timed(fn) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of ``fn()``."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def _forward(model, batches, stop_at: str | None) -> None:
+    """One pass over ``batches`` (token ids, mask), stopping at hook ``stop_at``."""
+    hooks = [(stop_at, _raise)] if stop_at else []
+    with torch.inference_mode(), ln.steer(model, hooks):
+        for ids, mask in batches:
+            try:
+                model(ids, attention_mask=mask)
+            except _Stop:
+                pass
+
+
+def _padding(encoded: dict[str, list[list[int]]], plans: dict[str, list[list[int]]]) -> tuple[int, int]:
+    """(pad positions, processed positions) over the given batches."""
+    pad = total = 0
+    for lang, plan in plans.items():
+        for batch in plan:
+            lengths = [len(encoded[lang][i]) for i in batch]
+            total += max(lengths) * len(lengths)
+            pad += max(lengths) * len(lengths) - sum(lengths)
+    return pad, total
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="gemma", choices=["gemma", "tiny"])
+    p.add_argument("--site", default="act")
+    p.add_argument("--batch-size", type=int, default=16, help="record's default")
+    p.add_argument("--every", type=int, default=None, help="time every k-th text of each language (default: gemma 16, tiny 1)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--profile", action="store_true", help="print the top ops of one record pass (torch.profiler) to stderr")
+    args = p.parse_args(argv)
+    every = args.every or (16 if args.model == "gemma" else 1)
+
+    t0 = time.perf_counter()
+    model = _common.load(args.model)
+    load_s = time.perf_counter() - t0
+    rss_model = _common.peak_rss_mb()
+    corpus = ln.load_corpus("default")
+    max_length = min(int(getattr(model.cfg, "n_ctx", 0) or 2048), 512)  # record's default
+    encoded = {lang: _encode(model, corpus[lang], max_length)[0] for lang in corpus.langs}
+    full_plan = {lang: _batches([len(x) for x in encoded[lang]], args.batch_size) for lang in corpus.langs}
+    pad_id = model.tokenizer.pad_token_id or 0
+
+    # The timed texts: every k-th text of each language, batched by record's own `_batches`.
+    sub = {lang: corpus[lang][::every] for lang in corpus.langs}
+    sub_corpus = ln.LanguageCorpus(sub, name=f"default (every {every}th text)")
+    sub_enc = {lang: _encode(model, sub[lang], max_length)[0] for lang in corpus.langs}
+    timed_plan = {lang: _batches([len(x) for x in sub_enc[lang]], args.batch_size) for lang in corpus.langs}
+
+    batches = []
+    for lang in corpus.langs:
+        for b in timed_plan[lang]:
+            ids, mask = _pad([sub_enc[lang][i] for i in b], pad_id, "right", torch.device("cpu"))
+            batches.append((ids, mask.long()))
+    n_tokens = int(sum(int(m.sum()) for _, m in batches))
+    last = int(model.cfg.n_layers) - 1
+    site = resolve_site(model, args.site)
+    stops = {"a": None, "b": f"blocks.{last}.hook_mlp_out", "b_same_stop": site.read_hooks(last)[-1]}
+
+    def run_c() -> None:
+        ln.record(model, sub_corpus, site=args.site, batch_size=args.batch_size, progress=False)
+
+    run_c()  # warm-up; peak RSS of recording before any full forward allocates logits
+    rss_record = _common.peak_rss_mb()
+    for name, stop in stops.items():
+        _forward(model, batches[:2], stop)  # warm-up
+    if args.profile:
+        import sys
+
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            run_c()
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25), file=sys.stderr)
+
+    times: dict[str, list[float]] = {k: [] for k in (*stops, "c")}
+    cpu: dict[str, list[float]] = {k: [] for k in times}
+    load0 = _common.machine()["loadavg_1m"]
+    for _ in range(args.repeats):
+        for name in times:
+            fn = run_c if name == "c" else lambda: _forward(model, batches, stops[name])  # noqa: B023
+            wall, c = _timed(fn)
+            times[name].append(wall)
+            cpu[name].append(c)
+    med = {k: _common.median(v) for k, v in times.items()}
+    med_cpu = {k: _common.median(v) for k, v in cpu.items()}
+    pad_all, total_all = _padding(encoded, full_plan)
+    pad_sub, total_sub = _padding(sub_enc, timed_plan)
+    res = {
+        "bench": "recording",
+        "model": args.model,
+        "n_layers": int(model.cfg.n_layers),
+        "d_mlp": int(model.cfg.d_mlp),
+        "d_vocab": int(model.cfg.d_vocab),
+        "site": args.site,
+        "batch_size": args.batch_size,
+        "timed_texts": sum(map(len, sub.values())),
+        "timed_batches": len(batches),
+        "corpus_batches": sum(map(len, full_plan.values())),
+        "timed_tokens": n_tokens,
+        "repeats": args.repeats,
+        **{f"{k}_tok_s": round(n_tokens / v, 1) for k, v in med.items()},
+        "c_over_a": round(med["a"] / med["c"], 3),
+        "c_over_b": round(med["b"] / med["c"], 3),
+        "c_over_b_same_stop": round(med["b_same_stop"] / med["c"], 3),
+        # the same ratios from CPU seconds of this process (less sensitive to other load)
+        "cpu_c_over_a": round(med_cpu["a"] / med_cpu["c"], 3),
+        "cpu_c_over_b": round(med_cpu["b"] / med_cpu["c"], 3),
+        "cpu_c_over_b_same_stop": round(med_cpu["b_same_stop"] / med_cpu["c"], 3),
+        "times_s": {k: [round(t, 3) for t in v] for k, v in times.items()},
+        "cpu_s": {k: [round(t, 3) for t in v] for k, v in cpu.items()},
+        "stop_hooks": {k: v for k, v in stops.items() if v},
+        "padding_share_corpus": round(pad_all / total_all, 4),
+        "padding_share_timed": round(pad_sub / total_sub, 4),
+        "peak_rss_mb_model_loaded": rss_model,
+        "peak_rss_mb_after_record": rss_record,
+        "peak_rss_mb_end": _common.peak_rss_mb(),
+        "model_load_s": round(load_s, 1),
+        **_common.machine(),
+        "loadavg_1m_start": load0,
+    }
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()
