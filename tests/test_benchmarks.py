@@ -1,0 +1,72 @@
+"""The benchmark scripts run (on tiny models, small sizes) and print one JSON line of figures;
+record's batching keeps padding low."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lang_neurons.record import _batches
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(script: str, *args: str) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
+        capture_output=True, text=True, env=env, timeout=600, check=True,
+    ).stdout.strip().splitlines()
+    assert len(out) == 1, out  # ONE JSON line
+    return json.loads(out[0])
+
+
+def test_batches_partition_longest_first_and_bounded():
+    rng = random.Random(0)
+    lengths = [rng.randint(2, 90) for _ in range(1000)]
+    for size in (1, 3, 16):
+        batches = _batches(lengths, size)
+        assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+        assert all(1 <= len(b) <= size for b in batches)
+        flat = [lengths[i] for b in batches for i in b]
+        assert flat == sorted(flat, reverse=True)
+    assert _batches([], 4) == [] and _batches([7], 4) == [[0]]
+    assert _batches([5, 5, 5, 5], 2) == [[0, 1], [2, 3]]  # equal lengths: full batches, index order
+
+
+def test_batches_cut_the_long_tail():
+    # One long text among short ones: it gets its own batch instead of padding 15 short ones.
+    lengths = [200] + [10] * 31
+    batches = _batches(lengths, 16)
+    assert batches[0] == [0]
+    padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
+    assert padded == sum(lengths)
+
+
+def test_bench_recording_tiny():
+    r = _run("bench_recording.py", "--model", "tiny", "--every", "12", "--repeats", "1")
+    assert r["bench"] == "recording" and r["model"] == "tiny"
+    for key in ("a_tok_s", "b_tok_s", "b_same_stop_tok_s", "c_tok_s", "c_over_a", "c_over_b", "peak_rss_mb_end", "cpu_count", "torch"):
+        assert r[key] > 0 if not isinstance(r[key], str) else r[key]
+    assert 0 <= r["padding_share_corpus"] <= 0.05  # the default corpus with record's batching
+    assert r["timed_tokens"] > 0 and r["timed_batches"] >= 6
+
+
+def test_bench_steering_tiny():
+    r = _run("bench_steering.py", "--model", "tiny", "--new-tokens", "8", "--repeats", "1", "--record-texts", "10")
+    assert r["bench"] == "steering"
+    assert r["n_hooks"]["none"] == 0 and r["n_hooks"]["add"] > 0 and r["n_hooks"]["override"] > 0
+    assert r["none_tok_s"] > 0 and r["add_tok_s"] > 0 and r["override_tok_s"] > 0
+
+
+@pytest.mark.parametrize("args", [("--neurons", "512", "--sentences", "300", "--sklearn-neurons", "8", "--repeats", "1")])
+def test_bench_ap_small(args):
+    r = _run("bench_ap.py", *args, "--threads", "1")
+    assert r["max_abs_diff"] <= 1e-6
+    assert r["sklearn_extrapolated_from"] == 8 and r["speedup"] > 1
