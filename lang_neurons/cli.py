@@ -175,6 +175,8 @@ def _add_selection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-rate", type=_rate, default=0.01, help="LAPE: share of neurons kept (default: %(default)s)")
     p.add_argument("--filter-rate", type=_rate, default=0.95, help="LAPE: probability quantile a neuron must pass")
     p.add_argument("--activation-bar", type=_rate, default=0.95, help="LAPE: probability quantile a language must pass")
+    p.add_argument("--per-language", type=_positive_int, default=None,
+                   help="LAPE, balanced variant: this many lowest-entropy neurons for every language instead of one global --top-rate")
     p.add_argument("--top-k", type=int, default=1000, help="AP: top-k neurons per language")
     p.add_argument("--bottom-k", type=int, default=1000, help="AP: bottom-k neurons per language")
 
@@ -407,6 +409,8 @@ def _statistics(
 def _selection_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
     """The parameters a neuron set of ``method`` is selected with (as in ``NeuronSet.params``)."""
     if method == "lape":
+        if args.per_language is not None:
+            return {"per_language": args.per_language, "filter_rate": args.filter_rate}
         return {"top_rate": args.top_rate, "filter_rate": args.filter_rate, "activation_bar_ratio": args.activation_bar}
     return {"top_k": args.top_k, "bottom_k": args.bottom_k}
 
@@ -414,7 +418,7 @@ def _selection_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
 def _select(args: argparse.Namespace, stats: ActivationStats, method: str) -> NeuronSet:
     """Select ``method``'s neurons from ``stats`` and save them in --out."""
     if method == "lape":
-        neurons = lape(stats, args.top_rate, args.filter_rate, args.activation_bar)
+        neurons = lape(stats, args.top_rate, args.filter_rate, args.activation_bar, per_language=args.per_language)
     else:
         neurons = average_precision(stats, args.top_k, args.bottom_k, progress=not args.no_progress)
     neurons.save(args.out / f"neurons_{method}")

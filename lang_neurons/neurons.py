@@ -219,14 +219,18 @@ def lape(
     top_rate: float = 0.01,
     filter_rate: float = 0.95,
     activation_bar_ratio: float = 0.95,
+    per_language: int | None = None,
 ) -> NeuronSet:
     """Language activation probability entropy neurons (Tang et al. 2024) from recorded statistics.
 
-    See :func:`lang_neurons.scoring.lape_select` for the three parameters.
+    See :func:`lang_neurons.scoring.lape_select` for the parameters; ``per_language=k`` is the
+    balanced variant (every language gets its own ``k`` lowest-entropy neurons).
     """
     prob = scoring.activation_probability(stats.active, stats.tokens)
-    mask, entropy = scoring.lape_select(prob, top_rate, filter_rate, activation_bar_ratio)
+    mask, entropy = scoring.lape_select(prob, top_rate, filter_rate, activation_bar_ratio, per_language)
     params = {"top_rate": top_rate, "filter_rate": filter_rate, "activation_bar_ratio": activation_bar_ratio, "corpus": stats.corpus}
+    if per_language is not None:
+        params = {"per_language": per_language, "filter_rate": filter_rate, "corpus": stats.corpus}
     return NeuronSet(list(stats.langs), mask, stats.site, "lape", scores=entropy[None], params=params, model=stats.model)
 
 

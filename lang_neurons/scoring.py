@@ -64,14 +64,24 @@ def lape_select(
     top_rate: float = 0.01,
     filter_rate: float = 0.95,
     activation_bar_ratio: float = 0.95,
+    per_language: int | None = None,
 ) -> tuple[Bool[Tensor, "lang layer neuron"], Float[Tensor, "layer neuron"]]:
     """LAPE neuron selection. Returns (membership mask per language, entropy used to rank).
 
     Args:
-        prob: activation probabilities (:func:`activation_probability`).
+        prob: activation probabilities (:func:`activation_probability`), ``[lang, layer, neuron]``.
         top_rate: share of all neurons kept, by lowest entropy.
         filter_rate: quantile of all ``p`` that some language must exceed for a neuron to count.
         activation_bar_ratio: quantile of all ``p`` a language must exceed to own a kept neuron.
+        per_language: balanced variant (not in the paper): instead of one global budget, every
+            language gets its own ``per_language`` lowest-entropy neurons among those (passing
+            the filter) on which it has the highest ``p``. Memberships are then exclusive and
+            ``top_rate``/``activation_bar_ratio`` are not used. Under the global budget a
+            language whose neurons are shared with related languages (English among de/fr/es)
+            can end up with very few neurons; this gives every language the same number.
+
+    Returns:
+        ``(mask [lang, layer, neuron], entropy [layer, neuron])``.
     """
     for name, v in (("top_rate", top_rate), ("filter_rate", filter_rate), ("activation_bar_ratio", activation_bar_ratio)):
         if not 0 < v <= 1:
@@ -82,7 +92,10 @@ def lape_select(
         raise LangNeuronsError(f"activation probabilities must be finite and in [0, 1]; {_nonfinite_report(prob)}")
     entropy = lape_entropy(prob)
     tau = _kth_quantile(prob, filter_rate)
-    ranked = entropy.masked_fill((prob > tau).sum(0) == 0, torch.inf).flatten()
+    passes = (prob > tau).any(0)
+    if per_language is not None:
+        return _lape_per_language(prob, entropy, passes, per_language), entropy
+    ranked = entropy.masked_fill(~passes, torch.inf).flatten()
     n_keep = round(ranked.numel() * top_rate)
     # Lowest entropy first; ties broken by position (layer, neuron) so results are deterministic.
     order = torch.sort(ranked, stable=True).indices[:n_keep]
@@ -91,6 +104,22 @@ def lape_select(
     bar = _kth_quantile(prob, activation_bar_ratio)
     mask = (prob > bar) & kept.view(1, *entropy.shape)
     return mask, entropy
+
+
+def _lape_per_language(
+    prob: Float[Tensor, "lang layer neuron"], entropy: Float[Tensor, "layer neuron"], passes: Bool[Tensor, "layer neuron"], k: int
+) -> Bool[Tensor, "lang layer neuron"]:
+    """Per language, the ``k`` lowest-entropy neurons it owns (highest ``p``, filter passed)."""
+    n_langs, n_layers, width = prob.shape
+    if isinstance(k, bool) or not isinstance(k, int) or not 0 < k <= n_layers * width:
+        raise LangNeuronsError(f"per_language must be a whole number in [1, {n_layers * width}], got {k!r}")
+    owner = prob.argmax(0)
+    mask = torch.zeros(n_langs, n_layers * width, dtype=torch.bool)
+    for i in range(n_langs):
+        ranked = entropy.masked_fill(~(passes & (owner == i)), torch.inf).flatten()
+        order = torch.sort(ranked, stable=True).indices[:k]
+        mask[i, order[torch.isfinite(ranked[order])]] = True
+    return mask.view_as(prob)
 
 
 def ap_scores(

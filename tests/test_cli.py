@@ -44,6 +44,11 @@ def test_identify_lape_then_ap_reuses_statistics(llama_dir, text_dir, tmp_path, 
     assert settings["langs"] == ["en", "de", "ja"] and settings["held_out"] == 0.2
     stats = ln.ActivationStats.load(out / "stats")
     assert stats.sentences.tolist() == [10, 10, 10]  # 12 texts per language, 20 % held out
+    # The balanced LAPE variant replaces the set (other parameters) and gives equal counts.
+    assert _identify(llama_dir, text_dir, out, "--method", "lape", "--per-language", "2") == 0
+    balanced = ln.NeuronSet.load(out / "neurons_lape")
+    assert balanced.params["per_language"] == 2 and balanced.counts().tolist() == [2, 2, 2]
+    assert balanced.mask.sum(0).max() == 1
 
 
 def test_console_script_runs(llama_dir, text_dir, tmp_path):

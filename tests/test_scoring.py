@@ -73,6 +73,25 @@ def test_lape_hand_made_example():
     assert mask[1, 0].tolist() == [False, False, False, True]
 
 
+def test_lape_per_language_gives_each_language_its_own_lowest_entropy_neurons():
+    # 3 languages, 1 layer, 6 neurons. Language 0 owns neurons 0 (very specific) and 1 (less
+    # specific, shared with language 1); language 1 owns 2; language 2 owns 3 and 4; 5 never fires.
+    p = torch.tensor([
+        [[0.9, 0.6, 0.0, 0.1, 0.0, 0.0]],
+        [[0.0, 0.4, 0.8, 0.1, 0.0, 0.0]],
+        [[0.0, 0.0, 0.1, 0.7, 0.5, 0.0]],
+    ])
+    mask, _ = scoring.lape_select(p, filter_rate=0.5, per_language=1)
+    assert mask[:, 0].nonzero().tolist() == [[0, 0], [1, 2], [2, 4]]  # 4 (entropy 0) beats 3
+    mask, _ = scoring.lape_select(p, filter_rate=0.5, per_language=2)
+    assert mask[:, 0].nonzero().tolist() == [[0, 0], [0, 1], [1, 2], [2, 3], [2, 4]]
+    assert mask.sum(0).max() == 1  # exclusive: each neuron has one owner
+    # The global budget (Tang) at the same size can starve a language; per_language cannot.
+    assert (mask.flatten(1).sum(1) >= 1).all()
+    with pytest.raises(ln.LangNeuronsError, match="per_language"):
+        scoring.lape_select(p, per_language=0)
+
+
 def test_lape_bad_parameters():
     prob = torch.rand(3, 2, 10)
     with pytest.raises(ln.LangNeuronsError, match="top_rate"):
