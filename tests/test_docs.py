@@ -4,6 +4,7 @@ docstring, and tensor arguments/results carry their shapes."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import os
 import pkgutil
@@ -97,11 +98,9 @@ def test_tensor_arguments_and_results_name_their_shapes():
 
 
 def test_cli_reference_covers_every_command_and_option():
-    sys.path.insert(0, str(ROOT / "docs"))
-    try:
-        hooks = importlib.import_module("hooks")
-    finally:
-        sys.path.remove(str(ROOT / "docs"))
+    spec = importlib.util.spec_from_file_location("lang_neurons_docs_hooks", ROOT / "docs" / "hooks.py")
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
     text = hooks.cli_reference()
     from lang_neurons.cli import build_parser
     import argparse

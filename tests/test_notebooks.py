@@ -36,6 +36,7 @@ def test_notebooks_exist_and_are_stored_without_outputs():
         book = nbformat.read(path, as_version=4)
         nbformat.validate(book)
         assert book.cells[0].cell_type == "markdown", f"{path.name} should open with an explanation"
+        assert any("<details>" in c.source for c in book.cells if c.cell_type == "markdown"), f"{path.name}: exercises?"
         for cell in book.cells:
             if cell.cell_type == "code":
                 assert not cell.outputs and cell.execution_count is None, f"{path.name}: clear outputs before committing"
