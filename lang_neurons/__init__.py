@@ -11,7 +11,7 @@ and steer the language it writes by intervening on them.
     print(ln.generate(model, n=5, hooks=hooks))
 """
 
-from lang_neurons import evaluation, plots, report, steering
+from lang_neurons import evaluation, masks, plots, report, steering
 from lang_neurons.corpora import DEFAULT_LANGS, LanguageCorpus, load_corpus
 from lang_neurons.errors import LangNeuronsError
 from lang_neurons.evaluation import LanguageIdentifier, LossMatrix, translation_scores, translation_task
@@ -48,6 +48,7 @@ __all__ = [
     "load_corpus",
     "load_model",
     "loss_matrix",
+    "masks",
     "model_fingerprint",
     "plots",
     "report",
