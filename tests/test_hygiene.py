@@ -211,3 +211,29 @@ def test_study_loops_interrupted(setup, loop, lid):
 @pytest.fixture(scope="module")
 def lid():
     return ln.LanguageIdentifier()
+
+
+def test_interrupt_from_progress_bar(setup, monkeypatch):
+    """Ctrl-C arriving in the progress bar's update after the first batch (a real tqdm, subclassed
+    to raise there): hooks removed, bar closed, outputs unsteered."""
+    import lang_neurons.generation as generation
+
+    model, neurons, stats, logits, greedy = setup
+    bars = []
+
+    class InterruptedBar(generation.tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            bars.append(self)
+
+        def update(self, n=1):
+            super().update(n)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(generation, "tqdm", InterruptedBar)
+    with pytest.raises(KeyboardInterrupt):
+        ln.generate(model, n=4, batch_size=2, hooks=_steering(neurons, stats), max_new_tokens=3, progress=True)
+    assert len(bars) == 1 and bars[0].n == 2  # interrupted after the first batch of 2
+    assert bars[0] not in generation.tqdm._instances  # closed (an open bar stays registered)
+    monkeypatch.undo()
+    _assert_clean(model, logits, greedy)
