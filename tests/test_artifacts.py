@@ -268,3 +268,35 @@ def test_same_inputs_give_byte_identical_files(gpt2_dir, tmp_path):
         runs.append(_digests(out))
     assert runs[0] == runs[1]
     assert set(runs[0]) == {f"{s}.{e}" for s in ("stats", "lape", "ap") for e in ("json", "safetensors")}
+
+
+def test_cli_refuses_damaged_run_folder(llama_dir, tmp_path, capsys):
+    """`steer` on a folder whose neuron set or statistics were damaged: one line, exit 2."""
+    from lang_neurons import cli
+
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    for lang in ("en", "de"):
+        (texts / f"{lang}.txt").write_text("\n".join(SENTENCES[lang][:6]), encoding="utf-8")
+    run = tmp_path / "run"
+    assert cli.main(["identify", "--model", str(llama_dir), "--corpus", str(texts), "--langs", "en,de", "--out", str(run),
+                     "--top-rate", "0.1", "--no-progress"]) == 0
+    steer = ["steer", "--neurons", str(run), "--target", "de", "--samples", "1", "--max-new-tokens", "2", "--no-progress"]
+    originals = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+
+    def damage(name, change):
+        (run / name).write_bytes(change(originals[name]))
+        capsys.readouterr()
+        assert cli.main(steer) == 2
+        lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("lang-neurons")]
+        (run / name).write_bytes(originals[name])
+        assert len(lines) == 1
+        return lines[0]
+
+    flip = lambda b: b[:100] + bytes([b[100] ^ 1]) + b[101:]  # noqa: E731
+    assert "does not match the checksum" in damage("neurons_lape.safetensors", flip)
+    assert "does not match the checksum" in damage("stats.safetensors", flip)
+    assert "truncated" in damage("stats.safetensors", lambda b: b[:-10])
+    assert "was edited" in damage("neurons_lape.json", lambda b: b.replace(b'"en"', b'"fr"', 1))
+    assert "not valid JSON" in damage("stats.json", lambda b: b[: len(b) // 2])
+    assert cli.main(steer) == 0  # restored: works again
