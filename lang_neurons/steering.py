@@ -214,6 +214,12 @@ def _per_neuron(name: str, values: Tensor | float, neurons: NeuronSet) -> Tensor
 def _steering(neurons: NeuronSet, mask: Tensor, a: Tensor, b: Tensor, positions: str) -> Steering:
     if positions not in POSITIONS:
         raise LangNeuronsError(f"positions must be one of {', '.join(POSITIONS)}, not {positions!r}")
+    missing = [k for k in ("n_layers", "d_mlp", "gated", "act_fn", "weights_sha256") if k not in neurons.model]
+    if missing:  # without them the edit could land on the wrong quantity or model, silently
+        raise LangNeuronsError(
+            f"this neuron set carries no model fingerprint (missing {', '.join(missing)}): build it with "
+            "model=stats.model or ln.model_fingerprint(model), or NeuronSet.from_lape_masks(..., model=model)"
+        )
     layers = {}
     for layer in range(neurons.n_layers):
         index = mask[layer].nonzero().flatten()

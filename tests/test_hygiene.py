@@ -237,3 +237,13 @@ def test_interrupt_from_progress_bar(setup, monkeypatch):
     assert bars[0] not in generation.tqdm._instances  # closed (an open bar stays registered)
     monkeypatch.undo()
     _assert_clean(model, logits, greedy)
+
+
+def test_steering_needs_a_model_fingerprint(setup):
+    """A hand-built neuron set without a fingerprint cannot steer: the gated ``act`` semantics and
+    the model check both depend on it, and would otherwise fail silently."""
+    model, neurons, stats, logits, greedy = setup
+    bare = ln.NeuronSet(neurons.langs, neurons.mask, "act", "test")
+    with pytest.raises(ln.LangNeuronsError, match="no model fingerprint"):
+        st.deactivate(bare, "de")
+    _assert_clean(model, logits, greedy)
