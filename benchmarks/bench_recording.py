@@ -13,8 +13,9 @@ Prints ONE JSON line. Timed variants, each over the same batches (record's own b
   end to end: tokenisation, batching, hooks, statistics.
 
 Repetitions are interleaved (a, b, b_same_stop, c, a, b, ...) and the medians reported, so load
-from other processes hits every variant alike. ``--every k`` times every k-th text of each
-language: ``record`` gets those texts, and ``a``/``b`` get the batches ``record._batches`` makes of them.
+from other processes hits every variant alike. ``--every k`` times the texts of every k-th batch
+of each language: ``record`` gets those texts, and ``a``/``b`` get the batches ``record._batches``
+makes of them.
 The padding share is reported for the whole corpus and for the timed batches. Peak RSS is read
 after an untimed ``record`` warm-up (before any full forward has allocated logits) and at the end.
 
@@ -80,11 +81,11 @@ def main(argv=None) -> None:
     p.add_argument("--model", default="gemma", choices=["gemma", "tiny"])
     p.add_argument("--site", default="act")
     p.add_argument("--batch-size", type=int, default=16, help="record's default")
-    p.add_argument("--every", type=int, default=None, help="time every k-th text of each language (default: gemma 16, tiny 1)")
+    p.add_argument("--every", type=int, default=None, help="time the texts of every k-th batch of each language (default: gemma 12, tiny 1)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--profile", action="store_true", help="print the top ops of one record pass (torch.profiler) to stderr")
     args = p.parse_args(argv)
-    every = args.every or (16 if args.model == "gemma" else 1)
+    every = args.every or (12 if args.model == "gemma" else 1)
 
     t0 = time.perf_counter()
     model = _common.load(args.model)
@@ -96,9 +97,10 @@ def main(argv=None) -> None:
     full_plan = {lang: _batches([len(x) for x in encoded[lang]], args.batch_size) for lang in corpus.langs}
     pad_id = model.tokenizer.pad_token_id or 0
 
-    # The timed texts: every k-th text of each language, batched by record's own `_batches`.
-    sub = {lang: corpus[lang][::every] for lang in corpus.langs}
-    sub_corpus = ln.LanguageCorpus(sub, name=f"default (every {every}th text)")
+    # The timed texts: those of every k-th batch of each language (neighbours in length, so
+    # the subset pads like the whole corpus), batched again by record's own `_batches`.
+    sub = {lang: [corpus[lang][i] for i in sorted(i for b in full_plan[lang][::every] for i in b)] for lang in corpus.langs}
+    sub_corpus = ln.LanguageCorpus(sub, name=f"default (every {every}th batch)")
     sub_enc = {lang: _encode(model, sub[lang], max_length)[0] for lang in corpus.langs}
     timed_plan = {lang: _batches([len(x) for x in sub_enc[lang]], args.batch_size) for lang in corpus.langs}
 
