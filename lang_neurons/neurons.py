@@ -198,6 +198,9 @@ class NeuronSet:
             raise _io.ArtifactError(f"{where}: shape {shape} does not fit its {len(meta['langs'])} languages: recompute it")
         if shape[1:] != [int(meta["model"].get("n_layers", shape[1])), shape[2]]:
             raise _io.ArtifactError(f"{where}: {shape[1]} layers but its model has {meta['model'].get('n_layers')}: recompute it")
+        d_mlp = meta["model"].get("d_mlp")
+        if d_mlp is not None and shape[2] != int(d_mlp) * (2 if meta["site"] == "gate_up" else 1):
+            raise _io.ArtifactError(f"{where}: {shape[2]} neurons per layer at site {meta['site']!r} but its model has d_mlp {d_mlp}: recompute it")
         _io.check_shape("mask", tensors.get("mask"), shape, where)
         _io.check_shape("bottom", tensors.get("bottom"), shape, where)
         scores = tensors.get("scores")

@@ -140,6 +140,11 @@ def test_tensor_shape_changed_consistently(saved, tmp_path):
     path.with_suffix(".json").write_text(json.dumps(meta))
     with pytest.raises(ln.LangNeuronsError, match="layers but its model has"):
         ln.NeuronSet.load(path)
+    meta["model"]["n_layers"] -= 1
+    meta["meta_sha256"] = _io._meta_sha256(meta)
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(ln.LangNeuronsError, match="neurons per layer at site 'act' but its model has d_mlp"):
+        ln.NeuronSet.load(path)
 
 
 def test_other_damage(saved, tmp_path):
