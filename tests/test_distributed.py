@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -31,8 +32,29 @@ def _rank(rank: int, world: int, model_dir: str, out: str) -> None:
             ln.record(model, TEXTS, progress=False, **cfg).save(f"{out}/{name}_rank{rank}")
             if rank == 0:  # the single-process reference, in a process set up like the ranks
                 ln.record(model, TEXTS, progress=False, distributed=False, **cfg).save(f"{out}/{name}_single")
+        Path(f"{out}/fold_rank{rank}.json").write_text(json.dumps(_fold_order(model, rank, world)))
     finally:
         dist.destroy_process_group()
+
+
+# Chunk partial sums whose float64 total depends on the order of addition: in chunk order,
+# ((1e16 + 1) - 1e16) + 1 = 1 (the first 1 is lost to rounding); summed per rank and then
+# across ranks, (1e16 - 1e16) + (1 + 1) = 2.
+ORDER_SENSITIVE = [1e16, 1.0, -1e16, 1.0]
+
+
+def _fold_order(model, rank: int, world: int) -> float:
+    """Fold ORDER_SENSITIVE through the real gloo reduction (chunk c recorded by rank c % 2)."""
+    from lang_neurons.record import _Accumulator, _Totals
+    from lang_neurons.sites import resolve_site
+
+    site = resolve_site(model, "act")
+    acc, total = _Accumulator(site, 1, 0, "mean", torch.device("cpu")), _Totals(1, site, torch.device("cpu"))
+    for first in range(0, len(ORDER_SENSITIVE), world):
+        acc.sums.fill_(ORDER_SENSITIVE[first + rank])
+        total.fold(acc, torch.zeros(1, dtype=torch.int64), [[]] * world, rank, world)
+    assert (total.sums == total.sums.flatten()[0]).all()
+    return float(total.sums.flatten()[0])
 
 
 def _assert_identical(a: ln.ActivationStats, b: ln.ActivationStats) -> None:
@@ -48,6 +70,14 @@ def test_two_gloo_ranks_equal_single_process(llama_dir, tmp_path):
         assert single.tokens.sum() > 0 and single.pooled.abs().sum() > 0
         for rank in (0, 1):  # every rank ends with the complete statistics
             _assert_identical(ln.ActivationStats.load(tmp_path / f"{name}_rank{rank}"), single)
+    # Float64 sums are added in chunk order whatever rank recorded a chunk (here order matters).
+    sequential = 0.0
+    for v in ORDER_SENSITIVE:
+        sequential += v
+    per_rank = (ORDER_SENSITIVE[0] + ORDER_SENSITIVE[2]) + (ORDER_SENSITIVE[1] + ORDER_SENSITIVE[3])
+    assert sequential == 1.0 and per_rank == 2.0
+    for rank in (0, 1):
+        assert json.loads((tmp_path / f"fold_rank{rank}.json").read_text()) == sequential
 
 
 def test_distributed_without_a_process_group_is_a_clear_error(gpt2_dir):
