@@ -160,6 +160,10 @@ def main(argv=None) -> None:
         "c_over_a": round(med["a"] / med["c"], 3),
         "c_over_b": round(med["b"] / med["c"], 3),
         "c_over_b_same_stop": round(med["b_same_stop"] / med["c"], 3),
+        # the same ratios from the fastest repetition of each variant (least disturbed by others)
+        "min_c_over_a": round(min(times["a"]) / min(times["c"]), 3),
+        "min_c_over_b": round(min(times["b"]) / min(times["c"]), 3),
+        "min_c_over_b_same_stop": round(min(times["b_same_stop"]) / min(times["c"]), 3),
         # the same ratios from CPU seconds of this process (less sensitive to other load)
         "cpu_c_over_a": round(med_cpu["a"] / med_cpu["c"], 3),
         "cpu_c_over_b": round(med_cpu["b"] / med_cpu["c"], 3),
