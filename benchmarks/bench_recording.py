@@ -76,6 +76,42 @@ def _padding(encoded: dict[str, list[list[int]]], plans: dict[str, list[list[int
     return pad, total
 
 
+def micro(batch: int, pos: int, width: int, repeats: int = 300) -> dict:
+    """One layer's statistics (site ``act`` of a gated MLP: tanh-GELU of the gate, then LAPE
+    counts, sums, squares, mean pooling) on random data, as ``record``'s hook runs them (one
+    thread) and the same work at the process's thread count; also the GELU alone."""
+    from lang_neurons.record import _Accumulator
+    from lang_neurons.sites import Site
+
+    act_fn = torch.nn.GELU(approximate="tanh")
+    site = Site("act", 1, width, width, True, act_fn)
+    acc = _Accumulator(site, 1, batch, "mean", torch.device("cpu"))
+    mask = torch.rand(batch, pos) > 0.05
+    acc.set_batch(0, mask, torch.arange(batch))
+    (_, hook), = acc.hooks()
+    gate = torch.randn(batch, pos, width)
+
+    def in_hook():
+        try:
+            hook(gate)
+        except Exception:  # the last layer's hook stops the forward
+            pass
+
+    def all_threads():
+        acc._accumulate(0, site.activation([gate]), owned=True)
+
+    out = {}
+    with torch.inference_mode():
+        for name, fn in (("hook_ms", in_hook), ("all_threads_ms", all_threads), ("gelu_only_ms", lambda: act_fn(gate))):
+            for _ in range(10):
+                fn()
+            t0 = time.perf_counter()
+            for _ in range(repeats):
+                fn()
+            out[name] = round((time.perf_counter() - t0) / repeats * 1e3, 3)
+    return {"bench": "recording_layer_micro", "shape": [batch, pos, width], **out, **_common.machine()}
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="gemma", choices=["gemma", "tiny"])
@@ -84,7 +120,11 @@ def main(argv=None) -> None:
     p.add_argument("--every", type=int, default=None, help="time the texts of every k-th batch of each language (default: gemma 12, tiny 1)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--profile", action="store_true", help="print the top ops of one record pass (torch.profiler) to stderr")
+    p.add_argument("--micro", action="store_true", help="time one layer's statistics on random [16, 7, 2048] data instead (no model)")
     args = p.parse_args(argv)
+    if args.micro:
+        print(json.dumps(micro(16, 7, 2048)))
+        return
     every = args.every or (12 if args.model == "gemma" else 1)
 
     t0 = time.perf_counter()

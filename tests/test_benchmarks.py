@@ -70,3 +70,8 @@ def test_bench_ap_small(args):
     r = _run("bench_ap.py", *args, "--threads", "1")
     assert r["max_abs_diff"] <= 1e-6
     assert r["sklearn_extrapolated_from"] == 8 and r["speedup"] > 1
+
+
+def test_bench_recording_layer_micro():
+    r = _run("bench_recording.py", "--micro")
+    assert r["shape"] == [16, 7, 2048] and r["hook_ms"] > 0 and r["all_threads_ms"] > 0 and r["gelu_only_ms"] > 0
