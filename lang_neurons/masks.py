@@ -30,15 +30,10 @@ from lang_neurons.errors import LangNeuronsError
 from lang_neurons.languages import parse_langs
 from lang_neurons.models import HookedModel, model_fingerprint
 from lang_neurons.neurons import NeuronSet
-from lang_neurons.sites import SITES
+from lang_neurons.sites import SITES, site_width
 
 LapeMasks = list[list[Tensor]]
 """``masks[lang][layer]``: a 1-D LongTensor of neuron indices."""
-
-
-def _width(fingerprint: dict[str, Any], site: str) -> int:
-    d_mlp = int(fingerprint["d_mlp"])
-    return 2 * d_mlp if site == "gate_up" else d_mlp
 
 
 def _read(source: str | os.PathLike | Any) -> Any:
@@ -87,7 +82,7 @@ def from_lape_masks(
     fingerprint = dict(model) if isinstance(model, dict) else model_fingerprint(model)
     if any(k not in fingerprint for k in _io.FINGERPRINT_KEYS):
         raise LangNeuronsError("model must be a hooked model or its model_fingerprint(): the masks are checked against it")
-    n_layers, width = int(fingerprint["n_layers"]), _width(fingerprint, site)
+    n_layers, width = int(fingerprint["n_layers"]), site_width(site, int(fingerprint["d_mlp"]))
     masks = _read(source)
     if not isinstance(masks, (list, tuple)):
         raise LangNeuronsError(f"the masks are a {type(masks).__name__}, not a list over languages of lists over layers")

@@ -18,6 +18,7 @@ from torch import Tensor
 from lang_neurons import _io, scoring
 from lang_neurons.errors import LangNeuronsError
 from lang_neurons.record import ActivationStats
+from lang_neurons.sites import site_width
 
 
 @dataclass
@@ -199,7 +200,7 @@ class NeuronSet:
         if shape[1:] != [int(meta["model"].get("n_layers", shape[1])), shape[2]]:
             raise _io.ArtifactError(f"{where}: {shape[1]} layers but its model has {meta['model'].get('n_layers')}: recompute it")
         d_mlp = meta["model"].get("d_mlp")
-        if d_mlp is not None and shape[2] != int(d_mlp) * (2 if meta["site"] == "gate_up" else 1):
+        if d_mlp is not None and shape[2] != site_width(meta["site"], int(d_mlp)):
             raise _io.ArtifactError(f"{where}: {shape[2]} neurons per layer at site {meta['site']!r} but its model has d_mlp {d_mlp}: recompute it")
         _io.check_shape("mask", tensors.get("mask"), shape, where)
         _io.check_shape("bottom", tensors.get("bottom"), shape, where)
@@ -216,6 +217,7 @@ class NeuronSet:
             params=meta.get("params", {}),
             model=meta.get("model", {}),
         )
+
 
 def lape(
     stats: ActivationStats,

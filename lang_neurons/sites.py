@@ -90,6 +90,11 @@ class Site:
         return f"Site({self.name!r}: {self.n_layers} layers x {self.width} neurons, {'gated' if self.gated else 'non-gated'} MLP)"
 
 
+def site_width(name: str, d_mlp: int) -> int:
+    """Neurons per layer at site ``name`` of an MLP of width ``d_mlp`` (``gate_up``: 2 d_mlp)."""
+    return 2 * d_mlp if name == "gate_up" else d_mlp
+
+
 def resolve_site(model: HookedModel, name: str = "act") -> Site:
     """The :class:`Site` called ``name`` on ``model``; clear error for unknown or unusable names."""
     if name not in SITES:
@@ -105,5 +110,4 @@ def resolve_site(model: HookedModel, name: str = "act") -> Site:
             "lang_neurons needs per-neuron MLP hooks"
         )
     act_fn = mlp_act_fn(model) if gated and name == "act" else None
-    width = 2 * d_mlp if name == "gate_up" else d_mlp
-    return Site(name, n_layers, width, d_mlp, gated, act_fn)
+    return Site(name, n_layers, site_width(name, d_mlp), d_mlp, gated, act_fn)
