@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from lang_neurons.errors import LangNeuronsError
+from lang_neurons.models import check_fingerprint
 
 FORMAT_VERSION = 2
 """Version 2 added the checksums; version 1 files (no checksums) are still read."""
@@ -128,6 +129,12 @@ def _read_sidecar(js: Path, kind: str) -> dict[str, Any]:
     return meta
 
 
+def _check_made_on(meta: dict[str, Any], model: Any, where: Path) -> None:
+    """With a hooked ``model``, check that the file ``where`` was made on it."""
+    if model is not None:
+        check_fingerprint(meta.get("model", {}), model, str(where))
+
+
 def load_artifact(path: str | os.PathLike, kind: str, model: Any = None) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Load what :func:`save_artifact` wrote, checking format, kind, completeness and checksums.
 
@@ -146,10 +153,7 @@ def load_artifact(path: str | os.PathLike, kind: str, model: Any = None) -> tupl
         tensors = load_file(st)
     except (SafetensorError, OSError, ValueError) as e:
         raise ArtifactError(f"{st} cannot be read ({e}): the file is damaged; recompute it") from None
-    if model is not None:
-        from lang_neurons.models import check_fingerprint
-
-        check_fingerprint(meta.get("model", {}), model, str(js))
+    _check_made_on(meta, model, js)
     return tensors, meta
 
 
@@ -176,8 +180,5 @@ def load_json_artifact(path: str | os.PathLike, kind: str, model: Any = None) ->
     if not path.is_file():
         raise ArtifactError(f"no {kind} at {path}")
     meta = _read_sidecar(path, kind)
-    if model is not None:
-        from lang_neurons.models import check_fingerprint
-
-        check_fingerprint(meta.get("model", {}), model, str(path))
+    _check_made_on(meta, model, path)
     return meta

@@ -583,6 +583,8 @@ def _world(distributed: bool | None) -> tuple[int, int]:
 class _Totals:
     """The statistics of every chunk folded so far, identical on every rank."""
 
+    FIELDS = ("tokens", "active", "sums", "sq_sums", "nonfinite")
+
     def __init__(self, n_langs: int, site: Site, device: torch.device):
         shape = (n_langs, site.n_layers, site.width)
         self.tokens = torch.zeros(n_langs, dtype=torch.int64, device=device)
@@ -659,7 +661,7 @@ def _recording_key(model: HookedModel, corpus: LanguageCorpus, settings: dict[st
 
 
 def _save_checkpoint(path: Path, key: dict[str, str], total: _Totals, acc: _Accumulator, done: int, n_chunks: int) -> None:
-    tensors = {name: getattr(total, name).cpu().contiguous() for name in ("tokens", "active", "sums", "sq_sums", "nonfinite")}
+    tensors = {name: getattr(total, name).cpu().contiguous() for name in _Totals.FIELDS}
     tensors["pooled"] = acc.pooled.contiguous()
     meta = {"format": str(_io.FORMAT_VERSION), "kind": _CHECKPOINT_KIND, **key, "done": str(done), "chunks": str(n_chunks)}
     _io._atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
@@ -683,7 +685,7 @@ def _load_checkpoint(path: Path, key: dict[str, str], total: _Totals, acc: _Accu
             )
     if meta.get("chunks") != str(n_chunks):
         raise LangNeuronsError(f"checkpoint {path} was made with another batch plan: delete it to start over")
-    for name in ("tokens", "active", "sums", "sq_sums", "nonfinite"):
+    for name in _Totals.FIELDS:
         getattr(total, name).copy_(tensors[name])
     acc.pooled.copy_(tensors["pooled"])
     return int(meta["done"])
