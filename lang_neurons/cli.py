@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from collections.abc import Callable
@@ -226,6 +227,14 @@ def _parse_methods(text: str) -> list[str]:
     return methods
 
 
+def _write_metrics(out: Path, results: dict[str, Any], neurons: NeuronSet) -> str:
+    """Write ``metrics.json`` (a checked artifact) and ``metrics.txt`` into ``out``; returns the table."""
+    table = format_table(results)
+    _io.save_json_artifact(out / "metrics.json", "metrics", results, model=neurons.model, site=neurons.site, method=neurons.method)
+    _io.atomic_write_text(out / "metrics.txt", table + "\n")
+    return table
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``lang-neurons evaluate``: steering evaluation of an identify folder into ``--out``; returns the exit code."""
     methods = _parse_methods(args.methods)
@@ -238,10 +247,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens, translation_items=args.translation_items, source=args.source,
         loss_texts=args.loss_texts, seed=args.seed, progress=not args.no_progress,
     )
-    table = format_table(results)
-    _io.save_json_artifact(args.out / "metrics.json", "metrics", results, model=neurons.model, site=neurons.site, method=neurons.method)
-    _io.atomic_write_text(args.out / "metrics.txt", table + "\n")
-    print(table)
+    print(_write_metrics(args.out, results, neurons))
     print(f"\nwrote {args.out}/metrics.json and {args.out}/metrics.txt")
     return 0
 
@@ -322,8 +328,6 @@ def _init_distributed(args: argparse.Namespace) -> str | None:
     Under ``torchrun --nproc_per_node=N -m lang_neurons.cli identify ...`` every rank records a
     share of the batches (gloo on CPU, NCCL with one GPU per rank) and rank 0 writes the files.
     """
-    import os
-
     import torch.distributed as dist
 
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
@@ -503,16 +507,13 @@ def _steering_results(
                 model, neurons, stats, held_out, methods=methods[:1], alpha=alpha, loss_texts=0, **kwargs)
             results["sweep"] += _sweep_points(more, methods[0], alpha)
     results["evaluation"] = evaluation
-    _io.save_json_artifact(path, "metrics", results, model=neurons.model, site=neurons.site, method=neurons.method)
-    _io.atomic_write_text(args.out / "metrics.txt", format_table(results) + "\n")
+    _write_metrics(args.out, results, neurons)
     return results
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``lang-neurons run``: the whole study and its HTML report, reusing finished stages; returns the exit code."""
     methods = _parse_methods(args.methods)
-    if not methods:
-        raise LangNeuronsError("--methods is empty: give at least one steering method, e.g. add")
     targets = parse_langs(args.targets) if args.targets else None
     langs = parse_langs(args.langs)
     for t in targets or []:
