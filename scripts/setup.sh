@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Create .venv with lang_neurons and its dev tools. CPU torch is installed first so that the
-# torch requirement (a range) does not pull a multi-GB CUDA build; set TORCH_SPEC to change it.
+# Create .venv with lang_neurons and its dev tools, at the tested versions of requirements/lock.txt.
+# CPU torch is installed first so that the torch requirement (a range) does not pull a multi-GB
+# CUDA build; set TORCH_SPEC to change it. Every other package, transitive ones included, is
+# pinned by the lock; the last step checks the venv against it. Refresh the lock only with
+# scripts/update-lock.sh (docs/howto/lock.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+LOCK=requirements/lock.txt
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-if ! .venv/bin/python -c "import torch" 2>/dev/null; then
-  .venv/bin/python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
-fi
-.venv/bin/python -m pip install -q -e ".[dev]"
+.venv/bin/python -m pip install -q -c "$LOCK" "${TORCH_SPEC:-torch==2.13.0}"
+.venv/bin/python -m pip install -q -c "$LOCK" -e ".[dev]"
+.venv/bin/lang-neurons doctor --no-model --lock "$LOCK"
