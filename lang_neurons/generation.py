@@ -1,13 +1,31 @@
-"""Stage 8: run the model under intervention: batched, seeded generation and per-language loss."""
+"""Stage 8: run the model under intervention: batched, seeded generation and per-language loss.
+
+Generation is guarded: upstream releases can break KV-cache generation without raising anything
+(transformers 5.24.0 with transformer-lens 4.3.0 made the bridge repeat one token while a forward
+pass stayed right). :func:`check_kv_cache` decodes a few greedy tokens with the cache and scores
+the result in one forward pass without it; :func:`guard_generation` runs that check once per
+model (at :func:`~lang_neurons.load_model`, and on first use here for a model loaded elsewhere)
+and, when it fails, warns once naming the versions and makes the model generate without the
+cache from then on (correct, slower), unless asked to fail instead.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
+import itertools
+import os
+import time
+import warnings
+import weakref
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -18,9 +36,49 @@ from lang_neurons.record import _batches, _encode, _pad
 
 Hooks = Sequence[tuple[str, Any]]
 
+CacheCheckMode = Literal["warn", "error", "off"]
+CACHE_CHECK_MODES: tuple[str, ...] = ("warn", "error", "off")
+CACHE_CHECK_ENV = "LANG_NEURONS_CACHE_CHECK"
+"""Environment variable with the default mode of the KV-cache check: ``warn``, ``error`` or ``off``."""
+
+CACHE_CHECK_PROMPTS: tuple[str, ...] = (
+    "The capital of France is Paris. The capital of Germany is",
+    "Die Hauptstadt von Frankreich ist",
+)
+"""Prompts of different lengths, so that the check covers left padding with a mask too."""
+
 
 def _device(model: HookedModel) -> torch.device:
     return torch.device(getattr(model.cfg, "device", None) or "cpu")
+
+
+def _pad_id(model: HookedModel) -> int:
+    tok = model.tokenizer
+    return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+
+def _generation_batches(model: HookedModel, seqs: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
+    """Indices of ``seqs`` per ``model.generate`` call, in prompt order within each call.
+
+    A ``generate`` without an ``attention_mask`` argument (TransformerLens 3's
+    ``HookedTransformer``: it rebuilds the mask from pad tokens, wrongly where pad is BOS) gets
+    prompts of one token length per call, so it never sees padding.
+    """
+    order = list(range(len(seqs)))
+    groups = [order]
+    if "attention_mask" not in inspect.signature(model.generate).parameters:
+        order.sort(key=lambda i: len(seqs[i]))  # stable: prompt order within a length
+        groups = [list(g) for _, g in itertools.groupby(order, key=lambda i: len(seqs[i]))]
+    return [g[i : i + batch_size] for g in groups for i in range(0, len(g), batch_size)]
+
+
+def _generate_batch(
+    model: HookedModel, ids: Int[Tensor, "batch pos"], mask: Bool[Tensor, "batch pos"], **kwargs: Any
+) -> Int[Tensor, "batch total"]:
+    """``model.generate`` on a left-padded batch, as tokens (prompt + new)."""
+    if not mask.all():
+        kwargs["attention_mask"] = mask.long()
+    return model.generate(ids, return_type="tokens", verbose=False, **kwargs)
 
 
 def generate(
@@ -70,31 +128,28 @@ def generate(
     if max_new_tokens < 1 or batch_size < 1:
         raise LangNeuronsError("max_new_tokens and batch_size must be >= 1")
     tok = model.tokenizer
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    pad = _pad_id(model)
     stop = {t for t in (tok.eos_token_id, pad) if t is not None}
     eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
     if stop_at_newline:
         newlines = {ids[0] for text in ("\n", "\n\n") if len(ids := tok.encode(text, add_special_tokens=False)) == 1}
         stop |= newlines
         eos += sorted(newlines)
+    guard_generation(model)
     device = _device(model)
     out: list[str] = [""] * len(seqs)
-    order = list(range(len(seqs)))  # keep prompt order; left padding handles mixed lengths
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = _generation_batches(model, seqs, batch_size)
     bar = tqdm(total=len(seqs), desc="generating", unit="seq", disable=not progress)
     with torch.inference_mode(), attached(model, list(hooks)), bar:  # the bar closes on any exit
         for bi, batch in enumerate(batches):
             ids, mask = _pad([seqs[i] for i in batch], pad, "left", device)
             torch.manual_seed(seed + bi)
             kwargs: dict[str, Any] = dict(
-                max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
-                top_p=top_p, top_k=top_k, return_type="tokens", verbose=False,
+                max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p, top_k=top_k
             )
-            if not mask.all():
-                kwargs["attention_mask"] = mask.long()
             if len(eos) > 1:
                 kwargs["eos_token_id"] = eos
-            tokens = model.generate(ids, **kwargs)
+            tokens = _generate_batch(model, ids, mask, **kwargs)
             for row, i in zip(tokens[:, ids.shape[1] :].tolist(), batch):
                 cut = next((j for j, t in enumerate(row) if t in stop), len(row))
                 out[i] = tok.decode(row[:cut], skip_special_tokens=True)
@@ -135,3 +190,143 @@ def language_loss(
     if (counts == 0).any():
         raise LangNeuronsError("every language needs texts of at least two tokens to measure loss")
     return (totals / counts).float()
+
+
+# -- the KV-cache guard ------------------------------------------------------------------------
+class KVCacheWarning(UserWarning):
+    """Generation with the KV cache disagrees with a forward pass without it."""
+
+
+@dataclass(frozen=True)
+class CacheCheck:
+    """Result of :func:`check_kv_cache`.
+
+    ``worst_gap`` is the largest, over the checked steps, of how many nats the cached step's
+    token lies below the uncached forward's best token (0 when they agree).
+    """
+
+    passed: bool
+    steps: int
+    worst_gap: float
+    tolerance: float
+    seconds: float
+    cached: list[str]
+    """Per prompt, the greedy continuation decoded with the cache."""
+    worst_step: str
+    """Where the two disagree most: the prompt, the step, and each path's token."""
+
+    def __str__(self) -> str:
+        head = "agree" if self.passed else "DISAGREE"
+        text = (
+            f"KV-cache generation and an uncached forward {head} over {self.steps} greedy steps "
+            f"(worst gap {self.worst_gap:.3g} nats, tolerance {self.tolerance:g}; {self.seconds:.2f} s)"
+        )
+        return text if self.passed else f"{text}: {self.worst_step}"
+
+
+def _tolerance(model: HookedModel) -> float:
+    dtype = getattr(model.cfg, "dtype", torch.float32)
+    return 0.01 if dtype in (torch.float32, torch.float64) else 0.5
+
+
+def check_kv_cache(model: HookedModel, *, steps: int = 3, prompts: Sequence[str] = CACHE_CHECK_PROMPTS) -> CacheCheck:
+    """Greedy-decode ``steps`` tokens per prompt with the KV cache, the way :func:`generate`
+    calls ``model.generate`` (one left-padded batch with an attention mask), then run one forward
+    pass over the result without a cache: each decoded token must be the uncached argmax at its
+    step, within float noise (0.01 nats in float32, 0.5 in 16-bit dtypes).
+
+    Hooks already on the model stay attached (both paths see them). Costs ``steps`` + 1 forward
+    passes of a short batch: about a second on the embedded Gemma-3-270M on 2 CPU cores
+    (``benchmarks/bench_cache_check.py``). The first step reads no cache; each later one does.
+    """
+    if steps < 2:
+        raise LangNeuronsError(f"steps must be >= 2 (the first step reads no cache), got {steps}")
+    start = time.perf_counter()
+    prompts = list(prompts)
+    seqs, _ = _encode(model, prompts, max_length=int(getattr(model.cfg, "n_ctx", 2048)))
+    cached: list[str] = [""] * len(seqs)
+    worst, where = -1.0, ""
+    for batch in _generation_batches(model, seqs, len(seqs)):
+        ids, mask = _pad([seqs[i] for i in batch], _pad_id(model), "left", _device(model))
+        with torch.inference_mode():
+            tokens = _generate_batch(model, ids, mask, max_new_tokens=steps, do_sample=False, stop_at_eos=False)
+            full_mask = torch.cat([mask, torch.ones_like(tokens[:, ids.shape[1] :], dtype=torch.bool)], dim=1)
+            logits = model(tokens, attention_mask=full_mask.long())
+        new = tokens[:, ids.shape[1] :]
+        logp = F.log_softmax(logits[:, ids.shape[1] - 1 : -1].float(), dim=-1)  # the uncached step that predicts each new token
+        gaps = logp.max(dim=-1).values - logp.gather(-1, new.unsqueeze(-1)).squeeze(-1)
+        decode = model.tokenizer.decode
+        for row, i in enumerate(batch):
+            cached[i] = decode(new[row].tolist())
+        if float(gaps.max()) > worst:
+            row, step = divmod(int(gaps.argmax()), steps)
+            worst = float(gaps.max())
+            where = (
+                f"after {prompts[batch[row]]!r} + {decode(new[row, :step].tolist())!r}, the cached step gave "
+                f"{decode([int(new[row, step])])!r} where the uncached forward gives {decode([int(logp[row, step].argmax())])!r} "
+                f"(cached continuation {cached[batch[row]]!r})"
+            )
+    tolerance = _tolerance(model)
+    return CacheCheck(passed=worst <= tolerance, steps=steps, worst_gap=worst, tolerance=tolerance,
+                      seconds=time.perf_counter() - start, cached=cached, worst_step=where)
+
+
+_checked: weakref.WeakKeyDictionary[Any, CacheCheck | None] = weakref.WeakKeyDictionary()
+
+
+def cache_check_mode(mode: str | None = None) -> CacheCheckMode:
+    """``mode``, else ``$LANG_NEURONS_CACHE_CHECK``, else ``"warn"``; checked."""
+    mode = mode or os.environ.get(CACHE_CHECK_ENV) or "warn"
+    if mode not in CACHE_CHECK_MODES:
+        raise LangNeuronsError(f"unknown cache check {mode!r} (from the argument or ${CACHE_CHECK_ENV}): use one of {', '.join(CACHE_CHECK_MODES)}")
+    return mode  # type: ignore[return-value]
+
+
+def guard_generation(model: HookedModel, mode: str | None = None) -> CacheCheck | None:
+    """Run :func:`check_kv_cache` once per model and act on it; returns the check (``None`` when off).
+
+    On a failed check, ``mode="warn"`` (the default) warns once with the versions and makes
+    ``model.generate`` default to ``use_past_kv_cache=False`` from then on (an explicit
+    ``use_past_kv_cache=True`` is still obeyed); ``mode="error"`` raises a
+    :class:`~lang_neurons.LangNeuronsError` instead. ``mode="off"`` skips the check.
+    """
+    mode = cache_check_mode(mode)
+    if model in _checked:
+        return _checked[model]
+    if mode == "off":
+        _checked[model] = None  # remembered: a model loaded with the check off is not checked later
+        return None
+    result = check_kv_cache(model)
+    if result.passed:
+        _checked[model] = result
+        return result
+    stack = ", ".join(f"{name} {_version(name)}" for name in ("transformers", "transformer-lens", "torch"))
+    what = (
+        f"this model's KV-cache generation is wrong with {stack}: {result}. Install the tested "
+        "versions (bash scripts/setup.sh installs requirements/lock.txt) or run `lang-neurons doctor`."
+    )
+    if mode == "error":
+        raise LangNeuronsError(what)
+    warnings.warn(f"{what} Generating without the KV cache from now on (correct, slower).", KVCacheWarning, stacklevel=2)
+    _generate_without_cache(model)
+    _checked[model] = result
+    return result
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _generate_without_cache(model: HookedModel) -> None:
+    """Make ``model.generate`` default to ``use_past_kv_cache=False`` (this instance only)."""
+    original = model.generate
+
+    @functools.wraps(original)
+    def generate(*args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("use_past_kv_cache", False)
+        return original(*args, **kwargs)
+
+    model.generate = generate  # type: ignore[method-assign]

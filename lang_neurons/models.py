@@ -144,6 +144,7 @@ def load_model(
     device: str | torch.device | None = None,
     n_devices: int | None = None,
     device_map: str | dict | None = None,
+    cache_check: str | None = None,
 ) -> HookedModel:
     """Load a hooked model: the embedded default, any Hugging Face name, or a local folder.
 
@@ -162,7 +163,15 @@ def load_model(
             ``device``.
         device_map: or a Hugging Face device map (``"auto"``, ``"balanced"``, or a dict module
             name → device). Not together with ``device``.
+        cache_check: what to do when KV-cache generation disagrees with an uncached forward
+            pass (a few greedy steps, checked here; see
+            :func:`~lang_neurons.generation.guard_generation`): ``"warn"`` and generate without
+            the cache (default), ``"error"``, or ``"off"``; default from
+            ``$LANG_NEURONS_CACHE_CHECK``.
     """
+    from lang_neurons.generation import cache_check_mode, guard_generation  # generation builds on this module
+
+    cache_check = cache_check_mode(cache_check)
     dtype = parse_dtype(dtype)
     if n_devices is not None and n_devices < 1:
         raise ModelLoadError(f"n_devices must be a positive integer, got {n_devices}")
@@ -197,6 +206,7 @@ def load_model(
         raise ModelLoadError(f"cannot load model {str(name_or_path)!r}: {hint} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
     bridge.enable_compatibility_mode(disable_warnings=True, no_processing=True)
     bridge.eval()
+    guard_generation(bridge, cache_check)
     return bridge
 
 

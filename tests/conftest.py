@@ -52,3 +52,19 @@ def gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Folder with the tiny Llama (gated SiLU MLP, rotary positions)."""
     return _tiny_dir("llama", tmp_path_factory)
+
+
+@pytest.fixture
+def broken_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every bridge drops the KV cache it is handed, so each cached generation step sees only its
+    newest token: how transformers 5.24.0 broke TransformerLens 4.3's generation. Uncached
+    generation and plain forward passes are unaffected, as they were there."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    forward = TransformerBridge.forward
+
+    def forgetful(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        kwargs.pop("past_key_values", None)
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(TransformerBridge, "forward", forgetful)

@@ -58,6 +58,12 @@ def test_bench_recording_tiny():
     assert r["timed_tokens"] > 0 and r["timed_batches"] >= 6
 
 
+def test_bench_cache_check_tiny():
+    r = _run("bench_cache_check.py", "--model", "tiny", "--repeats", "2")
+    assert r["bench"] == "cache_check" and r["passed"] is True and r["steps"] == 3 and r["prompts"] == 2
+    assert len(r["check_s"]) == 2 and r["check_median_s"] > 0 and r["load_s"] > 0
+
+
 def test_bench_steering_tiny():
     r = _run("bench_steering.py", "--model", "tiny", "--new-tokens", "8", "--repeats", "1", "--record-texts", "10")
     assert r["bench"] == "steering"

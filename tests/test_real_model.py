@@ -49,6 +49,23 @@ def test_packaged_model_loads_as_gemma3(gemma):
     assert " Paris" in gemma.tokenizer.decode(logits[0, -1].topk(10).indices)
 
 
+def test_cached_and_uncached_greedy_generation_agree(gemma):
+    """The KV cache must not change greedy generation (transformers 5.24.0 broke it, silently)."""
+    from lang_neurons.generation import check_kv_cache, guard_generation
+
+    assert guard_generation(gemma).passed  # checked at load: generation keeps its cache
+    result = check_kv_cache(gemma, steps=12)
+    assert result.passed, str(result)
+    tokens = gemma.to_tokens("The capital of France is Paris. The capital of Germany is")
+    kwargs = dict(max_new_tokens=16, do_sample=False, return_type="tokens", verbose=False)
+    with torch.inference_mode():
+        cached = gemma.generate(tokens, use_past_kv_cache=True, **kwargs)
+        uncached = gemma.generate(tokens, use_past_kv_cache=False, **kwargs)
+    assert torch.equal(cached, uncached)
+    text = gemma.tokenizer.decode(cached[0, tokens.shape[1]:])
+    assert text.startswith(" Berlin.") and "Berlin Berlin" not in text, text
+
+
 def test_identify_writes_artifacts(run_dir, gemma):
     names = sorted(p.name for p in run_dir.iterdir())
     assert names == [

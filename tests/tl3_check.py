@@ -10,6 +10,7 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 import lang_neurons as ln
 from lang_neurons import steering as st
+from lang_neurons.generation import guard_generation
 
 import transformer_lens  # noqa: E402
 
@@ -36,4 +37,9 @@ for gated in (True, False):
     with st.steer(model, hooks):
         out = ln.generate(model, n=2, max_new_tokens=5, progress=False)
     assert len(out) == 2 and not any(hp.fwd_hooks for hp in model.hook_dict.values())
+    assert guard_generation(model).passed  # checked on first generate: the KV cache agrees on TL3 too
+    # TL3's generate takes no attention mask: prompts of different lengths must not be padded together
+    prompts = [SENTENCES["en"][0], SENTENCES["de"][1][:12], SENTENCES["ja"][0]]
+    together = ln.generate(model, prompts, max_new_tokens=4, do_sample=False, progress=False)
+    assert together == [ln.generate(model, [p], max_new_tokens=4, do_sample=False, progress=False)[0] for p in prompts]
     print("ok", "gated" if gated else "gelu")
