@@ -26,7 +26,8 @@ from lang_neurons.languages import parse_langs, validate_lang
 from lang_neurons.models import DEFAULT_MODEL, HookedModel, check_fingerprint, load_model
 from lang_neurons.neurons import NeuronSet, average_precision, lape
 from lang_neurons.record import POOLINGS, ActivationStats, record
-from lang_neurons.generation import generate
+from lang_neurons.generation import CACHE_CHECK_ENV, CACHE_CHECK_MODES, generate
+from lang_neurons.health import LOCK_FILE, doctor
 from lang_neurons.sites import SITES, Site, resolve_site
 from lang_neurons.study import DEFAULT_METHODS, evaluate, format_table, steering_for
 
@@ -94,6 +95,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", type=_device_name, default=None, help="cpu, cuda, ... (default: cuda when available)")
     p.add_argument("--n-devices", type=_positive_int, default=None, help="split the model over this many GPUs (default: one device)")
     p.add_argument("--device-map", default=None, help="Hugging Face device map for a big model: auto, balanced, sequential, or a JSON object")
+    _add_cache_check(p)
     p.add_argument("--resume", action="store_true", help="continue an interrupted recording from its checkpoint in --out")
     p.add_argument("--checkpoint-every", type=int, default=100, help="batches between recording checkpoints in --out (0: none; default: %(default)s)")
     p.add_argument("--force", action="store_true", help="recompute even if --out holds results of another run")
@@ -142,6 +144,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "(rates and BLEU only) for a sweep figure (default: none)")
     p.add_argument("--no-images", action="store_true", help="skip the PNG/SVG copies of the figures (made only if kaleido works)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("doctor", help="check the installation: versions against the tested lock, the model, KV-cache "
+                       "generation, the language identifier (one PASS/FAIL line each)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model to check (default: the embedded %(default)s)")
+    p.add_argument("--no-model", action="store_true", help="skip the checks that load a model")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--device", type=_device_name, default=None)
+    p.add_argument("--lock", type=Path, default=LOCK_FILE, help="tested lock file to compare with (default: the checkout's %(default)s)")
+    p.set_defaults(func=cmd_doctor)
     return parser
 
 
@@ -171,7 +182,14 @@ def _add_neurons_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", default=None, choices=["lape", "ap"], help="which neuron set in that folder (default: lape if present)")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--device", type=_device_name, default=None)
+    _add_cache_check(p)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _add_cache_check(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache-check", default=None, choices=list(CACHE_CHECK_MODES),
+                   help="when KV-cache generation disagrees with an uncached forward pass (checked at load): warn and "
+                        f"generate without the cache, fail, or skip the check (default: ${CACHE_CHECK_ENV} or warn)")
 
 
 def _load_run(args: argparse.Namespace):
@@ -186,7 +204,7 @@ def _load_run(args: argparse.Namespace):
         raise LangNeuronsError(f"--neurons {folder} holds no neuron set: run `lang-neurons identify --out {folder}`")
     neurons = NeuronSet.load(folder / f"neurons_{method}")
     stats = ActivationStats.load(folder / "stats")
-    model = load_model(settings["model"], dtype=args.dtype, device=args.device)
+    model = load_model(settings["model"], dtype=args.dtype, device=args.device, cache_check=args.cache_check)
     check_fingerprint(neurons.model, model, f"{folder}/neurons_{method}")
     return model, neurons, stats, _corpora(settings)[1]
 
@@ -197,6 +215,14 @@ def _corpora(settings: dict[str, Any]) -> tuple[LanguageCorpus, LanguageCorpus]:
     if settings["held_out"] > 0:
         return corpus.split(held_out=settings["held_out"], seed=settings["seed"])
     return corpus, corpus
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """``lang-neurons doctor``: one PASS/FAIL line per check; exit code 0 when all pass, 1 otherwise."""
+    checks = doctor(None if args.no_model else args.model, device=args.device, dtype=args.dtype, lock=args.lock)
+    failed = [c.name for c in checks if not c.passed]
+    print(f"doctor: {len(checks) - len(failed)} of {len(checks)} checks passed" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
 
 
 def cmd_steer(args: argparse.Namespace) -> int:
@@ -308,7 +334,8 @@ def _open_run(args: argparse.Namespace) -> tuple[HookedModel, Site, LanguageCorp
     reuse = _check_out_dir(args.out, settings, args.force)
     train, held_out = _corpora(settings)
     device = _init_distributed(args)
-    model = load_model(args.model, dtype=args.dtype, device=device, n_devices=args.n_devices, device_map=_device_map(args.device_map))
+    model = load_model(args.model, dtype=args.dtype, device=device, n_devices=args.n_devices, device_map=_device_map(args.device_map),
+                       cache_check=args.cache_check)
     return model, resolve_site(model, args.site), train, held_out, settings, reuse
 
 
