@@ -87,7 +87,7 @@ def micro(batch: int, pos: int, width: int, repeats: int = 300) -> dict:
     site = Site("act", 1, width, width, True, act_fn)
     acc = _Accumulator(site, 1, batch, "mean", torch.device("cpu"))
     mask = torch.rand(batch, pos) > 0.05
-    acc.set_batch(0, mask, torch.arange(batch))
+    acc.set_batch(0, mask, list(range(batch)))
     (_, hook), = acc.hooks()
     gate = torch.randn(batch, pos, width)
 

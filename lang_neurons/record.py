@@ -235,18 +235,31 @@ class _Accumulator:
         # Set per batch by `set_batch`.
         self.lang = 0
         self.mask = self.maskf = self.lengths = self.last = torch.empty(0)
-        self.rows: Tensor = torch.empty(0, dtype=torch.long)  # pooled row per batch item, -1 = none
-        self.keep: Tensor = torch.empty(0, dtype=torch.bool)
+        self.rows: Tensor = torch.empty(0, dtype=torch.long)  # rows of `pooled` this batch fills (CPU)
+        self.keep: Tensor | None = None  # batch items that fill them (device), None = all
+        self.batch_pooled: Tensor | None = None  # their pooled values, [kept, layer, width] on the device
 
-    def set_batch(self, lang: int, mask: Tensor, rows: Tensor) -> None:
+    def set_batch(self, lang: int, mask: Tensor, rows: Sequence[int]) -> None:
+        """Prepare for one batch of language ``lang``: ``rows[i]`` is the pooled row of batch
+        item ``i`` (``-1``: none). Everything the hooks index with is built here, from host
+        values, so that no hook needs a host value from the device."""
         self.lang, self.mask = lang, mask
         self.maskf = mask.to(torch.float32)[..., None]
         self.lengths = mask.sum(1)
         # Index of the last real token (works for either padding side).
         pos = torch.arange(mask.shape[1], device=mask.device)
         self.last = torch.where(mask, pos, -1).amax(1).clamp(min=0)
-        self.keep = rows >= 0
-        self.rows = rows[self.keep]
+        kept = [i for i, r in enumerate(rows) if r >= 0]
+        self.rows = torch.tensor([rows[i] for i in kept], dtype=torch.long)
+        self.keep = None if len(kept) == len(rows) else torch.tensor(kept, dtype=torch.long, device=mask.device)
+        shape = (len(kept), self.site.n_layers, self.site.width)
+        self.batch_pooled = torch.empty(shape, dtype=torch.float32, device=mask.device) if kept else None
+
+    def flush(self) -> None:
+        """Copy the batch's pooled rows into :attr:`pooled` (CPU): once per batch, after the
+        forward pass, instead of once per layer inside the hooks."""
+        if self.batch_pooled is not None:
+            self.pooled.index_copy_(0, self.rows, self.batch_pooled.cpu())
 
     def hooks(self) -> list[tuple[str, Any]]:
         out = []
@@ -300,23 +313,29 @@ class _Accumulator:
         # mask once (in place when `act` is ours), count the active ones by summing a float 0/1
         # buffer (exact below 2**24 positions; a bool sum is ~4x slower), and square the masked
         # copy in place. Same reductions as the plain version, so the same bits.
+        # No host synchronisation here (nothing that reads a device value on the host: `.item()`,
+        # `.cpu()`, boolean-mask indexing, `if tensor`): pooled rows go to a device buffer that
+        # `flush` copies to the CPU once per batch; tests/test_record_sync.py guards this.
         a = act.float()
-        if len(self.rows) and self.pooling != "mean":  # these read the unmasked values
+        if self.batch_pooled is not None and self.pooling != "mean":  # these read the unmasked values
             if self.pooling == "max":
                 pooled = a.masked_fill(~self.mask[..., None], -math.inf).amax(1)
             else:
                 pooled = a[torch.arange(a.shape[0], device=a.device), self.last]
-            self.pooled[self.rows, layer] = pooled[self.keep].cpu()
+            self._pool(layer, pooled)
         masked = a.mul_(self.maskf) if owned or a is not act else a * self.maskf
         self.sums[self.lang, layer] += masked.sum((0, 1)).double()
         if masked[..., 0].numel() < 2**24:
             self.active[self.lang, layer] += torch.gt(masked, 0, out=torch.empty_like(masked)).sum((0, 1)).long()
         else:
             self.active[self.lang, layer] += (masked > 0).sum((0, 1))
-        if len(self.rows) and self.pooling == "mean":
-            pooled = masked.sum(1) / self.lengths.clamp(min=1)[:, None]
-            self.pooled[self.rows, layer] = pooled[self.keep].cpu()
+        if self.batch_pooled is not None and self.pooling == "mean":
+            self._pool(layer, masked.sum(1) / self.lengths.clamp(min=1)[:, None])
         self.sq_sums[self.lang, layer] += masked.mul_(masked).sum((0, 1)).double()
+
+    def _pool(self, layer: int, pooled: Tensor) -> None:
+        assert self.batch_pooled is not None
+        self.batch_pooled[:, layer] = pooled if self.keep is None else pooled.index_select(0, self.keep)
 
 
 def _encode(model: HookedModel, texts: Sequence[str], max_length: int) -> tuple[list[list[int]], int]:
@@ -490,7 +509,7 @@ def record(
         for li, lang, batch in chunk:
             ids, mask = _pad([encoded[lang][i] for i in batch], pad_id, padding_side, device)
             counted = mask & (ids != bos_id) if skip_bos else mask
-            acc.set_batch(li, counted, torch.tensor(rows_of(lang, batch), device=device))
+            acc.set_batch(li, counted, rows_of(lang, batch))
             tokens[li] += counted.sum()
             try:
                 model(ids, attention_mask=mask.long())
@@ -498,6 +517,7 @@ def record(
                 pass
             finally:
                 acc.pending.clear()
+            acc.flush()
             if bar is not None:
                 bar.update(len(batch))
         return tokens

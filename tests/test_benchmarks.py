@@ -81,3 +81,28 @@ def test_bench_ap_small(args):
 def test_bench_recording_layer_micro():
     r = _run("bench_recording.py", "--micro")
     assert r["shape"] == [16, 7, 2048] and r["hook_ms"] > 0 and r["all_threads_ms"] > 0 and r["gelu_only_ms"] > 0
+
+
+def test_bench_scale_tiny():
+    r = _run("bench_scale.py", "--shape", "tiny", "--device", "cpu")
+    assert r["bench"] == "scale" and r["shape"] == "tiny" and r["device"] == "cpu" and r["dtype"] == "float32"
+    assert r["timed_tokens"] == r["batch_size"] * r["seq_len"] * r["timed_batches"]  # full-length synthetic texts
+    for key in ("a_tok_s", "b_tok_s", "b_same_stop_tok_s", "c_tok_s", "gen_none_tok_s", "gen_add_tok_s", "peak_mem_mb_record", "ap_s"):
+        assert r[key] > 0, key
+    for key in ("c_over_a", "c_over_b", "c_over_b_same_stop"):
+        assert 0.05 < r[key] < 20, (key, r[key])  # the same work timed: a ratio, not noise
+    assert r["ap_pooled_shape"] == [r["langs"] * r["batch_size"] * 2, r["n_layers"], r["d_mlp"]]
+    assert r["n_steered_neurons"] > 0 and r["n_params"] > 0 and r["estimated_gib"] < r["free_gib"]
+
+
+def test_bench_scale_refuses_an_8b_model_without_the_memory():
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_scale.py"), "--shape", "llama-3.1-8b", "--device", "cpu", "--available-gb", "8"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr.strip().splitlines() == [
+        "bench_scale: refusing --shape llama-3.1-8b on cpu: it needs about 40.7 GiB (torch.float32, batch 16 x 512) "
+        "but only 8.0 GiB is free; use a GPU or --shape tiny"
+    ]
