@@ -158,6 +158,66 @@ def generate(
     return out
 
 
+@dataclass(frozen=True)
+class TextLosses:
+    """Per-text next-token cross-entropy of a corpus: the summed loss and the number of scored
+    tokens of every text, by language (what :func:`text_losses` measures).
+
+    Attributes:
+        langs: the languages, in corpus order.
+        sums: per language, each text's summed loss over its real tokens (float64).
+        counts: per language, each text's number of scored tokens (length - 1; float64).
+    """
+
+    langs: list[str]
+    sums: list[Float[Tensor, "text"]]
+    counts: list[Float[Tensor, "text"]]
+
+    def mean(self) -> Float[Tensor, "lang"]:
+        """The token-weighted mean loss per language: all of its texts' losses over all of their tokens."""
+        return torch.stack([s.sum() / c.sum() for s, c in zip(self.sums, self.counts)]).float()
+
+
+def text_losses(
+    model: HookedModel,
+    corpus: LanguageCorpus | Mapping[str, Sequence[str]],
+    *,
+    hooks: Hooks = (),
+    batch_size: int = 8,
+    max_length: int = 256,
+    progress: bool = True,
+) -> TextLosses:
+    """Summed next-token cross-entropy and scored-token count of every text (pads never count).
+
+    The per-language mean of :func:`language_loss` and the bootstrap intervals over texts of
+    :func:`lang_neurons.intervals.loss_change_intervals` both come from this one measurement.
+    """
+    if not isinstance(corpus, LanguageCorpus):
+        corpus = LanguageCorpus({k: list(v) for k, v in corpus.items()}, name="texts")
+    device = _device(model)
+    pad = model.tokenizer.pad_token_id or 0
+    encoded = {lang: _encode(model, corpus[lang], max_length)[0] for lang in corpus.langs}
+    sums = [torch.zeros(len(encoded[lang]), dtype=torch.float64) for lang in corpus.langs]
+    counts = [torch.zeros(len(encoded[lang]), dtype=torch.float64) for lang in corpus.langs]
+    plan = [(li, lang, b) for li, lang in enumerate(corpus.langs) for b in _batches([len(x) for x in encoded[lang]], batch_size)]
+    bar = tqdm(total=len(corpus), desc="loss", unit="text", disable=not progress)
+    with torch.inference_mode(), attached(model, list(hooks)), bar:  # the bar closes on any exit
+        for li, lang, batch in plan:
+            ids, mask = _pad([encoded[lang][i] for i in batch], pad, "right", device)
+            logits = model(ids, attention_mask=mask.long())
+            target_mask = mask[:, 1:]
+            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="none")
+            per_text = (loss.view(target_mask.shape) * target_mask).sum(dim=1)
+            index = torch.tensor(batch)
+            sums[li][index] = per_text.double().cpu()
+            counts[li][index] = target_mask.sum(dim=1).double().cpu()
+            bar.update(len(batch))
+    bar.close()
+    if any(c.sum() == 0 for c in counts):
+        raise LangNeuronsError("every language needs texts of at least two tokens to measure loss")
+    return TextLosses(list(corpus.langs), sums, counts)
+
+
 def language_loss(
     model: HookedModel,
     corpus: LanguageCorpus | Mapping[str, Sequence[str]],
@@ -167,29 +227,9 @@ def language_loss(
     max_length: int = 256,
     progress: bool = True,
 ) -> Float[Tensor, "lang"]:
-    """Mean next-token cross-entropy per language over real tokens (pads never count)."""
-    if not isinstance(corpus, LanguageCorpus):
-        corpus = LanguageCorpus({k: list(v) for k, v in corpus.items()}, name="texts")
-    device = _device(model)
-    pad = model.tokenizer.pad_token_id or 0
-    totals = torch.zeros(len(corpus.langs), dtype=torch.float64)
-    counts = torch.zeros(len(corpus.langs), dtype=torch.float64)
-    encoded = {lang: _encode(model, corpus[lang], max_length)[0] for lang in corpus.langs}
-    plan = [(li, lang, b) for li, lang in enumerate(corpus.langs) for b in _batches([len(x) for x in encoded[lang]], batch_size)]
-    bar = tqdm(total=len(corpus), desc="loss", unit="text", disable=not progress)
-    with torch.inference_mode(), attached(model, list(hooks)), bar:  # the bar closes on any exit
-        for li, lang, batch in plan:
-            ids, mask = _pad([encoded[lang][i] for i in batch], pad, "right", device)
-            logits = model(ids, attention_mask=mask.long())
-            target_mask = mask[:, 1:]
-            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="none")
-            totals[li] += float((loss * target_mask.flatten()).sum())
-            counts[li] += float(target_mask.sum())
-            bar.update(len(batch))
-    bar.close()
-    if (counts == 0).any():
-        raise LangNeuronsError("every language needs texts of at least two tokens to measure loss")
-    return (totals / counts).float()
+    """Mean next-token cross-entropy per language over real tokens (pads never count): the
+    token-weighted mean of :func:`text_losses`."""
+    return text_losses(model, corpus, hooks=hooks, batch_size=batch_size, max_length=max_length, progress=progress).mean()
 
 
 # -- the KV-cache guard ------------------------------------------------------------------------
