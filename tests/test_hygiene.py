@@ -191,7 +191,8 @@ def test_study_loops_interrupted(setup, loop, lid):
     else:
         ln.generate(model, n=2, max_new_tokens=3, progress=False)
         run = lambda: study.evaluate(model, neurons, stats, held, targets=["de"], methods=["add"], samples=2,  # noqa: E731
-                                     max_new_tokens=3, translation_items=0, loss_texts=0, lid=lid, progress=False)
+                                     max_new_tokens=3, translation_items=0, loss_texts=0, lid=lid, intervals=False,
+                                     progress=False)
     per_pass = counter.calls // 2 if loop == "loss_matrix" else counter.calls
     hook_point = model.hook_dict["blocks.0.hook_resid_pre"]
     stop = Interrupter(per_pass + 2)
