@@ -21,7 +21,6 @@ from lang_neurons import _io, report
 from lang_neurons import steering as st
 from lang_neurons.corpora import DEFAULT_LANGS, LanguageCorpus, load_corpus
 from lang_neurons.errors import LangNeuronsError
-from lang_neurons.evaluation import LossMatrix
 from lang_neurons.languages import parse_langs, validate_lang
 from lang_neurons.models import DEFAULT_MODEL, HookedModel, check_fingerprint, load_model
 from lang_neurons.neurons import NeuronSet, average_precision, lape
@@ -29,6 +28,7 @@ from lang_neurons.record import POOLINGS, ActivationStats, record
 from lang_neurons.generation import CACHE_CHECK_ENV, CACHE_CHECK_MODES, generate
 from lang_neurons.health import LOCK_FILE, doctor
 from lang_neurons.sites import SITES, Site, resolve_site
+from lang_neurons.intervals import MIN_SAMPLES, check_samples
 from lang_neurons.study import DEFAULT_METHODS, evaluate, format_table, steering_for
 
 RUN_FILE = "run.json"
@@ -175,6 +175,9 @@ def _add_evaluation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=_positive_int, default=32)
     p.add_argument("--translation-items", type=_non_negative_int, default=20, help="translation prompts per target (0: skip)")
     p.add_argument("--loss-texts", type=_non_negative_int, default=40, help="held-out texts per language for the loss matrix (0: skip)")
+    p.add_argument("--no-intervals", action="store_true",
+                   help=f"skip the 95%% intervals (Wilson for rates, bootstrap for BLEU/chrF and the loss matrix), which need "
+                        f"--samples >= {MIN_SAMPLES}")
 
 
 def _add_neurons_args(p: argparse.ArgumentParser) -> None:
@@ -265,13 +268,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """``lang-neurons evaluate``: steering evaluation of an identify folder into ``--out``; returns the exit code."""
     methods = _parse_methods(args.methods)
     targets = parse_langs(args.targets) if args.targets else None
+    if not args.no_intervals:
+        check_samples(args.samples)
     if args.out.exists() and not args.out.is_dir():
         raise LangNeuronsError(f"--out {args.out} is a file: give a folder")
     model, neurons, stats, held_out = _load_run(args)
     results = evaluate(
         model, neurons, stats, held_out, targets=targets, methods=methods, alpha=args.alpha, samples=args.samples,
         max_new_tokens=args.max_new_tokens, translation_items=args.translation_items, source=args.source,
-        loss_texts=args.loss_texts, seed=args.seed, progress=not args.no_progress,
+        loss_texts=args.loss_texts, seed=args.seed, intervals=not args.no_intervals, progress=not args.no_progress,
     )
     print(_write_metrics(args.out, results, neurons))
     print(f"\nwrote {args.out}/metrics.json and {args.out}/metrics.txt")
@@ -503,8 +508,14 @@ def _sweep_points(results: dict[str, Any], method: str, alpha: float) -> list[di
     points = []
     for target, entry in results["targets"].items():
         row = entry["methods"][method]
-        points.append({"target": target, "method": method, "alpha": alpha, "rate": row["rate"],
-                       "bleu": row.get("translation", {}).get("bleu"), "n_neurons": row["neurons"]})
+        point = {"target": target, "method": method, "alpha": alpha, "rate": row["rate"],
+                 "bleu": row.get("translation", {}).get("bleu"), "n_neurons": row["neurons"]}
+        if "rate_interval" in row:
+            point["rate_low"], point["rate_high"] = row["rate_interval"]["low"], row["rate_interval"]["high"]
+        if "translation_interval" in row:
+            steered = row["translation_interval"]["bleu"]["steered"]
+            point["bleu_low"], point["bleu_high"] = steered["low"], steered["high"]
+        points.append(point)
     return points
 
 
@@ -525,7 +536,8 @@ def _steering_results(
             return saved
     methods = evaluation["methods"]
     kwargs = dict(targets=evaluation["targets"], samples=args.samples, max_new_tokens=args.max_new_tokens, source=args.source,
-                  translation_items=args.translation_items, seed=args.seed, progress=not args.no_progress)
+                  translation_items=args.translation_items, seed=args.seed, intervals=evaluation["intervals"],
+                  progress=not args.no_progress)
     results = evaluate(model, neurons, stats, held_out, methods=methods, alpha=args.alpha, loss_texts=args.loss_texts, **kwargs)
     if evaluation["sweep_alphas"]:
         results["sweep"] = []
@@ -542,6 +554,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     """``lang-neurons run``: the whole study and its HTML report, reusing finished stages; returns the exit code."""
     methods = _parse_methods(args.methods)
     targets = parse_langs(args.targets) if args.targets else None
+    if not args.no_intervals:
+        check_samples(args.samples)
     langs = parse_langs(args.langs)
     for t in targets or []:
         if t not in langs:
@@ -567,6 +581,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "run": settings, "lape": _selection_params(args, "lape"), "methods": methods, "targets": targets, "source": args.source,
         "alpha": args.alpha, "samples": args.samples, "max_new_tokens": args.max_new_tokens,
         "translation_items": args.translation_items, "loss_texts": args.loss_texts, "sweep_alphas": alphas,
+        "intervals": not args.no_intervals,
     }
     results = _steering_results(args, model, sets["lape"], stats, held_out, evaluation, reused["lape"])
     table = format_table(results)
@@ -575,11 +590,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     figures = report.build_figures(sets, stats, results)
 
     _stage(5, "report")
-    tables = {"Statistics": stats.summary(), **{f"{m.upper()} neurons": _identify_report(n) for m, n in sets.items()},
-              "Steering (LAPE neurons)": table}
+    tables: dict[str, str | report.Table] = {
+        "Statistics": stats.summary(), **{f"{m.upper()} neurons": _identify_report(n) for m, n in sets.items()},
+        "Steering (LAPE neurons)": report.steering_table(results),
+    }
     if "loss_matrix" in results:
-        lm = results["loss_matrix"]
-        tables["Loss matrix (LAPE neurons)"] = str(LossMatrix(lm["langs"], torch.tensor(lm["base"]), torch.tensor(lm["ablated"])))
+        tables["Loss matrix (LAPE neurons)"] = report.loss_matrix_table(results["loss_matrix"])
     shown = {**settings, "model fingerprint": stats.model, "LAPE": sets["lape"].params, "AP": sets["ap"].params,
              "steering": results["settings"], "sweep alphas": alphas}
     page = report.write_report(

@@ -300,13 +300,20 @@ def loss_matrix_heatmap(matrix: LossMatrix | Mapping[str, Any]) -> go.Figure:
     return fig
 
 
+def _point_intervals(points: Sequence[Mapping[str, Any]], key: str) -> list[dict[str, float] | None]:
+    """Per sweep point, ``{"low", "high"}`` from its ``<key>_low`` and ``<key>_high`` (``None`` where absent)."""
+    return [{"low": p[f"{key}_low"], "high": p[f"{key}_high"]} if p.get(f"{key}_low") is not None and p.get(f"{key}_high") is not None
+            else None for p in points]
+
+
 def steering_sweep(points: Sequence[Mapping[str, Any]], x: str = "alpha", langs: Sequence[str] | None = None) -> go.Figure:
     """Target-language rate (and BLEU, in a second panel when any point has it) against ``x``.
 
     Args:
         points: dicts with ``target``, ``rate``, the ``x`` key and optionally ``bleu`` and
             ``method`` (one line per target and method), e.g.
-            ``{"target": "de", "alpha": 1.0, "rate": 0.9, "bleu": 12.3, "n_neurons": 300}``.
+            ``{"target": "de", "alpha": 1.0, "rate": 0.9, "bleu": 12.3, "n_neurons": 300}``;
+            ``rate_low``/``rate_high`` (and ``bleu_low``/``bleu_high``) draw error bars.
         x: ``alpha`` or ``n_neurons``.
         langs: language order for the colours (default: order of first appearance); pass the
             neuron set's ``langs`` to match its other figures.
@@ -337,13 +344,17 @@ def steering_sweep(points: Sequence[Mapping[str, Any]], x: str = "alpha", langs:
             name = target if method is None else f"{target} {method}"
             xs = [p[x] for p in group]
             line = dict(color=colors[target], dash=dashes[mi % len(dashes)])
+            rates = [p["rate"] for p in group]
             fig.add_trace(go.Scatter(
-                x=xs, y=[p["rate"] for p in group], name=name, mode="lines+markers", line=line, legendgroup=name,
+                x=xs, y=rates, name=name, mode="lines+markers", line=line, legendgroup=name,
+                error_y=_error_bars(rates, _point_intervals(group, "rate")),
                 hovertemplate=f"{name}, {x} %{{x}}: rate %{{y:.2f}}<extra></extra>",
             ), row=1, col=1)
             if with_bleu:
+                bleu = [p.get("bleu") for p in group]
                 fig.add_trace(go.Scatter(
-                    x=xs, y=[p.get("bleu") for p in group], name=name, mode="lines+markers", line=line, legendgroup=name,
+                    x=xs, y=bleu, name=name, mode="lines+markers", line=line, legendgroup=name,
+                    error_y=_error_bars(bleu, _point_intervals(group, "bleu")),
                     showlegend=False, hovertemplate=f"{name}, {x} %{{x}}: BLEU %{{y:.1f}}<extra></extra>",
                 ), row=2, col=1)
     fig.update_layout(template=_TEMPLATE, legend_title_text="target", title=f"Steering toward each target language, by {x}")
@@ -354,9 +365,19 @@ def steering_sweep(points: Sequence[Mapping[str, Any]], x: str = "alpha", langs:
     return fig
 
 
+def _error_bars(values: Sequence[float], intervals: Sequence[Mapping[str, Any] | None]) -> dict[str, Any] | None:
+    """Asymmetric plotly error bars from ``{"low", "high"}`` intervals (``None`` when any is missing)."""
+    if not intervals or any(i is None for i in intervals):
+        return None
+    return dict(type="data", symmetric=False, array=[i["high"] - v for v, i in zip(values, intervals)],
+                arrayminus=[v - i["low"] for v, i in zip(values, intervals)], thickness=1.2, width=4)
+
+
 def steering_rates(results: Mapping[str, Any]) -> go.Figure:
     """Target-language rate per target, unsteered and with each method, from
-    :func:`lang_neurons.study.evaluate`'s results (``metrics.json``); BLEU in the hover text."""
+    :func:`lang_neurons.study.evaluate`'s results (``metrics.json``); BLEU in the hover text.
+    Where the results hold rate intervals (``baseline_interval``, ``rate_interval``), each bar
+    gets its 95 % Wilson interval as an error bar."""
     targets = results.get("targets")
     if not targets:
         raise LangNeuronsError("these results hold no steering targets: pass what lang_neurons.study.evaluate returned")
@@ -364,19 +385,24 @@ def steering_rates(results: Mapping[str, Any]) -> go.Figure:
     methods = list(results.get("settings", {}).get("methods") or next(iter(targets.values()))["methods"])
     fig = go.Figure()
     base_bleu = [targets[t].get("translation_baseline", {}).get("bleu") for t in names]
-    series = [("unsteered", [targets[t]["baseline_rate"] for t in names], base_bleu)]
+    series = [("unsteered", [targets[t]["baseline_rate"] for t in names], base_bleu,
+               [targets[t].get("baseline_interval") for t in names])]
     for m in methods:
         rows = [targets[t]["methods"][m] for t in names]
-        series.append((m, [r["rate"] for r in rows], [r.get("translation", {}).get("bleu") for r in rows]))
+        series.append((m, [r["rate"] for r in rows], [r.get("translation", {}).get("bleu") for r in rows],
+                       [r.get("rate_interval") for r in rows]))
     colors = ["#9e9e9e", *plotly.colors.qualitative.Set2]
-    for i, (name, rates, bleu) in enumerate(series):
+    for i, (name, rates, bleu, intervals) in enumerate(series):
+        errors = _error_bars(rates, intervals)
+        ci = [f" [{iv['low']:.2f}, {iv['high']:.2f}] n={iv['n']}" if errors else "" for iv in intervals]
         fig.add_trace(go.Bar(
             x=names, y=rates, name=name, marker_color=colors[i % len(colors)], text=[f"{r:.2f}" for r in rates],
-            customdata=["n/a" if b is None else f"{b:.1f}" for b in bleu],
-            hovertemplate=f"%{{x}}, {name}: rate %{{y:.2f}}, BLEU %{{customdata}}<extra></extra>",
+            customdata=["n/a" if b is None else f"{b:.1f}" for b in bleu], hovertext=ci, error_y=errors,
+            hovertemplate=f"%{{x}}, {name}: rate %{{y:.2f}}%{{hovertext}}, BLEU %{{customdata}}<extra></extra>",
         ))
+    with_ci = " with 95 % Wilson intervals" if any(_error_bars(r, iv) for _, r, _, iv in series) else ""
     fig.update_layout(template=_TEMPLATE, barmode="group", legend_title_text="steering",
-                      title=f"Target-language rate of generations (alpha {results.get('settings', {}).get('alpha', '?')})")
+                      title=f"Target-language rate of generations{with_ci} (alpha {results.get('settings', {}).get('alpha', '?')})")
     fig.update_xaxes(title_text="target language", type="category")
     fig.update_yaxes(title_text="target-language rate", range=[0, 1.05])
     return fig

@@ -15,7 +15,8 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,9 @@ from lang_neurons import _io, plots
 from lang_neurons.errors import LangNeuronsError
 from lang_neurons.neurons import NeuronSet
 from lang_neurons.record import ActivationStats
+from lang_neurons.study import format_interval, format_rate
 
-__all__ = ["build_figures", "representative_neurons", "write_report"]
+__all__ = ["Table", "build_figures", "loss_matrix_table", "representative_neurons", "steering_table", "write_report"]
 
 INDEX = "index.html"
 FIGURES = "figures"
@@ -42,6 +44,13 @@ body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px;
 h1 { margin-bottom: 0.2rem; } .written { color: #777; margin-top: 0; }
 nav a { margin-right: 1rem; } section { margin: 2rem 0; }
 table.settings td { padding: 0.1rem 1rem 0.1rem 0; vertical-align: top; font-family: monospace; }
+table.settings table.settings { margin: 0; }
+table.data { border-collapse: collapse; margin: 0.5rem 0; }
+table.data th, table.data td { padding: 0.25rem 0.7rem; border-bottom: 1px solid #ddd; white-space: nowrap; }
+table.data thead th { border-bottom: 2px solid #999; text-align: left; }
+table.data td { text-align: right; font-variant-numeric: tabular-nums; }
+table.data tbody th { text-align: left; font-weight: normal; }
+p.table-note { color: #555; font-size: 0.9rem; margin-top: 0.2rem; }
 pre { background: #f6f6f6; padding: 0.8rem; overflow-x: auto; }
 .note { color: #a05a00; }
 """
@@ -111,6 +120,109 @@ def build_figures(
     return figures
 
 
+# -- tables ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Table:
+    """A table of the report, written as an HTML ``<table>``.
+
+    Attributes:
+        columns: the column headings.
+        rows: per row, one text per column; the first ``row_headers`` cells are row headings.
+        note: a line under the table (what the intervals are, a summary).
+        row_headers: how many leading cells of a row label it (left-aligned ``<th>``).
+    """
+
+    columns: list[str]
+    rows: list[list[str]]
+    note: str = ""
+    row_headers: int = 1
+
+    def to_html(self) -> str:
+        """The ``<table>`` (and its note), every text escaped."""
+        head = "".join(f'<th scope="col">{html.escape(c)}</th>' for c in self.columns)
+        body = []
+        for row in self.rows:
+            cells = [f'<th scope="row">{html.escape(c)}</th>' if i < self.row_headers else f"<td>{html.escape(c)}</td>"
+                     for i, c in enumerate(row)]
+            body.append("<tr>" + "".join(cells) + "</tr>")
+        note = f'<p class="table-note">{html.escape(self.note)}</p>' if self.note else ""
+        return (f'<table class="data"><thead><tr>{head}</tr></thead>'
+                f'<tbody>{"".join(body)}</tbody></table>{note}')
+
+
+def _rate_cell(value: float, interval: Mapping[str, Any] | None) -> str:
+    return format_rate(interval) if interval else f"{value:.2f}"
+
+
+def _score_cell(value: float | None, interval: Mapping[str, Any] | None, signed: bool = False) -> str:
+    if interval:
+        return format_interval(interval, signed=signed)
+    return "n/a" if value is None else f"{value:{'+' if signed else ''}.1f}"
+
+
+def steering_table(results: Mapping[str, Any]) -> Table:
+    """:func:`lang_neurons.study.evaluate`'s results as a table: per target and method the rates,
+    BLEU and chrF (with their 95 % intervals where the results hold them) and the neurons touched;
+    a last row per method gives the mean rate over targets."""
+    methods = list(results["settings"]["methods"])
+    targets = results["targets"]
+    translated = any("translation" in e["methods"][m] for e in targets.values() for m in methods)
+    columns = ["target", "method", "base rate", "rate"]
+    if translated:
+        columns += ["BLEU base", "BLEU", "BLEU steered − base", "chrF base", "chrF", "chrF steered − base"]
+    columns += ["neurons", "share"]
+    rows = []
+    for target, entry in targets.items():
+        for m in methods:
+            row = entry["methods"][m]
+            cells = [target, m, _rate_cell(entry["baseline_rate"], entry.get("baseline_interval")),
+                     _rate_cell(row["rate"], row.get("rate_interval"))]
+            if translated:
+                tb, tr, ti = entry.get("translation_baseline", {}), row.get("translation", {}), row.get("translation_interval")
+                for metric in ("bleu", "chrf"):
+                    base, steered = tb.get(metric), tr.get(metric)
+                    diff = None if base is None or steered is None else steered - base
+                    cells += [_score_cell(base, ti and ti[metric]["baseline"]), _score_cell(steered, ti and ti[metric]["steered"]),
+                              _score_cell(diff, ti and ti[metric]["difference"], signed=True)]
+            rows.append(cells + [str(row["neurons"]), f"{row['share']:.2%}"])
+    pooled = results.get("summary_interval", {})
+    for m in [*methods, "baseline"]:
+        if m in results.get("summary", {}):
+            cell = _rate_cell(results["summary"][m], pooled.get(m))
+            rows.append(["mean rate", m, cell if m == "baseline" else "", "" if m == "baseline" else cell]
+                        + [""] * (len(columns) - 4))
+    intervals = results["settings"].get("intervals")
+    note = (f"{intervals['level']:.0%} intervals: Wilson score for rates (mean rate: successes pooled over targets); "
+            f"paired bootstrap over items ({intervals['resamples']} resamples) for BLEU and chrF."
+            if intervals else "No intervals (evaluated with intervals off).")
+    return Table(columns, rows, note, row_headers=2)
+
+
+def loss_matrix_table(loss_matrix: Mapping[str, Any]) -> Table:
+    """The loss-change matrix (ablated − base; rows: ablated language, columns: evaluated
+    language) of :func:`~lang_neurons.study.evaluate`'s results, with each cell's bootstrap
+    interval over texts where present, and the base loss as the last row."""
+    langs = list(loss_matrix["langs"])
+    ci = loss_matrix.get("change_interval")
+    rows = []
+    for a, lang in enumerate(langs):
+        cells = []
+        for e in range(len(langs)):
+            value = loss_matrix["change"][a][e]
+            cells.append(format_interval({"estimate": value, "low": ci["low"][a][e], "high": ci["high"][a][e]}, 3, True)
+                         if ci else f"{value:+.3f}")
+        rows.append([f"{lang} ablated", *cells])
+    rows.append(["base loss", *(f"{v:.3f}" for v in loss_matrix["base"])])
+    note = "Mean token loss change when each row's language neurons are set to 0."
+    if ci:
+        note += f" {ci['level']:.0%} paired bootstrap over texts ({ci['resamples']} resamples; texts per language: " \
+                f"{', '.join(f'{lang} {n}' for lang, n in zip(langs, ci['texts']))})."
+    if "diagonal_dominance" in loss_matrix:
+        dominant = [lang for lang, ok in loss_matrix["diagonal_dominance"].items() if ok]
+        note += f" Diagonal dominant: {len(dominant)}/{len(langs)} ({', '.join(dominant) or 'none'})."
+    return Table(["ablated \\ evaluated", *langs], rows, note)
+
+
 # -- files -------------------------------------------------------------------------------------
 def _export_images(figures: Mapping[str, go.Figure], folder: Path) -> str | None:
     """PNG and SVG copies of every figure when kaleido works; otherwise a note saying why not."""
@@ -128,19 +240,29 @@ def _export_images(figures: Mapping[str, go.Figure], folder: Path) -> str | None
     return None
 
 
+def _setting_html(value: Any) -> str:
+    """One setting's value: nested settings as a nested table, lists of plain values joined."""
+    if isinstance(value, Mapping):
+        return _settings_html(value) if value else "(none)"
+    if isinstance(value, Sequence) and not isinstance(value, str) and all(isinstance(v, (str, int, float)) for v in value):
+        return html.escape(", ".join(str(v) for v in value)) if value else "(none)"
+    return html.escape(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str))
+
+
 def _settings_html(settings: Mapping[str, Any]) -> str:
-    rows = []
-    for key, value in settings.items():
-        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-        rows.append(f"<tr><td>{html.escape(str(key))}</td><td>{html.escape(text)}</td></tr>")
+    rows = [f"<tr><td>{html.escape(str(key))}</td><td>{_setting_html(value)}</td></tr>" for key, value in settings.items()]
     return '<table class="settings">' + "".join(rows) + "</table>"
+
+
+def _table_html(table: str | Table) -> str:
+    return table.to_html() if isinstance(table, Table) else f"<pre>{html.escape(table)}</pre>"
 
 
 def write_report(
     run_dir: Path,
     figures: Mapping[str, go.Figure],
     settings: Mapping[str, Any],
-    tables: Mapping[str, str],
+    tables: Mapping[str, str | Table],
     *,
     title: str = "lang_neurons report",
     images: bool = True,
@@ -151,8 +273,9 @@ def write_report(
     Args:
         run_dir: the run's folder (created if missing).
         figures: figures by name (letters, digits, ``_`` and ``-``), in page order.
-        settings: what the run was made with, shown as a key/value table.
-        tables: summary tables by heading, pre-formatted text.
+        settings: what the run was made with, shown as a key/value table (nested mappings as
+            nested tables, lists of plain values joined with commas).
+        tables: summary tables by heading: a :class:`Table` (an HTML table) or pre-formatted text.
         title: the page's title.
         images: also write ``figures/<name>.png`` and ``.svg`` if kaleido works (never required).
         progress: show a progress bar over the figures.
@@ -186,7 +309,7 @@ def write_report(
         f'<h1>{html.escape(title)}</h1><p class="written">written {written}</p>',
         f"<nav>{nav}</nav>",
         f"<section><h2>Settings</h2>{_settings_html(settings)}</section>",
-        *(f"<section><h2>{html.escape(k)}</h2><pre>{html.escape(v)}</pre></section>" for k, v in tables.items()),
+        *(f"<section><h2>{html.escape(k)}</h2>{_table_html(v)}</section>" for k, v in tables.items()),
         *sections,
         f'<p class="note">{html.escape(note)}</p>' if note else "",
         "</body></html>",

@@ -143,7 +143,7 @@ def test_steer_and_evaluate_commands(llama_dir, tmp_path, capsys):
     assert cli.main(["steer", "--neurons", str(run), "--target", "de", "--method", "teleport"]) == 2
     assert "unknown method" in capsys.readouterr().err
     metrics = tmp_path / "metrics"
-    assert cli.main(["evaluate", "--neurons", str(run), "--out", str(metrics), "--samples", "2", "--max-new-tokens", "4",
+    assert cli.main(["evaluate", "--neurons", str(run), "--out", str(metrics), "--samples", "10", "--max-new-tokens", "4",
                      "--translation-items", "0", "--loss-texts", "3", "--methods", "add,scale", "--no-progress"]) == 0
     results = json.loads((metrics / "metrics.json").read_text())
     assert set(results["targets"]) == {"de", "ja"}
@@ -151,5 +151,15 @@ def test_steer_and_evaluate_commands(llama_dir, tmp_path, capsys):
     assert 0 <= row["rate"] <= 1 and row["neurons"] > 0 and 0 < row["share"] < 1
     assert results["loss_matrix"]["langs"] == ["en", "de", "ja"]
     assert "mean rate" in (metrics / "metrics.txt").read_text()
+    assert row["rate_interval"]["n"] == 10 and row["rate_interval"]["low"] <= row["rate"] <= row["rate_interval"]["high"]
+    assert len(results["loss_matrix"]["change_interval"]["low"]) == 3 and "n=10" in (metrics / "metrics.txt").read_text()
+    capsys.readouterr()
+    few = tmp_path / "few"
+    assert cli.main(["evaluate", "--neurons", str(run), "--out", str(few), "--samples", "5", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "intervals need at least 10 samples per cell, got 5" in err and not few.exists()
+    assert cli.main(["evaluate", "--neurons", str(run), "--out", str(few), "--samples", "2", "--max-new-tokens", "3",
+                     "--translation-items", "0", "--loss-texts", "0", "--methods", "add", "--no-intervals", "--no-progress"]) == 0
+    assert "rate_interval" not in json.loads((few / "metrics.json").read_text())["targets"]["de"]["methods"]["add"]
     assert cli.main(["evaluate", "--neurons", str(tmp_path), "--out", str(metrics)]) == 2
     assert "holds no lang-neurons run" in capsys.readouterr().err

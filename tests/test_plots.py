@@ -10,6 +10,7 @@ import torch
 
 import lang_neurons as ln
 from lang_neurons import plots
+from lang_neurons.intervals import wilson_interval
 from lang_neurons.scoring import lape_entropy
 
 LANGS = ["en", "de", "fr"]
@@ -282,6 +283,28 @@ def test_steering_rates_from_evaluation_results():
     assert list(fig.data[1].text) == ["0.60", "0.30"]
     with pytest.raises(ln.LangNeuronsError, match="no steering targets"):
         plots.steering_rates({"targets": {}})
+    assert all(t.error_y.array is None for t in fig.data) and "Wilson" not in fig.layout.title.text
+
+
+def test_steering_rates_and_sweep_draw_intervals_as_error_bars():
+    ci = lambda k: {"rate": k / 10, "low": wilson_interval(k, 10).low,  # noqa: E731
+                    "high": wilson_interval(k, 10).high, "k": k, "n": 10}
+    results = {
+        "settings": {"methods": ["add"], "alpha": 1.0},
+        "targets": {t: {"baseline_rate": b / 10, "baseline_interval": ci(b), "methods": {"add": {"rate": k / 10, "rate_interval": ci(k)}}}
+                    for t, b, k in (("de", 0, 7), ("fr", 1, 10))},
+    }
+    fig = plots.steering_rates(results)
+    add = fig.data[1]
+    assert list(add.error_y.array) == pytest.approx([ci(7)["high"] - 0.7, 0.0])
+    assert list(add.error_y.arrayminus) == pytest.approx([0.7 - ci(7)["low"], 1.0 - ci(10)["low"]])
+    assert add.error_y.symmetric is False and list(fig.data[0].error_y.arrayminus) == pytest.approx([0.0, 0.1 - ci(1)["low"]])
+    assert add.hovertext[0] == f" [{ci(7)['low']:.2f}, {ci(7)['high']:.2f}] n=10" and "Wilson" in fig.layout.title.text
+    points = [{**p, "rate_low": p["rate"] - 0.1, "rate_high": p["rate"] + 0.05} for p in POINTS]
+    sweep = plots.steering_sweep(points, langs=LANGS)
+    rates = [t for t in sweep.data if t.xaxis == "x"]
+    assert list(rates[0].error_y.array) == pytest.approx([0.05, 0.05]) and list(rates[0].error_y.arrayminus) == pytest.approx([0.1, 0.1])
+    assert all(t.error_y.array is None for t in sweep.data if t.xaxis == "x2")  # no BLEU intervals given
 
 
 def test_languages_keep_order_and_colour_across_figures():

@@ -35,7 +35,7 @@ from tiny_models import SENTENCES
 import lang_neurons as ln
 from lang_neurons import cli, report
 
-RUN_ARGS = ["--langs", "en,de,ja", "--samples", "2", "--max-new-tokens", "4", "--top-rate", "0.1", "--top-k", "5",
+RUN_ARGS = ["--langs", "en,de,ja", "--samples", "10", "--max-new-tokens", "4", "--top-rate", "0.1", "--top-k", "5",
             "--bottom-k", "5", "--methods", "add", "--translation-items", "0", "--loss-texts", "3",
             "--sweep-alphas", "0.5,1", "--no-progress", "--no-images"]
 FIGURES = {
@@ -91,6 +91,15 @@ def test_run_writes_the_study_and_one_self_contained_page(study):
     assert {p["target"] for p in metrics["sweep"]} == {"de", "ja"}
     assert metrics["loss_matrix"]["langs"] == ["en", "de", "ja"]
     assert "mean rate" in (out / "metrics.txt").read_text()
+    # the steering and loss tables are HTML tables with intervals; the settings are a table, not JSON
+    assert page.count('<table class="data">') == 2 and "<pre>" in page  # statistics and neuron summaries stay text
+    steering = page[page.index("<h2>Steering (LAPE neurons)</h2>"):page.index("<h2>Loss matrix (LAPE neurons)</h2>")]
+    assert '<th scope="col">rate</th>' in steering and "n=10</td>" in steering and "Wilson" in steering
+    assert "<pre>" not in steering
+    loss = page[page.index("<h2>Loss matrix (LAPE neurons)</h2>"):]
+    assert '<th scope="row">de ablated</th>' in loss and "bootstrap over texts" in loss
+    assert "<td>intervals</td><td><table class=\"settings\">" in page and "<td>resamples</td><td>1000</td>" in page
+    assert all("rate_low" in p and "rate_high" in p for p in metrics["sweep"])
     assert f"report: {(out / 'index.html').resolve()}" in study.stdout
     assert [f"[{i}/5]" in study.stderr for i in range(1, 6)] == [True] * 5
     ap = ln.NeuronSet.load(out / "neurons_ap")
@@ -152,8 +161,14 @@ def test_write_report_page_and_files(tmp_path, monkeypatch):
     assert re.findall(r'<div id="figure-([\w-]+)"', page) == ["first", "second-2"]  # in the given order
     assert "<h2>First &lt;figure&gt;</h2>" in page and "<h2>Counts &amp; &lt;things&gt;</h2>" in page
     assert "<pre>a  b\n1  2</pre>" in page
-    assert "<td>langs</td><td>[&quot;en&quot;, &quot;de&quot;]</td>" in page
+    assert "<td>langs</td><td>en, de</td>" in page
     assert "kaleido is not installed" in page
+    table = report.Table(["target", "rate <x>"], [["de & fr", "0.71 [0.53, 0.85] n=30"]], note="Wilson <95%>")
+    page = report.write_report(tmp_path / "t", {}, {"steering": {"alpha": 1.0, "methods": ["add"]}}, {"Steering": table}).read_text()
+    assert ('<table class="data"><thead><tr><th scope="col">target</th><th scope="col">rate &lt;x&gt;</th></tr></thead>'
+            '<tbody><tr><th scope="row">de &amp; fr</th><td>0.71 [0.53, 0.85] n=30</td></tr></tbody></table>'
+            '<p class="table-note">Wilson &lt;95%&gt;</p>') in page
+    assert '<td>steering</td><td><table class="settings"><tr><td>alpha</td><td>1.0</td></tr><tr><td>methods</td><td>add</td>' in page
     assert sorted(p.name for p in (tmp_path / "r" / "figures").iterdir()) == ["first.html", "plotly.min.js", "second-2.html"]
     assert not list((tmp_path / "r").rglob("*.tmp"))  # atomic writes leave no temporary files
 
