@@ -281,7 +281,9 @@ def entropy_scatter(stats: ActivationStats, neurons: NeuronSet, max_points: int 
 # -- evaluation ----------------------------------------------------------------------------------
 def loss_matrix_heatmap(matrix: LossMatrix | Mapping[str, Any]) -> go.Figure:
     """Loss change (ablated - base) on each evaluated language when each language's neurons are
-    switched off; a :class:`LossMatrix` or its ``to_dict()`` (as in ``metrics.json``)."""
+    switched off; a :class:`LossMatrix` or its ``to_dict()`` (as in ``metrics.json``). A dict
+    with ``change_interval`` (:func:`lang_neurons.study.evaluate`) shows each cell's interval on hover."""
+    ci = None if isinstance(matrix, LossMatrix) else matrix.get("change_interval")
     if not isinstance(matrix, LossMatrix):
         missing = [k for k in ("langs", "base", "ablated") if k not in matrix]
         if missing:
@@ -289,10 +291,11 @@ def loss_matrix_heatmap(matrix: LossMatrix | Mapping[str, Any]) -> go.Figure:
         matrix = LossMatrix(list(matrix["langs"]), torch.tensor(matrix["base"]), torch.tensor(matrix["ablated"]))
     langs = list(matrix.langs)
     z = matrix.change.tolist()
+    cells = [[f" [{lo:+.3f}, {hi:+.3f}]" for lo, hi in zip(*rows)] for rows in zip(ci["low"], ci["high"])] if ci else None
     fig = go.Figure(go.Heatmap(
         z=z, x=langs, y=langs, text=[[f"{v:+.3f}" for v in row] for row in z], texttemplate="%{text}",
-        colorscale="RdBu_r", zmid=0, colorbar_title_text="loss change",
-        hovertemplate="%{y} neurons off, loss on %{x}: %{text}<extra></extra>",
+        colorscale="RdBu_r", zmid=0, colorbar_title_text="loss change", customdata=cells,
+        hovertemplate=f"%{{y}} neurons off, loss on %{{x}}: %{{text}}{'%{customdata}' if ci else ''}<extra></extra>",
     ))
     fig.update_layout(template=_TEMPLATE, title="Loss change when one language's neurons are switched off")
     fig.update_xaxes(title_text="evaluated language", type="category")

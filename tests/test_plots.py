@@ -185,6 +185,10 @@ def test_loss_matrix_heatmap_from_object_and_dict():
     assert fig.layout.yaxis.title.text == "language whose neurons are off"
     from_dict = plots.loss_matrix_heatmap(matrix.to_dict())
     assert [list(r) for r in from_dict.data[0].z] == [list(r) for r in hm.z]
+    assert from_dict.data[0].customdata is None and "customdata" not in from_dict.data[0].hovertemplate
+    with_ci = plots.loss_matrix_heatmap({**matrix.to_dict(), "change_interval": {"low": [[0.25, -0.5], [-0.1, 1.0]],
+                                                                                   "high": [[0.75, 0.5], [0.1, 1.5]]}})
+    assert with_ci.data[0].customdata[0][0] == " [+0.250, +0.750]" and "%{customdata}" in with_ci.data[0].hovertemplate
     with pytest.raises(ln.LangNeuronsError, match="missing ablated"):
         plots.loss_matrix_heatmap({"langs": ["en"], "base": [1.0]})
     with pytest.raises(ln.LangNeuronsError, match="shape"):
