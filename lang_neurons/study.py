@@ -233,4 +233,4 @@ def _format_with_intervals(results: dict[str, Any]) -> str:
                 cells = [format_interval({"estimate": lm["change"][a][e], "low": ci["low"][a][e], "high": ci["high"][a][e]}, 3, True)
                          for e in range(len(lm["langs"]))]
                 lines.append(f"{lang:<8}" + "".join(f"{c:<26}" for c in cells))
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)
