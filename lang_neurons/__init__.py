@@ -11,7 +11,8 @@ and steer the language it writes by intervening on them.
     print(ln.generate(model, n=5, hooks=hooks))
 """
 
-from lang_neurons import evaluation, masks, plots, report, steering
+from lang_neurons import controls, evaluation, masks, plots, report, steering
+from lang_neurons.controls import random_control, random_controls
 from lang_neurons.corpora import DEFAULT_LANGS, LanguageCorpus, load_corpus
 from lang_neurons.errors import LangNeuronsError
 from lang_neurons.evaluation import LanguageIdentifier, LossMatrix, translation_scores, translation_task
@@ -20,7 +21,7 @@ from lang_neurons.models import DEFAULT_MODEL, HookedModel, load_model, model_fi
 from lang_neurons.neurons import NeuronSet, average_precision, lape
 from lang_neurons.record import ActivationStats, record
 from lang_neurons.sites import SITES, Site, resolve_site
-from lang_neurons.steering import Steering, language_arithmetic, steer
+from lang_neurons.steering import ResidualSteering, Steering, language_arithmetic, residual_diffmean, steer
 from lang_neurons.study import evaluate, loss_matrix
 
 __version__ = "0.1.0"
@@ -36,9 +37,11 @@ __all__ = [
     "LanguageIdentifier",
     "LossMatrix",
     "NeuronSet",
+    "ResidualSteering",
     "Site",
     "Steering",
     "average_precision",
+    "controls",
     "evaluate",
     "evaluation",
     "generate",
@@ -51,8 +54,11 @@ __all__ = [
     "masks",
     "model_fingerprint",
     "plots",
+    "random_control",
+    "random_controls",
     "report",
     "record",
+    "residual_diffmean",
     "resolve_site",
     "steer",
     "steering",

@@ -5,8 +5,8 @@ With ``L`` languages, ``N = n_layers x width`` neurons at the site (``width`` is
 ``min(ap_sentences, sentences)``, summed):
 
 * fixed-size statistics, independent of the corpus: ``active``, ``sums``, ``sq_sums``
-  (int64 / float64, ``8 L N`` bytes each), ``nonfinite`` (``8 L n_layers``), ``tokens`` and
-  ``sentences`` (``8 L``). During the pass they exist twice on the model's device (the current
+  (int64 / float64, ``8 L N`` bytes each), ``nonfinite`` (``8 L n_layers``), ``resid_sums``
+  (float64, ``8 L n_layers d_model``), ``tokens`` and ``sentences`` (``8 L``). During the pass they exist twice on the model's device (the current
   chunk's partial sums and the totals), plus one transient copy of the partials per chunk;
 * the AP pooled matrix ``pooled`` (float32, ``4 S N`` bytes, host memory) and its labels
   ``pooled_lang`` (``8 S``): the only part that grows with the corpus, capped by
@@ -47,7 +47,9 @@ class RecordMemory:
         return self.stats["pooled"] + self.stats["pooled_lang"]
 
 
-def record_memory(n_langs: int, n_layers: int, width: int, pooled_sentences: int, batch_size: int = 16) -> RecordMemory:
+def record_memory(
+    n_langs: int, n_layers: int, width: int, pooled_sentences: int, batch_size: int = 16, *, d_model: int = 0
+) -> RecordMemory:
     """The memory plan of one recording (bytes; activations of the model itself not included).
 
     Args:
@@ -57,12 +59,15 @@ def record_memory(n_langs: int, n_layers: int, width: int, pooled_sentences: int
         pooled_sentences: rows of the AP pooled matrix, summed over languages: per language
             ``min(ap_sentences, its sentences)`` (all sentences without ``ap_sentences``).
         batch_size: sentences per forward pass (the per-batch pooled rows on the device).
+        d_model: residual-stream width (``cfg.d_model``) for the residual sums; 0 leaves them
+            out of the plan.
     """
     for name, v in (("n_langs", n_langs), ("n_layers", n_layers), ("width", width), ("batch_size", batch_size)):
         if v < 1:
             raise LangNeuronsError(f"{name} must be a positive integer, got {v}")
-    if pooled_sentences < 0:
-        raise LangNeuronsError(f"pooled_sentences must be >= 0, got {pooled_sentences}")
+    for name, v in (("pooled_sentences", pooled_sentences), ("d_model", d_model)):
+        if v < 0:
+            raise LangNeuronsError(f"{name} must be >= 0, got {v}")
     neurons = n_layers * width
     per_stat = 8 * n_langs * neurons  # int64 / float64
     stats = {
@@ -74,8 +79,9 @@ def record_memory(n_langs: int, n_layers: int, width: int, pooled_sentences: int
         "pooled": 4 * pooled_sentences * neurons,
         "pooled_lang": 8 * pooled_sentences,
         "nonfinite": 8 * n_langs * n_layers,
+        "resid_sums": 8 * n_langs * n_layers * d_model,
     }
-    partials = 3 * per_stat + stats["nonfinite"]  # active, sums, sq_sums, nonfinite of one chunk
+    partials = 3 * per_stat + stats["nonfinite"] + stats["resid_sums"]  # the sums of one chunk
     totals = partials + stats["tokens"]
     batch_rows = 4 * min(batch_size, pooled_sentences) * neurons
     return RecordMemory(stats=stats, device_accumulators=partials + totals, device_transient=max(partials, batch_rows))

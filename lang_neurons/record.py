@@ -8,9 +8,13 @@ One pass gives everything both methods need:
 * AP (Kojima et al. 2024): one pooled activation per sentence and neuron (mean over the real
   tokens by default; ``max`` and ``last`` selectable), for up to ``ap_sentences`` sentences per
   language, and from them the per-language medians used for override steering.
+* The residual-stream baseline (DiffMean, as in CLaS-Bench): per language and layer, the sum of
+  ``blocks.<l>.hook_resid_post`` over the same counted tokens (float64, ``d_model`` wide), from
+  which :meth:`ActivationStats.resid_mean` gives per-language residual means.
 
 Batches hold sentences of one language and similar length (little padding); pad positions never
-count; the forward stops right after the last MLP (the unembedding is skipped).
+count; the forward stops right after the last layer's ``hook_resid_post`` (the final norm and the
+unembedding are skipped).
 """
 
 from __future__ import annotations
@@ -39,6 +43,10 @@ from lang_neurons.sites import Site, resolve_site
 
 Pooling = Literal["mean", "max", "last"]
 POOLINGS = ("mean", "max", "last")
+STATS_FORMAT = 2
+"""Version of the statistics file's contents (sidecar field ``stats_format``; absent = 1).
+1: neuron statistics only. 2: also ``resid_sums``, the residual-stream sums (absent only in
+statistics merged with format-1 ones). Files of format 1 still load, without residual sums."""
 
 
 @dataclass
@@ -65,6 +73,10 @@ class ActivationStats:
     nonfinite: Int[Tensor, "lang layer"] | None = None
     """Non-finite (NaN/inf) activation values per language and layer, over counted tokens.
     They are left out of every other statistic (see :func:`record`); zeros when none."""
+    resid_sums: Float[Tensor, "lang layer d_model"] | None = None
+    """Sum of ``blocks.<l>.hook_resid_post`` over the counted tokens (the ones ``tokens``
+    counts: no pads, no BOS), float64. None in statistics from before it existed (format 1) and
+    in merges with such statistics; :meth:`resid_mean` then raises."""
 
     def __post_init__(self) -> None:
         if self.nonfinite is None:
@@ -106,6 +118,16 @@ class ActivationStats:
         n = self.tokens.clamp(min=1).double()[:, None, None]
         var = (self.sq_sums / n - (self.sums / n) ** 2).clamp(min=0)
         return var.sqrt().float()
+
+    def resid_mean(self) -> Float[Tensor, "lang layer d_model"]:
+        """Mean residual stream (``blocks.<l>.hook_resid_post``) per language and layer, over the
+        counted tokens, in float64; a clear error when these statistics have no residual sums."""
+        if self.resid_sums is None:
+            raise LangNeuronsError(
+                "these statistics have no residual-stream sums (recorded before lang_neurons kept them, "
+                "or merged with such statistics): record them again to steer the residual stream"
+            )
+        return self.resid_sums / self.tokens.clamp(min=1).double()[:, None, None]
 
     def pooled_median(self) -> Float[Tensor, "lang layer neuron"]:
         """Median of the pooled sentence activations per language (Kojima's override values)."""
@@ -156,6 +178,7 @@ class ActivationStats:
             corpus=" + ".join(c for c in (self.corpus, other.corpus) if c),
             truncated=self.truncated + other.truncated,
             nonfinite=add(self.nonfinite, other.nonfinite),
+            resid_sums=None if self.resid_sums is None or other.resid_sums is None else add(self.resid_sums, other.resid_sums),
         )
 
     __add__ = merge
@@ -173,9 +196,13 @@ class ActivationStats:
             "corpus": self.corpus,
             "truncated": self.truncated,
             "shape": [len(self.langs), self.n_layers, self.width],
+            "stats_format": STATS_FORMAT,
         }
         tensors = {k: getattr(self, k) for k in self._TENSORS}
-        return _io.save_artifact(path, "activation_stats", {**tensors, "nonfinite": self.nonfinite}, meta)
+        tensors["nonfinite"] = self.nonfinite
+        if self.resid_sums is not None:
+            tensors["resid_sums"] = self.resid_sums
+        return _io.save_artifact(path, "activation_stats", tensors, meta)
 
     @classmethod
     def load(cls, path: str | Path) -> ActivationStats:
@@ -184,6 +211,13 @@ class ActivationStats:
         missing = [k for k in cls._TENSORS if k not in tensors]
         if missing or list(tensors["active"].shape) != meta.get("shape"):
             raise LangNeuronsError(f"{path} is not a complete statistics file (missing {missing or 'shape'}): recompute it")
+        fmt = meta.get("stats_format", 1)
+        if not isinstance(fmt, int) or not 1 <= fmt <= STATS_FORMAT:
+            raise LangNeuronsError(f"{path} holds statistics format {fmt!r}; this lang_neurons reads 1 to {STATS_FORMAT}: upgrade it or recompute")
+        resid = tensors.get("resid_sums")  # absent in format 1
+        if resid is not None:
+            d_model = int(meta.get("model", {}).get("d_model", resid.shape[-1]))
+            _io.check_shape("resid_sums", resid, [*meta["shape"][:2], d_model], f"statistics {path}")
         return cls(
             langs=list(meta["langs"]),
             site=meta["site"],
@@ -192,6 +226,7 @@ class ActivationStats:
             corpus=meta.get("corpus", ""),
             truncated=int(meta.get("truncated", 0)),
             nonfinite=tensors.get("nonfinite"),  # absent in files written before it existed
+            resid_sums=resid,
             **{k: tensors[k] for k in cls._TENSORS},
         )
 
@@ -214,18 +249,23 @@ class ActivationStats:
 
 
 class _StopForward(Exception):
-    """Raised from the last recorded hook to skip the rest of the forward (the unembedding)."""
+    """Raised from the last recorded hook to skip the rest of the forward (final norm, unembedding)."""
+
+
+def _resid_hook_name(layer: int) -> str:
+    return f"blocks.{layer}.hook_resid_post"
 
 
 class _Accumulator:
     """Hook-side state of one recording: fixed-size sums plus the pooled rows."""
 
-    def __init__(self, site: Site, n_langs: int, n_pooled: int, pooling: str, device: torch.device):
+    def __init__(self, site: Site, n_langs: int, n_pooled: int, pooling: str, device: torch.device, d_model: int):
         shape = (n_langs, site.n_layers, site.width)
         self.site, self.pooling = site, pooling
         self.active = torch.zeros(shape, dtype=torch.int64, device=device)
         self.sums = torch.zeros(shape, dtype=torch.float64, device=device)
         self.sq_sums = torch.zeros(shape, dtype=torch.float64, device=device)
+        self.resid_sums = torch.zeros((n_langs, site.n_layers, d_model), dtype=torch.float64, device=device)
         self.pooled = torch.zeros((n_pooled, site.n_layers, site.width), dtype=torch.float32)
         self.pending: dict[int, list[Tensor]] = {}
         # Careful mode (set by `record` to redo a chunk whose sums came out non-finite): NaN/inf
@@ -262,12 +302,33 @@ class _Accumulator:
             self.pooled.index_copy_(0, self.rows, self.batch_pooled.cpu())
 
     def hooks(self) -> list[tuple[str, Any]]:
+        # The forward stops at the last layer's hook_resid_post, which fires after its MLP: the
+        # last layer's down projection runs (for the residual sums), the final norm and the
+        # unembedding do not.
         out = []
         for layer in range(self.site.n_layers):
             names = self.site.read_hooks(layer)
             for slot, name in enumerate(names):
-                out.append((name, self._hook(layer, slot, len(names), stop=layer == self.site.n_layers - 1)))
+                out.append((name, self._hook(layer, slot, len(names), stop=False)))
+            out.append((_resid_hook_name(layer), self._resid_hook(layer, stop=layer == self.site.n_layers - 1)))
         return out
+
+    def _resid_hook(self, layer: int, stop: bool):
+        def hook(value: Tensor, hook: Any = None) -> None:
+            threads = torch.get_num_threads() if value.device.type == "cpu" else 1  # as in `_hook`
+            if threads > 1:
+                torch.set_num_threads(1)
+            try:
+                # Same mask as the neurons (pads and BOS out); float32 per batch, float64 totals.
+                self.resid_sums[self.lang, layer] += (value.float() * self.maskf).sum((0, 1)).double()
+            finally:
+                if threads > 1:
+                    torch.set_num_threads(threads)
+            if stop:
+                raise _StopForward
+            return None
+
+        return hook
 
     def _hook(self, layer: int, slot: int, n_slots: int, stop: bool):
         def hook(value: Tensor, hook: Any = None) -> None:
@@ -299,12 +360,13 @@ class _Accumulator:
 
         return hook
 
-    def take(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """The fixed-size sums added since the last call (active, sums, sq_sums, nonfinite),
-        which are reset to zero. `record` folds these chunk partials in plan order; whatever
-        `_accumulate` keeps internally must be complete in them when this returns."""
-        out = tuple(t.clone() for t in (self.active, self.sums, self.sq_sums, self.nonfinite))
-        for t in (self.active, self.sums, self.sq_sums, self.nonfinite):
+    def take(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """The fixed-size sums added since the last call (active, sums, sq_sums, nonfinite,
+        resid_sums), which are reset to zero. `record` folds these chunk partials in plan order;
+        whatever `_accumulate` keeps internally must be complete in them when this returns."""
+        parts = (self.active, self.sums, self.sq_sums, self.nonfinite, self.resid_sums)
+        out = tuple(t.clone() for t in parts)
+        for t in parts:
             t.zero_()
         return out  # type: ignore[return-value]
 
@@ -451,6 +513,13 @@ def record(
     non-finite is recorded again with such values counted per language and layer
     (:attr:`ActivationStats.nonfinite`) and replaced by 0, so they add nothing to sums, active
     counts or pooled values (tokens still count); a warning names the layers and counts.
+
+    The same pass sums the residual stream ``blocks.<l>.hook_resid_post`` of every layer over
+    the same counted tokens (:attr:`ActivationStats.resid_sums`, float64 on the model's device
+    during the pass, folded in plan order like the neuron sums). The forward therefore stops
+    after the last layer's ``hook_resid_post`` instead of right after its MLP activation: the
+    last layer's down projection is the only extra work. A non-finite residual stream is not
+    cleaned: its sums stay NaN/inf, with a warning naming the layers.
     """
     if not isinstance(corpus, LanguageCorpus):
         corpus = LanguageCorpus({k: list(v) for k, v in corpus.items()}, name="texts")
@@ -481,14 +550,18 @@ def record(
 
     keep = {lang: len(ids) if ap_sentences is None else min(ap_sentences, len(ids)) for lang, ids in encoded.items()}
     offsets = dict(zip(corpus.langs, [0, *torch.tensor(list(keep.values())).cumsum(0).tolist()]))
-    acc = _Accumulator(spec, len(corpus.langs), sum(keep.values()), pooling, device)
+    d_model = int(model.cfg.d_model)
+    missing = [_resid_hook_name(layer) for layer in range(spec.n_layers) if _resid_hook_name(layer) not in model.hook_dict]
+    if missing:
+        raise LangNeuronsError(f"this model has no hook point {missing[0]!r}: lang_neurons records the residual stream there")
+    acc = _Accumulator(spec, len(corpus.langs), sum(keep.values()), pooling, device, d_model)
     plan = [(li, lang, b) for li, lang in enumerate(corpus.langs) for b in _batches([len(x) for x in encoded[lang]], batch_size)]
     chunks = [plan[i : i + reduce_every] for i in range(0, len(plan), reduce_every)]
 
     def rows_of(lang: str, batch: list[int]) -> list[int]:
         return [offsets[lang] + i if i < keep[lang] else -1 for i in batch]
 
-    total = _Totals(len(corpus.langs), spec, device)
+    total = _Totals(len(corpus.langs), spec, device, d_model)
     key = _recording_key(model, corpus, dict(
         site=site, pooling=pooling, batch_size=batch_size, max_length=max_length, ap_sentences=ap_sentences,
         padding_side=padding_side, skip_bos=skip_bos, reduce_every=reduce_every,
@@ -564,7 +637,15 @@ def record(
         corpus=getattr(corpus, "name", ""),
         truncated=truncated,
         nonfinite=total.nonfinite.cpu(),
+        resid_sums=total.resid_sums.cpu(),
     )
+    bad_resid = (~torch.isfinite(stats.resid_sums)).any(2).any(0).nonzero().flatten().tolist()
+    if bad_resid and rank == 0:
+        warnings.warn(
+            f"the residual stream is non-finite (NaN/inf) at layers {bad_resid}: its sums there are not finite and "
+            "cannot be steered with; check the model's weights and dtype",
+            stacklevel=2,
+        )
     if int(stats.nonfinite.sum()) and rank == 0:
         per_layer = stats.nonfinite.sum(0)
         where = ", ".join(f"layer {int(i)}: {int(per_layer[i])}" for i in per_layer.nonzero().flatten())
@@ -603,10 +684,11 @@ def _world(distributed: bool | None) -> tuple[int, int]:
 class _Totals:
     """The statistics of every chunk folded so far, identical on every rank."""
 
-    FIELDS = ("tokens", "active", "sums", "sq_sums", "nonfinite")
+    FIELDS = ("tokens", "active", "sums", "sq_sums", "nonfinite", "resid_sums")
 
-    def __init__(self, n_langs: int, site: Site, device: torch.device):
+    def __init__(self, n_langs: int, site: Site, device: torch.device, d_model: int):
         shape = (n_langs, site.n_layers, site.width)
+        self.resid_sums = torch.zeros((n_langs, site.n_layers, d_model), dtype=torch.float64, device=device)
         self.tokens = torch.zeros(n_langs, dtype=torch.int64, device=device)
         self.active = torch.zeros(shape, dtype=torch.int64, device=device)
         self.sums = torch.zeros(shape, dtype=torch.float64, device=device)
@@ -621,18 +703,22 @@ class _Totals:
         a single process adds its chunks one after the other. Pooled rows are copied from the
         rank that recorded them.
         """
-        active, sums, sq_sums, nonfinite = acc.take()
+        active, sums, sq_sums, nonfinite, resid = acc.take()
         if world == 1:
-            parts = [(sums, sq_sums)]
+            parts = [(sums, sq_sums, resid)]
             ints = (active, nonfinite, tokens)
         else:
             import torch.distributed as dist
 
             comm = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
-            mine = torch.stack([sums, sq_sums]).to(comm)
+            mine = torch.cat([sums.flatten(), sq_sums.flatten(), resid.flatten()]).to(comm)
             gathered = [torch.empty_like(mine) for _ in range(world)]
             dist.all_gather(gathered, mine)
-            parts = [(g[0].to(sums.device), g[1].to(sums.device)) for g in gathered[: len(rows)]]
+            k = sums.numel()
+            parts = [
+                (g[:k].view_as(sums).to(sums.device), g[k : 2 * k].view_as(sums).to(sums.device), g[2 * k :].view_as(resid).to(resid.device))
+                for g in gathered[: len(rows)]
+            ]
             flat = torch.cat([active.flatten(), nonfinite.flatten(), tokens]).to(comm)
             dist.all_reduce(flat)
             flat = flat.to(active.device)
@@ -645,9 +731,10 @@ class _Totals:
                 buf = acc.pooled[index].to(comm) if src == rank else torch.empty((len(idx), *acc.pooled.shape[1:]), device=comm)
                 dist.broadcast(buf, src=src)
                 acc.pooled[index] = buf.cpu()
-        for s, q in parts:  # in chunk order
+        for s, q, r in parts:  # in chunk order
             self.sums += s
             self.sq_sums += q
+            self.resid_sums += r
         self.active += ints[0]
         self.nonfinite += ints[1]
         self.tokens += ints[2]
@@ -705,6 +792,8 @@ def _load_checkpoint(path: Path, key: dict[str, str], total: _Totals, acc: _Accu
             )
     if meta.get("chunks") != str(n_chunks):
         raise LangNeuronsError(f"checkpoint {path} was made with another batch plan: delete it to start over")
+    if any(name not in tensors for name in _Totals.FIELDS):
+        raise LangNeuronsError(f"checkpoint {path} was written by an older lang_neurons (no residual-stream sums): delete it to start over")
     for name in _Totals.FIELDS:
         getattr(total, name).copy_(tensors[name])
     acc.pooled.copy_(tensors["pooled"])

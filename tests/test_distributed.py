@@ -43,22 +43,25 @@ def _rank(rank: int, world: int, model_dir: str, out: str) -> None:
 ORDER_SENSITIVE = [1e16, 1.0, -1e16, 1.0]
 
 
-def _fold_order(model, rank: int, world: int) -> float:
-    """Fold ORDER_SENSITIVE through the real gloo reduction (chunk c recorded by rank c % 2)."""
+def _fold_order(model, rank: int, world: int) -> list[float]:
+    """Fold ORDER_SENSITIVE through the real gloo reduction (chunk c recorded by rank c % 2):
+    the neuron sums and the residual-stream sums."""
     from lang_neurons.record import _Accumulator, _Totals
     from lang_neurons.sites import resolve_site
 
     site = resolve_site(model, "act")
-    acc, total = _Accumulator(site, 1, 0, "mean", torch.device("cpu")), _Totals(1, site, torch.device("cpu"))
+    cpu, d_model = torch.device("cpu"), model.cfg.d_model
+    acc, total = _Accumulator(site, 1, 0, "mean", cpu, d_model), _Totals(1, site, cpu, d_model)
     for first in range(0, len(ORDER_SENSITIVE), world):
         acc.sums.fill_(ORDER_SENSITIVE[first + rank])
+        acc.resid_sums.fill_(ORDER_SENSITIVE[first + rank])
         total.fold(acc, torch.zeros(1, dtype=torch.int64), [[]] * world, rank, world)
-    assert (total.sums == total.sums.flatten()[0]).all()
-    return float(total.sums.flatten()[0])
+    assert (total.sums == total.sums.flatten()[0]).all() and (total.resid_sums == total.resid_sums.flatten()[0]).all()
+    return [float(total.sums.flatten()[0]), float(total.resid_sums.flatten()[0])]
 
 
 def _assert_identical(a: ln.ActivationStats, b: ln.ActivationStats) -> None:
-    for key in (*ln.ActivationStats._TENSORS, "nonfinite"):
+    for key in (*ln.ActivationStats._TENSORS, "nonfinite", "resid_sums"):
         x, y = getattr(a, key), getattr(b, key)
         assert x.dtype == y.dtype and torch.equal(x, y), f"{key}: {int((x != y).sum())} values differ"
 
@@ -77,7 +80,7 @@ def test_two_gloo_ranks_equal_single_process(llama_dir, tmp_path):
     per_rank = (ORDER_SENSITIVE[0] + ORDER_SENSITIVE[2]) + (ORDER_SENSITIVE[1] + ORDER_SENSITIVE[3])
     assert sequential == 1.0 and per_rank == 2.0
     for rank in (0, 1):
-        assert json.loads((tmp_path / f"fold_rank{rank}.json").read_text()) == sequential
+        assert json.loads((tmp_path / f"fold_rank{rank}.json").read_text()) == [sequential, sequential]
 
 
 def test_distributed_without_a_process_group_is_a_clear_error(gpt2_dir):

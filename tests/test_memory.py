@@ -34,15 +34,16 @@ def test_plan_matches_what_record_allocates(llama_dir, monkeypatch, site, ap_sen
         monkeypatch.setattr(cls, "__init__", capture)
     stats = ln.record(model, texts, site=site, ap_sentences=ap_sentences, batch_size=4, progress=False)
     n_pooled = sum(len(v) if ap_sentences is None else min(ap_sentences, len(v)) for v in texts.values())
-    plan = record_memory(len(texts), stats.n_layers, stats.width, n_pooled, batch_size=4)
+    plan = record_memory(len(texts), stats.n_layers, stats.width, n_pooled, batch_size=4, d_model=model.cfg.d_model)
 
     assert plan.stats == {k: _bytes(getattr(stats, k)) for k in plan.stats}
-    assert set(plan.stats) == {*ln.ActivationStats._TENSORS, "nonfinite"}
+    assert set(plan.stats) == {*ln.ActivationStats._TENSORS, "nonfinite", "resid_sums"}
     acc, tot = made["_Accumulator"], made["_Totals"]
-    on_device = _bytes(acc.active, acc.sums, acc.sq_sums, acc.nonfinite, *(getattr(tot, f) for f in REC._Totals.FIELDS))
+    partials = _bytes(acc.active, acc.sums, acc.sq_sums, acc.nonfinite, acc.resid_sums)
+    on_device = partials + _bytes(*(getattr(tot, f) for f in REC._Totals.FIELDS))
     assert plan.device_accumulators == on_device
     assert plan.pooled == _bytes(stats.pooled, stats.pooled_lang) and plan.fixed + plan.pooled == sum(plan.stats.values())
-    assert plan.device_transient >= _bytes(acc.active, acc.sums, acc.sq_sums, acc.nonfinite)
+    assert plan.device_transient >= partials
 
 
 def test_plan_of_an_8b_model():
@@ -57,3 +58,5 @@ def test_plan_refuses_bad_shapes():
         record_memory(2, 0, 8, 4)
     with pytest.raises(LangNeuronsError, match="pooled_sentences must be >= 0"):
         record_memory(2, 1, 8, -1)
+    with pytest.raises(LangNeuronsError, match="d_model must be >= 0"):
+        record_memory(2, 1, 8, 4, d_model=-1)

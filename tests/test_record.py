@@ -231,8 +231,11 @@ def test_nonfinite_activations_are_counted_and_left_out(llama, llama_dir, tmp_pa
     clean = ln.record(llama, TEXTS, batch_size=4, progress=False)
     assert clean.nonfinite.tolist() == [[0, 0]] * 3
     model = _poisoned_llama(llama_dir, 1, {5: math.nan, 9: math.inf})
-    with pytest.warns(UserWarning, match=r"non-finite activation values .*\(layer 1: \d+;"):
-        stats = ln.record(model, TEXTS, batch_size=4, progress=False)
+    with pytest.warns(UserWarning, match=r"residual stream is non-finite .* at layers \[1\]"):
+        with pytest.warns(UserWarning, match=r"non-finite activation values .*\(layer 1: \d+;"):
+            stats = ln.record(model, TEXTS, batch_size=4, progress=False)
+    # The residual stream is not cleaned: NaN from layer 1's MLP stays in its sums, layer 0 is clean.
+    assert torch.equal(stats.resid_sums[:, 0], clean.resid_sums[:, 0]) and not torch.isfinite(stats.resid_sums[:, 1]).any()
     assert stats.nonfinite[:, 0].tolist() == [0, 0, 0]
     assert stats.nonfinite[:, 1].tolist() == (2 * clean.tokens).tolist()  # two neurons, every counted token
     for t in (stats.sums, stats.sq_sums, stats.pooled):
@@ -251,8 +254,9 @@ def test_nonfinite_activations_are_counted_and_left_out(llama, llama_dir, tmp_pa
 
 def test_nonfinite_spreading_through_layers_is_reported_per_layer(llama_dir, tmp_path):
     model = _poisoned_llama(llama_dir, 0, {3: math.nan})  # NaN reaches the residual stream: layer 1 is all NaN
-    with pytest.warns(UserWarning, match=r"layer 0: \d+, layer 1: \d+"):
-        stats = ln.record(model, TEXTS, progress=False)
+    with pytest.warns(UserWarning, match=r"residual stream is non-finite .* at layers \[0, 1\]"):
+        with pytest.warns(UserWarning, match=r"layer 0: \d+, layer 1: \d+"):
+            stats = ln.record(model, TEXTS, progress=False)
     assert stats.nonfinite[:, 0].tolist() == stats.tokens.tolist()
     assert stats.nonfinite[:, 1].tolist() == (stats.width * stats.tokens).tolist()
     assert stats.sums[:, 1].eq(0).all() and torch.isfinite(stats.sums).all()

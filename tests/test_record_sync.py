@@ -70,18 +70,19 @@ class _SyncGuard:
 def guard(monkeypatch):
     """Arms a :class:`_SyncGuard` around the body of every hook `record` attaches."""
     g = _SyncGuard(monkeypatch)
-    make_hook = REC._Accumulator._hook
+    for name in ("_hook", "_resid_hook"):  # the neuron hooks and the residual-stream hooks
+        make_hook = getattr(REC._Accumulator, name)
 
-    def guarded_hook(acc, *args, **kwargs):
-        inner = make_hook(acc, *args, **kwargs)
+        def guarded_hook(acc, *args, _make=make_hook, **kwargs):
+            inner = _make(acc, *args, **kwargs)
 
-        def run(value, hook=None):
-            with g.arm():
-                return inner(value, hook)
+            def run(value, hook=None):
+                with g.arm():
+                    return inner(value, hook)
 
-        return run
+            return run
 
-    monkeypatch.setattr(REC._Accumulator, "_hook", guarded_hook)
+        monkeypatch.setattr(REC._Accumulator, name, guarded_hook)
     return g
 
 
@@ -146,6 +147,7 @@ def test_statistics_equal_a_plain_forward_on_the_same_batches(llama, pooling):
     shape = (len(TEXTS), site.n_layers, site.width)
     active = torch.zeros(shape, dtype=torch.int64)
     sums, sq_sums = torch.zeros(shape, dtype=torch.float64), torch.zeros(shape, dtype=torch.float64)
+    resid_sums = torch.zeros(len(TEXTS), site.n_layers, llama.cfg.d_model, dtype=torch.float64)
     pooled = torch.zeros_like(stats.pooled)
     bos, row = llama.tokenizer.bos_token_id, 0
     for li, lang in enumerate(TEXTS):
@@ -153,7 +155,7 @@ def test_statistics_equal_a_plain_forward_on_the_same_batches(llama, pooling):
         for batch in REC._batches([len(x) for x in encoded], 4):
             ids, mask = REC._pad([encoded[i] for i in batch], llama.tokenizer.pad_token_id, "right", torch.device("cpu"))
             seen: dict[str, torch.Tensor] = {}
-            names = [h for layer in range(site.n_layers) for h in site.read_hooks(layer)]
+            names = [h for layer in range(site.n_layers) for h in (*site.read_hooks(layer), f"blocks.{layer}.hook_resid_post")]
             with torch.inference_mode(), llama.hooks(fwd_hooks=[(n, lambda v, hook, n=n: seen.__setitem__(n, v.clone())) for n in names]):
                 llama(ids, attention_mask=mask.long())
             counted = (mask & (ids != bos))[..., None]
@@ -163,6 +165,7 @@ def test_statistics_equal_a_plain_forward_on_the_same_batches(llama, pooling):
                 active[li, layer] += (masked > 0).sum((0, 1))
                 sums[li, layer] += masked.sum((0, 1)).double()
                 sq_sums[li, layer] += (masked * masked).sum((0, 1)).double()
+                resid_sums[li, layer] += (seen[f"blocks.{layer}.hook_resid_post"].float() * counted).sum((0, 1)).double()
                 if pooling == "mean":
                     p = masked.sum(1) / counted.sum(1).clamp(min=1)
                 elif pooling == "max":
@@ -174,3 +177,4 @@ def test_statistics_equal_a_plain_forward_on_the_same_batches(llama, pooling):
     assert torch.equal(stats.active, active)
     assert torch.equal(stats.sums, sums) and torch.equal(stats.sq_sums, sq_sums)
     assert torch.equal(stats.pooled, pooled)
+    assert torch.equal(stats.resid_sums, resid_sums)

@@ -24,7 +24,7 @@ N_BATCHES = 18  # 3 languages x 12 texts / batch size 2
 
 
 def _assert_identical(a: ln.ActivationStats, b: ln.ActivationStats) -> None:
-    for key in (*ln.ActivationStats._TENSORS, "nonfinite"):
+    for key in (*ln.ActivationStats._TENSORS, "nonfinite", "resid_sums"):
         x, y = getattr(a, key), getattr(b, key)
         assert x.dtype == y.dtype and torch.equal(x, y), key
     assert a.langs == b.langs and a.model == b.model
@@ -121,6 +121,21 @@ def test_foreign_or_damaged_checkpoint_is_refused(gpt2, llama_dir, tmp_path):
     ck.write_bytes(ck.read_bytes()[:100])
     with pytest.raises(ln.LangNeuronsError, match="cannot be read"):
         ln.record(gpt2, TEXTS, checkpoint=ck, resume=True, **SETTINGS)
+
+
+def test_checkpoint_without_residual_sums_is_refused(gpt2, tmp_path):
+    """A checkpoint written before the residual-stream sums existed cannot be resumed (the
+    chunks it holds have none): one clear error, and the checkpoint stays."""
+    from safetensors.torch import save_file
+
+    ck = tmp_path / "ck.safetensors"
+    _interrupted(gpt2, ck)
+    with safe_open(str(ck), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys() if k != "resid_sums"}
+    save_file(tensors, str(ck), metadata=meta)
+    with pytest.raises(ln.LangNeuronsError, match="older lang_neurons .*delete it to start over"):
+        ln.record(gpt2, TEXTS, checkpoint=ck, resume=True, **SETTINGS)
+    assert ck.exists()
 
 
 def test_cli_identify_resume(llama_dir, tmp_path, capsys):
