@@ -167,11 +167,21 @@ def _add_selection_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_evaluation_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated steering methods (default: %(default)s)")
+    p.add_argument("--methods", default="add", help="comma-separated neuron steering methods (default: %(default)s; the full "
+                   f"comparison: {','.join(DEFAULT_METHODS)})")
     p.add_argument("--targets", default=None, help="comma-separated targets (default: every language but --source)")
     p.add_argument("--source", default="en", type=_lang_code, help="source language of the translation task (default: en)")
     p.add_argument("--alpha", type=_finite, default=1.0)
-    p.add_argument("--samples", type=_positive_int, default=30, help="unconditional samples per target and method (default: 30)")
+    p.add_argument("--samples", type=_positive_int, default=100,
+                   help="unconditional samples per target and row (default: %(default)s: a rate's 95%% interval is then at most +-0.10)")
+    p.add_argument("--controls", type=_non_negative_int, default=3,
+                   help="random-neuron control of each method, pooled over this many seeds (0: none; default: %(default)s)")
+    p.add_argument("--no-residual", action="store_true", help="skip the residual-stream DiffMean baseline")
+    p.add_argument("--residual-layers", default=None,
+                   help="comma-separated residual layers tried on the dev split (default: a third, half and two thirds of the depth)")
+    p.add_argument("--dev-samples", type=_positive_int, default=8,
+                   help="dev-split samples per target for each residual layer and alpha tried (default: %(default)s)")
+    p.add_argument("--gen-batch-size", type=_positive_int, default=16, help="sequences per generation batch (default: %(default)s)")
     p.add_argument("--max-new-tokens", type=_positive_int, default=32)
     p.add_argument("--translation-items", type=_non_negative_int, default=20, help="translation prompts per target (0: skip)")
     p.add_argument("--loss-texts", type=_non_negative_int, default=40, help="held-out texts per language for the loss matrix (0: skip)")
@@ -264,6 +274,18 @@ def _write_metrics(out: Path, results: dict[str, Any], neurons: NeuronSet) -> st
     return table
 
 
+def _comparison_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The controls, residual baseline and generation batch size :func:`evaluate` takes from the CLI."""
+    layers = None
+    if args.residual_layers:
+        try:
+            layers = [int(x) for x in args.residual_layers.split(",") if x.strip()]
+        except ValueError:
+            raise LangNeuronsError(f"--residual-layers takes comma-separated layer numbers, e.g. 6,9,12; got {args.residual_layers!r}") from None
+    return {"controls": args.controls, "residual": not args.no_residual, "residual_layers": layers,
+            "dev_samples": args.dev_samples, "batch_size": args.gen_batch_size}
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``lang-neurons evaluate``: steering evaluation of an identify folder into ``--out``; returns the exit code."""
     methods = _parse_methods(args.methods)
@@ -277,6 +299,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         model, neurons, stats, held_out, targets=targets, methods=methods, alpha=args.alpha, samples=args.samples,
         max_new_tokens=args.max_new_tokens, translation_items=args.translation_items, source=args.source,
         loss_texts=args.loss_texts, seed=args.seed, intervals=not args.no_intervals, progress=not args.no_progress,
+        **_comparison_args(args),
     )
     print(_write_metrics(args.out, results, neurons))
     print(f"\nwrote {args.out}/metrics.json and {args.out}/metrics.txt")
@@ -538,12 +561,15 @@ def _steering_results(
     kwargs = dict(targets=evaluation["targets"], samples=args.samples, max_new_tokens=args.max_new_tokens, source=args.source,
                   translation_items=args.translation_items, seed=args.seed, intervals=evaluation["intervals"],
                   progress=not args.no_progress)
-    results = evaluate(model, neurons, stats, held_out, methods=methods, alpha=args.alpha, loss_texts=args.loss_texts, **kwargs)
+    comparison = evaluation["comparison"]
+    results = evaluate(model, neurons, stats, held_out, methods=methods, alpha=args.alpha, loss_texts=args.loss_texts,
+                       **comparison, **kwargs)
     if evaluation["sweep_alphas"]:
         results["sweep"] = []
         for alpha in evaluation["sweep_alphas"]:
             more = results if alpha == args.alpha else evaluate(
-                model, neurons, stats, held_out, methods=methods[:1], alpha=alpha, loss_texts=0, **kwargs)
+                model, neurons, stats, held_out, methods=methods[:1], alpha=alpha, loss_texts=0,
+                **{**comparison, "controls": 0, "residual": False}, **kwargs)
             results["sweep"] += _sweep_points(more, methods[0], alpha)
     results["evaluation"] = evaluation
     _write_metrics(args.out, results, neurons)
@@ -581,7 +607,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "run": settings, "lape": _selection_params(args, "lape"), "methods": methods, "targets": targets, "source": args.source,
         "alpha": args.alpha, "samples": args.samples, "max_new_tokens": args.max_new_tokens,
         "translation_items": args.translation_items, "loss_texts": args.loss_texts, "sweep_alphas": alphas,
-        "intervals": not args.no_intervals,
+        "intervals": not args.no_intervals, "comparison": _comparison_args(args),
     }
     results = _steering_results(args, model, sets["lape"], stats, held_out, evaluation, reused["lape"])
     table = format_table(results)

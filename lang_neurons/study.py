@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from lang_neurons import intervals as iv
 from lang_neurons import steering as st
+from lang_neurons.controls import random_controls
 from lang_neurons.corpora import LanguageCorpus
 from lang_neurons.errors import LangNeuronsError
 from lang_neurons.evaluation import LanguageIdentifier, LanguageRate, LossMatrix, clean_completion, translation_scores, translation_task
@@ -21,6 +22,55 @@ from lang_neurons.neurons import NeuronSet
 from lang_neurons.record import ActivationStats
 
 DEFAULT_METHODS = ("add", "diffmean", "override")
+"""Every neuron steering method :func:`evaluate` compares by default (the full comparison)."""
+
+RESIDUAL = "residual_diffmean"
+"""The row name of the residual-stream DiffMean baseline in :func:`evaluate`'s results."""
+
+CONTROL_SUFFIX = ":random"
+"""A neuron method's random control row is named ``<method>:random`` (e.g. ``add:random``)."""
+
+DEV_SEED = 100_003
+"""Offset of the sampling seeds of the dev split (residual layer and alpha are chosen on it),
+far from the test seeds ``seed + batch``, so the two never share a sample."""
+
+
+def residual_candidates(n_layers: int) -> list[int]:
+    """The residual layers tried on the dev split: a third, half and two thirds of the depth."""
+    return sorted({max(0, min(n_layers - 1, round(n_layers * f))) for f in (1 / 3, 1 / 2, 2 / 3)})
+
+
+def choose_residual(
+    model: HookedModel, stats: ActivationStats, targets: Sequence[str], lid: LanguageIdentifier, *,
+    layers: Sequence[int] | None = None, alphas: Sequence[float] = (1.0, 2.0), samples: int = 8,
+    max_new_tokens: int = 32, seed: int = 0, batch_size: int = 16,
+) -> dict[str, Any]:
+    """Choose the residual DiffMean layer and alpha on the dev split: for each (layer, alpha),
+    ``samples`` unconditional generations per target with dev seeds (``seed + DEV_SEED``); the
+    pair with the highest target rate pooled over targets wins (ties: earlier layer, smaller
+    alpha). Returns ``{"layer", "alpha", "grid": [{"layer", "alpha", "rate", "n"}, ...], "split": "dev"}``."""
+    layers = list(layers) if layers is not None else residual_candidates(stats.n_layers)
+    grid = []
+    for layer in layers:
+        for alpha in alphas:
+            hits = 0
+            for target in targets:
+                texts = generate(model, n=samples, hooks=st.residual_diffmean(stats, target, layer, alpha),
+                                 max_new_tokens=max_new_tokens, seed=seed + DEV_SEED, batch_size=batch_size, progress=False)
+                hits += sum(lid.rate(texts, target).hits)
+            grid.append({"layer": layer, "alpha": alpha, "rate": hits / (samples * len(targets)), "n": samples * len(targets)})
+    best = max(grid, key=lambda g: g["rate"])  # max keeps the first of equals: earlier layer, smaller alpha
+    return {"layer": best["layer"], "alpha": best["alpha"], "grid": grid, "split": "dev"}
+
+
+def _pooled_samples(model: HookedModel, hook_sets: Sequence[Any], samples: int, gen: dict[str, Any]) -> list[str]:
+    """``samples`` generations split as evenly as possible over ``hook_sets`` (one seed offset each), pooled."""
+    texts: list[str] = []
+    for i, hooks in enumerate(hook_sets):
+        n = samples // len(hook_sets) + (i < samples % len(hook_sets))
+        if n:
+            texts += generate(model, n=n, hooks=hooks, **{**gen, "seed": gen["seed"] + 7919 * i})
+    return texts
 
 
 def steering_for(neurons: NeuronSet, stats: ActivationStats, target: str, method: str, alpha: float = 1.0) -> st.Steering:
@@ -67,9 +117,25 @@ def evaluate(
     seed: int = 0,
     intervals: bool = True,
     resamples: int = iv.RESAMPLES,
+    controls: int = 3,
+    residual: bool = True,
+    residual_layers: Sequence[int] | None = None,
+    residual_alphas: Sequence[float] = (1.0, 2.0),
+    dev_samples: int = 8,
+    batch_size: int = 16,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Evaluate steering toward each target with each method; returns a JSON-ready dict.
+
+    Beside each neuron method ``m`` it evaluates, with ``controls`` > 0, its random control
+    ``m:random``: the same intervention on random neurons with the set's per-layer counts, drawn
+    outside every language's set (:func:`lang_neurons.controls.random_controls`, seeds 0 ..
+    ``controls`` - 1), the ``samples`` split over the seeds and pooled (translation under the
+    seed-0 control). With ``residual``, the residual-stream DiffMean baseline
+    ``residual_diffmean`` (needs statistics with residual sums): its layer and alpha are chosen
+    on a dev split (:func:`choose_residual`, ``dev_samples`` per target and candidate, other
+    sampling seeds) and reported on the test samples; ``results["residual"]`` says which.
+    ``batch_size`` is the generation batch size.
 
     Per target and method: the fastText target-language rate of ``samples`` unconditional
     generations (baseline and steered), BLEU/chrF of few-shot translation from ``source``
@@ -94,19 +160,33 @@ def evaluate(
     for m in methods:
         if m not in st.METHODS:
             raise LangNeuronsError(f"unknown method {m!r}: choose from {', '.join(st.METHODS)}")
-    gen = dict(max_new_tokens=max_new_tokens, seed=seed, progress=False)
+    if isinstance(controls, bool) or not isinstance(controls, int) or controls < 0:
+        raise LangNeuronsError(f"controls is the number of random-control seeds (0: none), got {controls!r}")
+    if residual and stats.resid_sums is None:
+        raise LangNeuronsError("these statistics have no residual-stream sums (recorded before they existed): "
+                               "record them again, or evaluate without the residual baseline (residual=False, --no-residual)")
+    gen = dict(max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, progress=False)
     baseline_texts = generate(model, n=samples, **gen)
     can_translate = held_out.is_parallel and source in held_out.langs
+    rows = _rows(neurons, stats, methods, alpha, controls)
+    chosen = None
+    if residual:
+        chosen = choose_residual(model, stats, targets, lid, layers=residual_layers, alphas=residual_alphas,
+                                 samples=dev_samples, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size)
+        rows[RESIDUAL] = lambda target: [st.residual_diffmean(stats, target, chosen["layer"], chosen["alpha"])]
     settings: dict[str, Any] = {
-        "methods": list(methods), "alpha": alpha, "samples": samples, "max_new_tokens": max_new_tokens,
-        "translation_items": translation_items, "source": source, "seed": seed, "site": neurons.site, "method": neurons.method,
+        "methods": list(rows), "neuron_methods": list(methods), "alpha": alpha, "samples": samples,
+        "max_new_tokens": max_new_tokens, "translation_items": translation_items, "source": source, "seed": seed,
+        "site": neurons.site, "method": neurons.method, "controls": controls, "residual": residual, "batch_size": batch_size,
     }
     if intervals:
         settings["intervals"] = {"level": iv.LEVEL, "resamples": resamples, "rate": "Wilson score",
                                  "translation": "paired bootstrap over items", "loss_matrix": "paired bootstrap over texts"}
     results: dict[str, Any] = {"targets": {}, "settings": settings}
+    if chosen is not None:
+        results["residual"] = chosen
     boot = dict(resamples=resamples, seed=seed)
-    bar = tqdm(total=len(targets) * len(methods), desc="steering", disable=not progress)
+    bar = tqdm(total=len(targets) * len(rows), desc="steering", disable=not progress)
     for target in targets:
         base_rate = lid.rate(baseline_texts, target)
         entry: dict[str, Any] = {"baseline_rate": base_rate.rate, "methods": {}}
@@ -116,22 +196,28 @@ def evaluate(
         if translation_items > 0 and can_translate and target in held_out.langs:
             items = translation_task(held_out, source, target, n=min(translation_items, len(held_out[target]) - 1), seed=seed)
             prompts, refs = [i.prompt for i in items], [i.reference for i in items]
-            base_hyps = [clean_completion(h) for h in generate(model, prompts, do_sample=False, max_new_tokens=48, stop_at_newline=True, progress=False)]
+            base_hyps = [clean_completion(h) for h in generate(model, prompts, do_sample=False, max_new_tokens=48, stop_at_newline=True,
+                                                               batch_size=batch_size, progress=False)]
             entry["translation_baseline"] = asdict(translation_scores(base_hyps, refs, target))
             if intervals:
                 both = iv.paired_translation_bootstrap(base_hyps, base_hyps, refs, target, **boot).to_dict()
                 entry["translation_baseline_interval"] = {
                     "bleu": both["bleu"]["baseline"], "chrf": both["chrf"]["baseline"], "n": both["n"], "resamples": both["resamples"]}
-        for method in methods:
-            hooks = steering_for(neurons, stats, target, method, alpha)
-            texts = generate(model, n=samples, hooks=hooks, **gen)
+        for method, make in rows.items():
+            hook_sets = make(target)
+            hooks = hook_sets[0]
+            texts = _pooled_samples(model, hook_sets, samples, gen)
             rate = lid.rate(texts, target)
-            row: dict[str, Any] = {"rate": rate.rate, "neurons": hooks.n_neurons, "share": hooks.n_neurons / neurons.n_neurons,
+            touched = getattr(hooks, "n_neurons", 0)
+            row: dict[str, Any] = {"rate": rate.rate, "neurons": touched, "share": touched / neurons.n_neurons,
                                    "examples": texts[:3]}
+            if method == RESIDUAL:
+                row["layer"], row["alpha"] = chosen["layer"], chosen["alpha"]  # type: ignore[index]
             if intervals:
                 row["rate_interval"] = _rate_interval(rate)
             if items:
-                hyps = [clean_completion(h) for h in generate(model, prompts, hooks=hooks, do_sample=False, max_new_tokens=48, stop_at_newline=True, progress=False)]
+                hyps = [clean_completion(h) for h in generate(model, prompts, hooks=hooks, do_sample=False, max_new_tokens=48,
+                                                              stop_at_newline=True, batch_size=batch_size, progress=False)]
                 row["translation"] = asdict(translation_scores(hyps, refs, target))
                 if intervals:
                     row["translation_interval"] = iv.paired_translation_bootstrap(base_hyps, hyps, refs, target, **boot).to_dict()
@@ -142,21 +228,32 @@ def evaluate(
     if loss_texts:
         corpus = held_out.take(loss_texts, seed=seed)
         corpus = corpus.subset([x for x in neurons.langs if x in corpus.langs])
-        base, rows = _text_loss_matrix(model, neurons, corpus, 0.0, 8, progress)
-        results["loss_matrix"] = LossMatrix(list(corpus.langs), base.mean(), torch.stack([r.mean() for r in rows])).to_dict()
+        base, ablated = _text_loss_matrix(model, neurons, corpus, 0.0, 8, progress)
+        results["loss_matrix"] = LossMatrix(list(corpus.langs), base.mean(), torch.stack([r.mean() for r in ablated])).to_dict()
         if intervals:
-            results["loss_matrix"]["change_interval"] = iv.loss_change_intervals(base, rows, **boot).to_dict()
+            results["loss_matrix"]["change_interval"] = iv.loss_change_intervals(base, ablated, **boot).to_dict()
     results["summary"] = {
-        m: sum(results["targets"][t]["methods"][m]["rate"] for t in targets) / max(len(targets), 1) for m in methods
+        m: sum(results["targets"][t]["methods"][m]["rate"] for t in targets) / max(len(targets), 1) for m in rows
     }
     results["summary"]["baseline"] = sum(results["targets"][t]["baseline_rate"] for t in targets) / max(len(targets), 1)
     if intervals and targets:
-        pooled = {m: [results["targets"][t]["methods"][m]["rate_interval"] for t in targets] for m in methods}
+        pooled = {m: [results["targets"][t]["methods"][m]["rate_interval"] for t in targets] for m in rows}
         pooled["baseline"] = [results["targets"][t]["baseline_interval"] for t in targets]
         results["summary_interval"] = {
-            name: iv.wilson_interval(sum(r["k"] for r in rows), sum(r["n"] for r in rows)).to_dict() for name, rows in pooled.items()
+            name: iv.wilson_interval(sum(c["k"] for c in cells), sum(c["n"] for c in cells)).to_dict() for name, cells in pooled.items()
         }
     return results
+
+
+def _rows(neurons: NeuronSet, stats: ActivationStats, methods: Sequence[str], alpha: float, controls: int) -> dict[str, Any]:
+    """Row name → (target → the hook sets whose samples are pooled), methods then their controls."""
+    rows: dict[str, Any] = {}
+    sets = random_controls(neurons, range(controls)) if controls else []
+    for m in methods:
+        rows[m] = lambda target, m=m: [steering_for(neurons, stats, target, m, alpha)]
+    for m in methods if sets else ():
+        rows[m + CONTROL_SUFFIX] = lambda target, m=m: [steering_for(c, stats, target, m, alpha) for c in sets]
+    return rows
 
 
 def _rate_interval(rate: LanguageRate) -> dict[str, Any]:
@@ -170,14 +267,14 @@ def format_table(results: dict[str, Any]) -> str:
     if "summary_interval" in results:
         return _format_with_intervals(results)
     methods = results["settings"]["methods"]
-    lines = [f"{'target':<8}{'method':<10}{'base rate':>10}{'rate':>7}{'BLEU base':>11}{'BLEU':>7}{'chrF base':>11}{'chrF':>7}{'neurons':>9}{'share':>8}"]
+    lines = [f"{'target':<8}{'method':<19}{'base rate':>10}{'rate':>7}{'BLEU base':>11}{'BLEU':>7}{'chrF base':>11}{'chrF':>7}{'neurons':>9}{'share':>8}"]
     for target, entry in results["targets"].items():
         tb = entry.get("translation_baseline", {})
         for m in methods:
             row = entry["methods"][m]
             tr = row.get("translation", {})
             lines.append(
-                f"{target:<8}{m:<10}{entry['baseline_rate']:>10.2f}{row['rate']:>7.2f}"
+                f"{target:<8}{m:<19}{entry['baseline_rate']:>10.2f}{row['rate']:>7.2f}"
                 f"{tb.get('bleu', float('nan')):>11.1f}{tr.get('bleu', float('nan')):>7.1f}"
                 f"{tb.get('chrf', float('nan')):>11.1f}{tr.get('chrf', float('nan')):>7.1f}{row['neurons']:>9}{row['share']:>8.2%}"
             )
@@ -205,21 +302,21 @@ def _format_with_intervals(results: dict[str, Any]) -> str:
     level = results["settings"]["intervals"]["level"]
     lines = [f"{level:.0%} intervals: Wilson for rates, paired bootstrap over items for BLEU/chrF "
              f"({results['settings']['intervals']['resamples']} resamples)",
-             f"{'target':<8}{'method':<10}{'base rate':<24}{'rate':<24}{'neurons':>9}{'share':>8}"]
+             f"{'target':<8}{'method':<19}{'base rate':<24}{'rate':<24}{'neurons':>9}{'share':>8}"]
     for target, entry in results["targets"].items():
         for m in methods:
             row = entry["methods"][m]
-            lines.append(f"{target:<8}{m:<10}{format_rate(entry['baseline_interval']):<24}{format_rate(row['rate_interval']):<24}"
+            lines.append(f"{target:<8}{m:<19}{format_rate(entry['baseline_interval']):<24}{format_rate(row['rate_interval']):<24}"
                          f"{row['neurons']:>9}{row['share']:>8.2%}")
     translated = [(t, m) for t, e in results["targets"].items() for m in methods if "translation_interval" in e["methods"][m]]
     if translated:
-        lines.append(f"{'target':<8}{'method':<10}" + "".join(f"{h:<22}" for h in ("BLEU base", "BLEU", "BLEU steered-base",
+        lines.append(f"{'target':<8}{'method':<19}" + "".join(f"{h:<22}" for h in ("BLEU base", "BLEU", "BLEU steered-base",
                                                                                  "chrF base", "chrF", "chrF steered-base")))
         for t, m in translated:
             ti = results["targets"][t]["methods"][m]["translation_interval"]
             cells = [format_interval(ti[k][part], signed=part == "difference") for k in ("bleu", "chrf")
                      for part in ("baseline", "steered", "difference")]
-            lines.append(f"{t:<8}{m:<10}" + "".join(f"{c:<22}" for c in cells) + f"n={ti['n']}")
+            lines.append(f"{t:<8}{m:<19}" + "".join(f"{c:<22}" for c in cells) + f"n={ti['n']}")
     lines.append("mean rate: " + ", ".join(f"{k} {format_rate(v)}" for k, v in results["summary_interval"].items()))
     if "loss_matrix" in results:
         lm = results["loss_matrix"]

@@ -1,0 +1,92 @@
+"""study.evaluate puts each neuron method beside its random control and the residual-stream
+DiffMean baseline (layer and alpha chosen on a dev split), every row with its interval."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+import lang_neurons as ln
+from lang_neurons import cli, study
+from lang_neurons.corpora import LanguageCorpus
+from tiny_models import SENTENCES
+
+LANGS = ("en", "de", "ja")
+
+
+@pytest.fixture(scope="module")
+def tiny(llama_dir):
+    model = ln.load_model(llama_dir, device="cpu")
+    stats = ln.record(model, {lang: SENTENCES[lang][:8] for lang in LANGS}, progress=False)
+    neurons = ln.lape(stats, top_rate=0.1)
+    held = LanguageCorpus({lang: SENTENCES[lang][8:22] for lang in LANGS}, name="held", aligned=True)
+    return model, neurons, stats, held
+
+
+def _evaluate(tiny, **kwargs):
+    model, neurons, stats, held = tiny
+    args = dict(methods=["add"], samples=10, max_new_tokens=4, translation_items=3, loss_texts=0, resamples=50,
+                seed=0, dev_samples=2, progress=False)
+    return study.evaluate(model, neurons, stats, held, **{**args, **kwargs})
+
+
+def test_method_control_residual_and_baseline_rows(tiny):
+    model, neurons, stats, _ = tiny
+    res = _evaluate(tiny)
+    assert res["settings"]["methods"] == ["add", "add:random", "residual_diffmean"]
+    assert res["settings"]["neuron_methods"] == ["add"] and res["settings"]["controls"] == 3
+    chosen = res["residual"]
+    assert chosen["split"] == "dev" and chosen["layer"] in study.residual_candidates(stats.n_layers)
+    assert chosen["alpha"] in (1.0, 2.0) and len(chosen["grid"]) == len(study.residual_candidates(stats.n_layers)) * 2
+    best = max(g["rate"] for g in chosen["grid"])
+    assert next(g for g in chosen["grid"] if (g["layer"], g["alpha"]) == (chosen["layer"], chosen["alpha"]))["rate"] == best
+    for target, entry in res["targets"].items():
+        rows = entry["methods"]
+        # per language and layer the control has the method's counts (tests/test_controls.py); the union it
+        # touches differs only by how the languages' sets overlap (by chance in the control)
+        assert rows["add:random"]["neurons"] > 0 and rows["add"]["neurons"] > 0
+        assert rows["residual_diffmean"]["neurons"] == 0
+        assert (rows["residual_diffmean"]["layer"], rows["residual_diffmean"]["alpha"]) == (chosen["layer"], chosen["alpha"])
+        for row in rows.values():
+            assert row["rate_interval"]["n"] == 10 and row["rate_interval"]["low"] <= row["rate"] <= row["rate_interval"]["high"]
+            assert "translation_interval" in row
+    assert set(res["summary_interval"]) == {"add", "add:random", "residual_diffmean", "baseline"}
+    assert res["summary_interval"]["add:random"]["n"] == 10 * len(res["targets"])
+    table = study.format_table(res)
+    assert "add:random" in table and "residual_diffmean" in table
+
+
+def test_controls_and_residual_can_be_left_out(tiny):
+    res = _evaluate(tiny, controls=0, residual=False)
+    assert res["settings"]["methods"] == ["add"] and "residual" not in res
+
+
+def test_control_samples_pool_every_seed(tiny, monkeypatch):
+    model, neurons, stats, _ = tiny
+    seen = []
+    real = study._pooled_samples
+
+    def spy(model, hook_sets, samples, gen):
+        seen.append((len(hook_sets), samples))
+        return real(model, hook_sets, samples, gen)
+
+    monkeypatch.setattr(study, "_pooled_samples", spy)
+    _evaluate(tiny, controls=4, residual=False, translation_items=0)
+    assert (4, 10) in seen and (1, 10) in seen  # the control's 10 samples come from 4 seeds
+
+
+def test_residual_needs_residual_sums(tiny):
+    model, neurons, stats, held = tiny
+    old = dataclasses.replace(stats, resid_sums=None)
+    with pytest.raises(ln.LangNeuronsError, match="no residual-stream sums.*--no-residual"):
+        study.evaluate(model, neurons, old, held, methods=["add"], samples=10, progress=False)
+    with pytest.raises(ln.LangNeuronsError, match="controls is the number of random-control seeds"):
+        study.evaluate(model, neurons, stats, held, methods=["add"], samples=10, controls=-1, progress=False)
+
+
+def test_cli_rejects_bad_residual_layers(tmp_path, capsys):
+    code = cli.main(["evaluate", "--neurons", str(tmp_path), "--out", str(tmp_path / "e"), "--residual-layers", "a,b"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error" in err
