@@ -43,7 +43,7 @@ def residual_candidates(n_layers: int) -> list[int]:
 def choose_residual(
     model: HookedModel, stats: ActivationStats, targets: Sequence[str], lid: LanguageIdentifier, *,
     layers: Sequence[int] | None = None, alphas: Sequence[float] = (1.0, 2.0), samples: int = 8,
-    max_new_tokens: int = 32, seed: int = 0, batch_size: int = 16,
+    max_new_tokens: int = 32, seed: int = 0, batch_size: int = 16, progress: bool = True,
 ) -> dict[str, Any]:
     """Choose the residual DiffMean layer and alpha on the dev split: for each (layer, alpha),
     ``samples`` unconditional generations per target with dev seeds (``seed + DEV_SEED``); the
@@ -51,14 +51,14 @@ def choose_residual(
     alpha). Returns ``{"layer", "alpha", "grid": [{"layer", "alpha", "rate", "n"}, ...], "split": "dev"}``."""
     layers = list(layers) if layers is not None else residual_candidates(stats.n_layers)
     grid = []
-    for layer in layers:
-        for alpha in alphas:
-            hits = 0
-            for target in targets:
-                texts = generate(model, n=samples, hooks=st.residual_diffmean(stats, target, layer, alpha),
-                                 max_new_tokens=max_new_tokens, seed=seed + DEV_SEED, batch_size=batch_size, progress=False)
-                hits += sum(lid.rate(texts, target).hits)
-            grid.append({"layer": layer, "alpha": alpha, "rate": hits / (samples * len(targets)), "n": samples * len(targets)})
+    cells = [(layer, alpha) for layer in layers for alpha in alphas]
+    for layer, alpha in tqdm(cells, desc="residual layer/alpha (dev)", disable=not progress):
+        hits = 0
+        for target in targets:
+            texts = generate(model, n=samples, hooks=st.residual_diffmean(stats, target, layer, alpha),
+                             max_new_tokens=max_new_tokens, seed=seed + DEV_SEED, batch_size=batch_size, progress=False)
+            hits += sum(lid.rate(texts, target).hits)
+        grid.append({"layer": layer, "alpha": alpha, "rate": hits / (samples * len(targets)), "n": samples * len(targets)})
     best = max(grid, key=lambda g: g["rate"])  # max keeps the first of equals: earlier layer, smaller alpha
     return {"layer": best["layer"], "alpha": best["alpha"], "grid": grid, "split": "dev"}
 
@@ -172,7 +172,8 @@ def evaluate(
     chosen = None
     if residual:
         chosen = choose_residual(model, stats, targets, lid, layers=residual_layers, alphas=residual_alphas,
-                                 samples=dev_samples, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size)
+                                 samples=dev_samples, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
+                                 progress=progress)
         rows[RESIDUAL] = lambda target: [st.residual_diffmean(stats, target, chosen["layer"], chosen["alpha"])]
     settings: dict[str, Any] = {
         "methods": list(rows), "neuron_methods": list(methods), "alpha": alpha, "samples": samples,
