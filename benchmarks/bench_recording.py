@@ -85,10 +85,10 @@ def micro(batch: int, pos: int, width: int, repeats: int = 300) -> dict:
 
     act_fn = torch.nn.GELU(approximate="tanh")
     site = Site("act", 1, width, width, True, act_fn)
-    acc = _Accumulator(site, 1, batch, "mean", torch.device("cpu"))
+    acc = _Accumulator(site, 1, batch, "mean", torch.device("cpu"), d_model=640)
     mask = torch.rand(batch, pos) > 0.05
     acc.set_batch(0, mask, list(range(batch)))
-    (_, hook), = acc.hooks()
+    (_, hook), _resid = acc.hooks()  # the neuron hook; the residual-sum hook is not timed here
     gate = torch.randn(batch, pos, width)
 
     def in_hook():
