@@ -19,11 +19,12 @@ unembedding are skipped).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -256,6 +257,21 @@ def _resid_hook_name(layer: int) -> str:
     return f"blocks.{layer}.hook_resid_post"
 
 
+@contextlib.contextmanager
+def _one_cpu_thread(device: torch.device) -> Iterator[None]:
+    """Run the hooks' few small element-wise passes on one thread when on the CPU. With several,
+    every pass ends at an OpenMP barrier that stalls whenever another process holds a core
+    (measured on 2 shared cores: 30-60 ms instead of ~1 ms per layer). A no-op elsewhere."""
+    threads = torch.get_num_threads() if device.type == "cpu" else 1
+    if threads > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if threads > 1:
+            torch.set_num_threads(threads)
+
+
 class _Accumulator:
     """Hook-side state of one recording: fixed-size sums plus the pooled rows."""
 
@@ -315,15 +331,9 @@ class _Accumulator:
 
     def _resid_hook(self, layer: int, stop: bool):
         def hook(value: Tensor, hook: Any = None) -> None:
-            threads = torch.get_num_threads() if value.device.type == "cpu" else 1  # as in `_hook`
-            if threads > 1:
-                torch.set_num_threads(1)
-            try:
+            with _one_cpu_thread(value.device):
                 # Same mask as the neurons (pads and BOS out); float32 per batch, float64 totals.
                 self.resid_sums[self.lang, layer] += (value.float() * self.maskf).sum((0, 1)).double()
-            finally:
-                if threads > 1:
-                    torch.set_num_threads(threads)
             if stop:
                 raise _StopForward
             return None
@@ -337,13 +347,7 @@ class _Accumulator:
             if any(v is None for v in got):
                 return None
             del self.pending[layer]
-            # A few small element-wise passes: on the CPU they run on one thread. With several,
-            # every pass ends at an OpenMP barrier that stalls whenever another process holds a
-            # core (measured on 2 shared cores: 30-60 ms instead of ~1 ms per layer).
-            threads = torch.get_num_threads() if value.device.type == "cpu" else 1
-            if threads > 1:
-                torch.set_num_threads(1)
-            try:
+            with _one_cpu_thread(value.device):
                 act = self.site.activation(got)
                 if self.careful:
                     bad = ~torch.isfinite(act)
@@ -351,9 +355,6 @@ class _Accumulator:
                     act = act.masked_fill(bad, 0)
                 # `act` is ours to overwrite when the site computed it (act_fn, cat, careful fill).
                 self._accumulate(layer, act, owned=all(act is not v for v in got))
-            finally:
-                if threads > 1:
-                    torch.set_num_threads(threads)
             if stop:
                 raise _StopForward
             return None
