@@ -29,7 +29,8 @@ from lang_neurons.generation import CACHE_CHECK_ENV, CACHE_CHECK_MODES, generate
 from lang_neurons.health import LOCK_FILE, doctor
 from lang_neurons.sites import SITES, Site, resolve_site
 from lang_neurons.intervals import MIN_SAMPLES, check_samples
-from lang_neurons.study import DEFAULT_METHODS, evaluate, format_table, steering_for
+from lang_neurons.forcing import PROMPT_KINDS
+from lang_neurons.study import DEACTIVATE, DEFAULT_METHODS, EVAL_METHODS, evaluate, format_table, steering_for
 
 RUN_FILE = "run.json"
 
@@ -170,10 +171,22 @@ def _add_evaluation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", default="add", help="comma-separated neuron steering methods (default: %(default)s; the full "
                    f"comparison: {','.join(DEFAULT_METHODS)})")
     p.add_argument("--targets", default=None, help="comma-separated targets (default: every language but --source)")
-    p.add_argument("--source", default="en", type=_lang_code, help="source language of the translation task (default: en)")
+    p.add_argument("--source", default="en", type=_lang_code,
+                   help="language of the prompts and of the translation task's source (default: en)")
     p.add_argument("--alpha", type=_finite, default=1.0)
     p.add_argument("--samples", type=_positive_int, default=100,
-                   help="unconditional samples per target and row (default: %(default)s: a rate's 95%% interval is then at most +-0.10)")
+                   help="samples per target and row (default: %(default)s: a rate's 95%% interval is then at most +-0.10)")
+    p.add_argument("--prompts", default="source", choices=list(PROMPT_KINDS),
+                   help="source: continue held-out --source texts (prompted forcing, default); bos: unconditional samples")
+    p.add_argument("--prompt-tokens", type=_positive_int, default=16, help="tokens kept of each prompt (default: %(default)s)")
+    p.add_argument("--dev-share", type=_rate, default=0.2,
+                   help="share of the prompts on the dev side, where the residual layer and alpha are chosen (default: %(default)s)")
+    p.add_argument("--greedy", action="store_true", help="decode greedily instead of sampling")
+    p.add_argument("--temperature", type=_finite, default=0.8, help="sampling temperature (default: %(default)s)")
+    p.add_argument("--repetition-penalty", type=_finite, default=1.0, help="repetition penalty (1.0: off; Gurgurov et al.: 1.1)")
+    p.add_argument("--deactivate", default="others", choices=list(DEACTIVATE),
+                   help="language arithmetic switches off every other language's neurons (others, default) or the --source's only")
+    p.add_argument("--deactivate-value", type=_finite, default=0.0, help="the value switched-off neurons get (default: 0; Gurgurov et al. also -1)")
     p.add_argument("--controls", type=_non_negative_int, default=3,
                    help="random-neuron control of each method, pooled over this many seeds (0: none; default: %(default)s)")
     p.add_argument("--no-residual", action="store_true", help="skip the residual-stream DiffMean baseline")
@@ -184,7 +197,8 @@ def _add_evaluation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gen-batch-size", type=_positive_int, default=48,
                    help="sequences per generation batch (default: %(default)s; 48 gave 1.3x the tokens/s of 16 on Gemma-3-270M, 2 cores)")
     p.add_argument("--max-new-tokens", type=_positive_int, default=32)
-    p.add_argument("--translation-items", type=_non_negative_int, default=20, help="translation prompts per target (0: skip)")
+    p.add_argument("--translation-items", type=_non_negative_int, default=0,
+                   help="few-shot translation prompts per target, BLEU/chrF under each row (default: 0, skip; the full comparison: 20)")
     p.add_argument("--loss-texts", type=_non_negative_int, default=40, help="held-out texts per language for the loss matrix (0: skip)")
     p.add_argument("--no-intervals", action="store_true",
                    help=f"skip the 95%% intervals (Wilson for rates, bootstrap for BLEU/chrF and the loss matrix), which need "
@@ -260,8 +274,8 @@ def _parse_methods(text: str) -> list[str]:
     """The steering methods of ``--methods``, checked."""
     methods = [m.strip() for m in text.split(",") if m.strip()]
     for m in methods:
-        if m not in st.METHODS:
-            raise LangNeuronsError(f"unknown method {m!r}: choose from {', '.join(st.METHODS)}")
+        if m not in EVAL_METHODS:
+            raise LangNeuronsError(f"unknown method {m!r}: choose from {', '.join(EVAL_METHODS)}")
     if not methods:
         raise LangNeuronsError("--methods is empty: give at least one steering method, e.g. add")
     return methods
@@ -284,7 +298,10 @@ def _comparison_args(args: argparse.Namespace) -> dict[str, Any]:
         except ValueError:
             raise LangNeuronsError(f"--residual-layers takes comma-separated layer numbers, e.g. 6,9,12; got {args.residual_layers!r}") from None
     return {"controls": args.controls, "residual": not args.no_residual, "residual_layers": layers,
-            "dev_samples": args.dev_samples, "batch_size": args.gen_batch_size}
+            "dev_samples": args.dev_samples, "batch_size": args.gen_batch_size, "prompts": args.prompts,
+            "prompt_tokens": args.prompt_tokens, "dev_share": args.dev_share, "do_sample": not args.greedy,
+            "temperature": args.temperature, "repetition_penalty": args.repetition_penalty, "deactivate": args.deactivate,
+            "deactivate_value": args.deactivate_value}
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
+import math
 import os
 import time
 import warnings
@@ -92,6 +93,7 @@ def generate(
     temperature: float = 0.8,
     top_p: float | None = None,
     top_k: int | None = None,
+    repetition_penalty: float = 1.0,
     seed: int = 0,
     batch_size: int = 16,
     stop_at_newline: bool = False,
@@ -109,6 +111,8 @@ def generate(
         temperature: sampling temperature.
         top_p: nucleus sampling threshold (``None``: off).
         top_k: sample among the ``k`` most likely tokens only (``None``: off).
+        repetition_penalty: CTRL's penalty on every token already in the sequence (prompt
+            included), greedy or sampled: 1.0 is off; Gurgurov et al. decode with 1.1.
         seed: sampling seed; batch ``i`` uses ``seed + i``, so results do not depend on what ran before.
         batch_size: sequences per ``model.generate`` call (prompts are left-padded with a mask).
         stop_at_newline: end each sequence at its first newline token (one-line answers such as
@@ -127,6 +131,8 @@ def generate(
         seqs, _ = _encode(model, prompts, max_length=int(getattr(model.cfg, "n_ctx", 2048)))
     if max_new_tokens < 1 or batch_size < 1:
         raise LangNeuronsError("max_new_tokens and batch_size must be >= 1")
+    if not (math.isfinite(repetition_penalty) and repetition_penalty > 0):
+        raise LangNeuronsError(f"repetition_penalty must be a positive number (1.0: off), got {repetition_penalty!r}")
     tok = model.tokenizer
     pad = _pad_id(model)
     stop = {t for t in (tok.eos_token_id, pad) if t is not None}
@@ -149,6 +155,8 @@ def generate(
             )
             if len(eos) > 1:
                 kwargs["eos_token_id"] = eos
+            if repetition_penalty != 1.0:
+                kwargs["repetition_penalty"] = repetition_penalty
             tokens = _generate_batch(model, ids, mask, **kwargs)
             for row, i in zip(tokens[:, ids.shape[1] :].tolist(), batch):
                 cut = next((j for j, t in enumerate(row) if t in stop), len(row))

@@ -11,6 +11,9 @@
   both translated the same sentences), giving an interval for each and for steered - baseline.
   Like sacrebleu's own ``--paired-bs``, it resums sacrebleu's per-sentence sufficient statistics,
   so the point estimate is exactly ``corpus_score``.
+* **Quality and forcing score** (:func:`forcing_interval`): a paired bootstrap over samples, the
+  same resampled indices for a row's continuations and the unsteered ones of the same prompts;
+  :func:`pooled_forcing_interval` for the mean over targets.
 * **Loss-matrix cells** (:func:`loss_change_intervals`): per evaluated language, the texts are
   resampled once per bootstrap round and the same texts score the base model and every ablation,
   so each cell's change (ablated - base, token-weighted means) gets a paired interval over texts.
@@ -33,6 +36,7 @@ from lang_neurons.errors import LangNeuronsError
 from lang_neurons.generation import TextLosses
 
 __all__ = [
+    "ForcingInterval",
     "Interval",
     "LossChangeIntervals",
     "PairedInterval",
@@ -40,8 +44,10 @@ __all__ = [
     "TranslationIntervals",
     "bootstrap",
     "check_samples",
+    "forcing_interval",
     "loss_change_intervals",
     "paired_translation_bootstrap",
+    "pooled_forcing_interval",
     "resample_indices",
     "wilson_interval",
 ]
@@ -294,3 +300,60 @@ def loss_change_intervals(
             cell = _percentiles(s[idx].sum(1) / tokens - base_mean, s.sum() / c.sum() - b.sum() / c.sum(), level)
             low[a, j], high[a, j] = cell.low, cell.high
     return LossChangeIntervals(low.float(), high.float(), texts, resamples, level)
+
+
+@dataclass(frozen=True)
+class ForcingInterval:
+    """A row's quality and forcing score (:mod:`lang_neurons.forcing`), each with a paired
+    bootstrap interval over its samples."""
+
+    quality: Interval
+    score: Interval
+    n: int
+    resamples: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"quality": {...}, "score": {...}, "n", "resamples"}``, JSON-ready."""
+        return {"quality": self.quality.to_dict(), "score": self.score.to_dict(), "n": self.n, "resamples": self.resamples}
+
+
+ForcingCell = tuple[Sequence[bool], Tensor, Tensor, Tensor, Tensor]
+"""One row's samples: target-language hits, fluency loss sums and token counts, and the same
+for the unsteered continuations of the same prompts (sample ``i`` of both shares prompt and seed)."""
+
+
+def _forcing_stats(cell: ForcingCell, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Quality and forcing score of ``cell`` for each row of sample indices ``idx``."""
+    hits, sums, counts, base_sums, base_counts = (np.asarray(x, dtype=np.float64) for x in cell)
+    if not len(hits) == len(sums) == len(counts) == len(base_sums) == len(base_counts):
+        raise LangNeuronsError("forcing intervals: a row and its unsteered continuations need one entry per sample")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate = hits[idx].mean(1)
+        loss = sums[idx].sum(1) / counts[idx].sum(1)
+        base = base_sums[idx].sum(1) / base_counts[idx].sum(1)
+        quality = np.where(np.isnan(loss), 0.0, np.where(np.isnan(base), 1.0, np.exp(-np.maximum(0.0, loss - base))))
+        score = np.where(rate + quality > 0, 2 * rate * quality / (rate + quality), 0.0)
+    return quality, score
+
+
+def forcing_interval(cell: ForcingCell, *, resamples: int = RESAMPLES, seed: int | Sequence[int] = 0, level: float = LEVEL) -> ForcingInterval:
+    """Paired percentile bootstrap over samples of a row's quality and forcing score: each round
+    resamples the sample indices once, for the row and its unsteered continuations alike."""
+    _check_level(level)
+    n = len(cell[0])
+    point_q, point_s = _forcing_stats(cell, np.arange(n)[None])
+    q, s = _forcing_stats(cell, resample_indices(n, resamples, seed))
+    return ForcingInterval(_percentiles(q, point_q[0], level), _percentiles(s, point_s[0], level), n, resamples)
+
+
+def pooled_forcing_interval(
+    cells: Sequence[ForcingCell], *, resamples: int = RESAMPLES, seed: int = 0, level: float = LEVEL
+) -> Interval:
+    """Bootstrap interval of the mean forcing score over ``cells`` (e.g. one per target), each
+    cell resampled on its own (seed ``(seed, j)`` for cell ``j``) in every round."""
+    _check_level(level)
+    if not cells:
+        raise LangNeuronsError("pooled_forcing_interval needs at least one cell")
+    point = np.mean([_forcing_stats(c, np.arange(len(c[0]))[None])[1][0] for c in cells])
+    rounds = np.mean([_forcing_stats(c, resample_indices(len(c[0]), resamples, (seed, j)))[1] for j, c in enumerate(cells)], axis=0)
+    return _percentiles(rounds, float(point), level)

@@ -67,9 +67,9 @@ def test_control_samples_pool_every_seed(tiny, monkeypatch):
     seen = []
     real = study._pooled_samples
 
-    def spy(model, hook_sets, samples, gen):
+    def spy(model, hook_sets, prompts, samples, gen):
         seen.append((len(hook_sets), samples))
-        return real(model, hook_sets, samples, gen)
+        return real(model, hook_sets, prompts, samples, gen)
 
     monkeypatch.setattr(study, "_pooled_samples", spy)
     _evaluate(tiny, controls=4, residual=False, translation_items=0)
