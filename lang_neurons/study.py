@@ -224,6 +224,11 @@ def evaluate(
                                "record them again, or evaluate without the residual baseline (residual=False, --no-residual)")
     split = forcing_prompts(held_out, prompts, source=source, tokenizer=model.tokenizer, prompt_tokens=prompt_tokens,
                             dev_share=dev_share, seed=seed)
+    if not do_sample and prompts == "source" and samples > len(split.test):
+        raise LangNeuronsError(f"greedy decoding gives one continuation per prompt, but samples={samples} is more than the "
+                               f"{len(split.test)} test prompts: lower samples, lower dev_share, hold out more texts, or sample")
+    if not do_sample and prompts == "bos":
+        raise LangNeuronsError("greedy decoding from BOS gives one and the same sample every time: sample (do_sample=True) or use prompts='source'")
     test_prompts = split.take("test", samples)
     decoding = dict(do_sample=do_sample, temperature=temperature, repetition_penalty=repetition_penalty)
     gen = dict(max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, progress=False, **decoding)
