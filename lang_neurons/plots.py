@@ -309,14 +309,24 @@ def _point_intervals(points: Sequence[Mapping[str, Any]], key: str) -> list[dict
             else None for p in points]
 
 
+_SWEEP_PANELS = (  # point key, interval key prefix, axis title, number format
+    ("rate", "rate", "target-language rate", ".2f"),
+    ("quality", "quality", "quality", ".2f"),
+    ("forcing_score", "score", "forcing score", ".2f"),
+    ("bleu", "bleu", "BLEU", ".1f"),
+)
+
+
 def steering_sweep(points: Sequence[Mapping[str, Any]], x: str = "alpha", langs: Sequence[str] | None = None) -> go.Figure:
-    """Target-language rate (and BLEU, in a second panel when any point has it) against ``x``.
+    """Target-language rate against ``x``, and below it, in one panel each when any point has
+    them, quality, forcing score and BLEU.
 
     Args:
-        points: dicts with ``target``, ``rate``, the ``x`` key and optionally ``bleu`` and
-            ``method`` (one line per target and method), e.g.
+        points: dicts with ``target``, ``rate``, the ``x`` key and optionally ``quality``,
+            ``forcing_score``, ``bleu`` and ``method`` (one line per target and method), e.g.
             ``{"target": "de", "alpha": 1.0, "rate": 0.9, "bleu": 12.3, "n_neurons": 300}``;
-            ``rate_low``/``rate_high`` (and ``bleu_low``/``bleu_high``) draw error bars.
+            ``rate_low``/``rate_high`` (``quality_``, ``score_``, ``bleu_``) draw a shaded band
+            around a line whose every point has them.
         x: ``alpha`` or ``n_neurons``.
         langs: language order for the colours (default: order of first appearance); pass the
             neuron set's ``langs`` to match its other figures.
@@ -336,8 +346,8 @@ def steering_sweep(points: Sequence[Mapping[str, Any]], x: str = "alpha", langs:
         raise LangNeuronsError(f"sweep targets {unknown} are not in langs {list(order)}")
     colors = language_colors(order)
     methods = list(dict.fromkeys(p.get("method") for p in points))
-    with_bleu = any(p.get("bleu") is not None for p in points)
-    fig = make_subplots(rows=2 if with_bleu else 1, cols=1, shared_xaxes=True, vertical_spacing=0.08)
+    panels = [m for m in _SWEEP_PANELS if m[0] == "rate" or any(p.get(m[0]) is not None for p in points)]
+    fig = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.08 if len(panels) <= 2 else 0.05)
     dashes = ["solid", "dash", "dot", "dashdot", "longdash"]
     for target in sorted(targets, key=order.index):
         for mi, method in enumerate(methods):
@@ -346,25 +356,27 @@ def steering_sweep(points: Sequence[Mapping[str, Any]], x: str = "alpha", langs:
                 continue
             name = target if method is None else f"{target} {method}"
             xs = [p[x] for p in group]
-            line = dict(color=colors[target], dash=dashes[mi % len(dashes)])
-            rates = [p["rate"] for p in group]
-            fig.add_trace(go.Scatter(
-                x=xs, y=rates, name=name, mode="lines+markers", line=line, legendgroup=name,
-                error_y=_error_bars(rates, _point_intervals(group, "rate")),
-                hovertemplate=f"{name}, {x} %{{x}}: rate %{{y:.2f}}<extra></extra>",
-            ), row=1, col=1)
-            if with_bleu:
-                bleu = [p.get("bleu") for p in group]
+            for row, (key, prefix, label, fmt) in enumerate(panels, 1):
+                ys, ivs = [p.get(key) for p in group], _point_intervals(group, prefix)
+                if all(y is not None for y in ys) and all(ivs):  # the band first, so that the line lies on it
+                    fig.add_trace(go.Scatter(
+                        x=xs + xs[::-1], y=[i["high"] for i in ivs] + [i["low"] for i in ivs][::-1], fill="toself", mode="lines",
+                        fillcolor="rgba({}, {}, {}, 0.18)".format(*plotly.colors.hex_to_rgb(colors[target])),
+                        line=dict(color=colors[target], width=0), name=f"{name} {label} interval", legendgroup=name,
+                        showlegend=False, hoverinfo="skip",
+                    ), row=row, col=1)
                 fig.add_trace(go.Scatter(
-                    x=xs, y=bleu, name=name, mode="lines+markers", line=line, legendgroup=name,
-                    error_y=_error_bars(bleu, _point_intervals(group, "bleu")),
-                    showlegend=False, hovertemplate=f"{name}, {x} %{{x}}: BLEU %{{y:.1f}}<extra></extra>",
-                ), row=2, col=1)
+                    x=xs, y=ys, name=name, mode="lines+markers", line=dict(color=colors[target], dash=dashes[mi % len(dashes)]),
+                    legendgroup=name, showlegend=row == 1,
+                    customdata=[f" [{i['low']:{fmt}}, {i['high']:{fmt}}]" if i else "" for i in ivs],
+                    hovertemplate=f"{name}, {x} %{{x}}: {label} %{{y:{fmt}}}%{{customdata}}<extra></extra>",
+                ), row=row, col=1)
     fig.update_layout(template=_TEMPLATE, legend_title_text="target", title=f"Steering toward each target language, by {x}")
-    fig.update_yaxes(title_text="target-language rate", range=[0, 1.02], row=1, col=1)
-    if with_bleu:
-        fig.update_yaxes(title_text="BLEU", rangemode="tozero", row=2, col=1)
-    fig.update_xaxes(title_text="alpha (steering strength)" if x == "alpha" else "steered neurons", row=2 if with_bleu else 1, col=1)
+    if len(panels) > 2:
+        fig.update_layout(height=240 * len(panels))
+    for row, (key, _, label, _) in enumerate(panels, 1):
+        fig.update_yaxes(title_text=label, row=row, col=1, **({"rangemode": "tozero"} if key == "bleu" else {"range": [0, 1.02]}))
+    fig.update_xaxes(title_text="alpha (steering strength)" if x == "alpha" else "steered neurons", row=len(panels), col=1)
     return fig
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import plotly.colors
 import pytest
 import torch
 
@@ -290,7 +291,7 @@ def test_steering_rates_from_evaluation_results():
     assert all(t.error_y.array is None for t in fig.data) and "Wilson" not in fig.layout.title.text
 
 
-def test_steering_rates_and_sweep_draw_intervals_as_error_bars():
+def test_steering_rates_draw_intervals_as_error_bars():
     ci = lambda k: {"rate": k / 10, "low": wilson_interval(k, 10).low,  # noqa: E731
                     "high": wilson_interval(k, 10).high, "k": k, "n": 10}
     results = {
@@ -304,11 +305,40 @@ def test_steering_rates_and_sweep_draw_intervals_as_error_bars():
     assert list(add.error_y.arrayminus) == pytest.approx([0.7 - ci(7)["low"], 1.0 - ci(10)["low"]])
     assert add.error_y.symmetric is False and list(fig.data[0].error_y.arrayminus) == pytest.approx([0.0, 0.1 - ci(1)["low"]])
     assert add.hovertext[0] == f" [{ci(7)['low']:.2f}, {ci(7)['high']:.2f}] n=10" and "Wilson" in fig.layout.title.text
+
+
+def test_steering_sweep_draws_intervals_as_shaded_bands():
     points = [{**p, "rate_low": p["rate"] - 0.1, "rate_high": p["rate"] + 0.05} for p in POINTS]
     sweep = plots.steering_sweep(points, langs=LANGS)
-    rates = [t for t in sweep.data if t.xaxis == "x"]
-    assert list(rates[0].error_y.array) == pytest.approx([0.05, 0.05]) and list(rates[0].error_y.arrayminus) == pytest.approx([0.1, 0.1])
-    assert all(t.error_y.array is None for t in sweep.data if t.xaxis == "x2")  # no BLEU intervals given
+    bands = [t for t in sweep.data if t.fill == "toself"]
+    lines = [t for t in sweep.data if t.fill is None]
+    assert [t.name for t in bands] == ["de target-language rate interval", "fr target-language rate interval"]
+    assert {t.xaxis for t in bands} == {"x"}  # no BLEU intervals given: no band below
+    de = bands[0]
+    assert list(de.x) == [0.5, 2.0, 2.0, 0.5]  # along the upper edge, back along the lower one
+    assert list(de.y) == pytest.approx([0.25, 0.95, 0.8, 0.1])
+    assert de.line.width == 0 and de.showlegend is False and de.hoverinfo == "skip" and de.legendgroup == "de"
+    assert de.fillcolor == "rgba({}, {}, {}, 0.18)".format(*plotly.colors.hex_to_rgb(plots.language_colors(LANGS)["de"]))
+    assert sweep.data.index(de) < sweep.data.index(lines[0])  # the band lies under its line
+    assert all(t.error_y.array is None for t in lines)  # bands instead of error bars
+    assert lines[0].customdata[0] == " [0.10, 0.25]"  # the interval in the hover text
+    partial = [dict(points[0], rate_low=None), *points[1:]]  # a line with a point lacking its interval gets no band
+    assert [t.name for t in plots.steering_sweep(partial, langs=LANGS).data if t.fill] == ["de target-language rate interval"]
+
+
+def test_steering_sweep_quality_and_forcing_score_panels():
+    points = [{"target": t, "alpha": a, "rate": r, "quality": q, "forcing_score": 2 * r * q / (r + q),
+               "rate_low": r - 0.1, "rate_high": r + 0.05, "quality_low": q - 0.1, "quality_high": q, "score_low": 0.1, "score_high": 0.9}
+              for t, a, r, q in [("de", 0.5, 0.2, 0.9), ("de", 2.0, 0.9, 0.6), ("fr", 0.5, 0.1, 1.0), ("fr", 2.0, 0.8, 0.7)]]
+    fig = plots.steering_sweep(points, langs=LANGS)
+    titles = [fig.layout[f"yaxis{i if i > 1 else ''}"].title.text for i in (1, 2, 3)]
+    assert titles == ["target-language rate", "quality", "forcing score"] and "yaxis4" not in fig.layout  # no BLEU: 3 panels
+    by_axis = {axis: [t for t in fig.data if t.yaxis == axis] for axis in ("y", "y2", "y3")}
+    assert [[t.fill for t in traces] for traces in by_axis.values()] == [["toself", None] * 2] * 3
+    assert list(by_axis["y2"][1].y) == [0.9, 0.6] and list(by_axis["y3"][1].y) == pytest.approx([2 * 0.18 / 1.1, 2 * 0.54 / 1.5])
+    assert list(by_axis["y2"][0].y) == pytest.approx([0.9, 0.6, 0.5, 0.8])
+    assert [t.showlegend for t in fig.data if t.fill is None] == [True, False, False] * 2  # one legend entry per line
+    assert fig.layout.height == 720 and fig.layout.xaxis3.title.text == "alpha (steering strength)"
 
 
 def test_languages_keep_order_and_colour_across_figures():
