@@ -29,7 +29,7 @@ from typing import Any
 import plotly.graph_objects as go
 import plotly.offline
 import pytest
-from test_plots import _neurons, _stats
+from test_plots import _neurons, _results, _stats
 from tiny_models import SENTENCES
 
 import lang_neurons as ln
@@ -217,6 +217,20 @@ def test_build_figures_makes_what_the_data_allows():
     assert set(all_figures) == {"layers_lape", "overlap_lape", "jaccard_lape", "steering_rates", "steering_sweep", "loss_matrix"}
     sweep = all_figures["steering_sweep"].data[0]
     assert sweep.line.color == ln.plots.language_colors(lape.langs)["de"]  # the neuron set's colours
+
+
+def test_sweep_points_carry_quality_and_forcing_score():
+    results = _results()
+    points = cli._sweep_points(results, "add", 1.5)
+    row = results["targets"]["de"]["methods"]["add"]
+    fi = row["forcing_interval"]
+    assert points[0] == {"target": "de", "method": "add", "alpha": 1.5, "rate": 0.8, "bleu": None, "n_neurons": 30,
+                         "quality": 0.8, "forcing_score": row["forcing_score"],
+                         "rate_low": row["rate_interval"]["low"], "rate_high": row["rate_interval"]["high"],
+                         "quality_low": fi["quality"]["low"], "quality_high": fi["quality"]["high"],
+                         "score_low": fi["score"]["low"], "score_high": fi["score"]["high"]}
+    old = cli._sweep_points(_results(forcing=False, intervals=False), "add", 1.5)[1]
+    assert old == {"target": "fr", "method": "add", "alpha": 1.5, "rate": 0.5, "bleu": None, "n_neurons": 30}
 
 
 def test_representative_neurons_pick_the_most_specific_member():
