@@ -623,6 +623,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     _stage(5, "report")
     tables: dict[str, str | report.Table] = {
+        "Headline": report.headline_table(results),
         "Statistics": stats.summary(), **{f"{m.upper()} neurons": _identify_report(n) for m, n in sets.items()},
         "Steering (LAPE neurons)": report.steering_table(results),
     }
