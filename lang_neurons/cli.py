@@ -545,14 +545,19 @@ def _neuron_set(args: argparse.Namespace, stats: ActivationStats, method: str, r
 
 
 def _sweep_points(results: dict[str, Any], method: str, alpha: float) -> list[dict[str, Any]]:
-    """One steering-sweep point per target from :func:`evaluate`'s results."""
+    """One steering-sweep point per target from :func:`evaluate`'s results (quality and forcing
+    score where the results have them)."""
     points = []
     for target, entry in results["targets"].items():
         row = entry["methods"][method]
         point = {"target": target, "method": method, "alpha": alpha, "rate": row["rate"],
                  "bleu": row.get("translation", {}).get("bleu"), "n_neurons": row["neurons"]}
+        point.update({key: row[key] for key in ("quality", "forcing_score") if key in row})
         if "rate_interval" in row:
             point["rate_low"], point["rate_high"] = row["rate_interval"]["low"], row["rate_interval"]["high"]
+        for key, interval in (row.get("forcing_interval") or {}).items():
+            if key in ("quality", "score"):
+                point[f"{key}_low"], point[f"{key}_high"] = interval["low"], interval["high"]
         if "translation_interval" in row:
             steered = row["translation_interval"]["bleu"]["steered"]
             point["bleu_low"], point["bleu_high"] = steered["low"], steered["high"]
@@ -635,6 +640,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     _stage(5, "report")
     tables: dict[str, str | report.Table] = {
+        "Headline": report.headline_table(results),
         "Statistics": stats.summary(), **{f"{m.upper()} neurons": _identify_report(n) for m, n in sets.items()},
         "Steering (LAPE neurons)": report.steering_table(results),
     }

@@ -1,10 +1,11 @@
 """An HTML report of a run: one self-contained page that opens offline.
 
 :func:`build_figures` makes every figure of :mod:`lang_neurons.plots` that the available data
-allows; :func:`write_report` writes ``<run_dir>/index.html`` (plotly.js inlined once, then the
-run's settings, its summary tables and every figure) and each figure on its own as
-``<run_dir>/figures/<name>.html`` (each with plotly.js inlined, so it opens offline too), plus
-PNG and SVG copies when `kaleido` is installed and works. Every file is written atomically.
+allows, the headline first; :func:`write_report` writes ``<run_dir>/index.html`` (plotly.js
+inlined once, then the run's summary tables, its settings and every figure) and each figure on
+its own as ``<run_dir>/figures/<name>.html`` (each with plotly.js inlined, so it opens offline
+too), plus PNG and SVG copies when `kaleido` is installed and works. Every file is written
+atomically. :func:`headline_table` is the table a run's page opens with.
 
     figures = build_figures({"lape": lape, "ap": ap}, stats, metrics)
     write_report(Path("runs/demo"), figures, settings, {"statistics": stats.summary()})
@@ -30,9 +31,9 @@ from lang_neurons import _io, plots
 from lang_neurons.errors import LangNeuronsError
 from lang_neurons.neurons import NeuronSet
 from lang_neurons.record import ActivationStats
-from lang_neurons.study import format_interval, format_rate
+from lang_neurons.study import RESIDUAL, format_interval, format_rate
 
-__all__ = ["Table", "build_figures", "loss_matrix_table", "representative_neurons", "steering_table", "write_report"]
+__all__ = ["Table", "build_figures", "headline_table", "loss_matrix_table", "representative_neurons", "steering_table", "write_report"]
 
 INDEX = "index.html"
 FIGURES = "figures"
@@ -87,10 +88,10 @@ def build_figures(
             scatter; the first two sets are compared with each other.
         stats: the statistics the sets were selected from: neuron profiles (one
             representative neuron per language of the first set) and entropy scatters.
-        metrics: :func:`lang_neurons.study.evaluate`'s results (``metrics.json``): steering
-            rates, the loss matrix, and a sweep when it holds ``sweep`` points.
+        metrics: :func:`lang_neurons.study.evaluate`'s results (``metrics.json``): the headline
+            (first), steering rates, the loss matrix, and a sweep when it holds ``sweep`` points.
     """
-    figures: dict[str, go.Figure] = {}
+    figures: dict[str, go.Figure] = {"headline": plots.headline_figure(metrics)} if metrics and metrics.get("targets") else {}
     sets = dict(neurons_by_method)
     for name, neurons in sets.items():
         figures[f"layers_{name}"] = plots.layer_distribution(neurons)
@@ -154,10 +155,76 @@ def _rate_cell(value: float, interval: Mapping[str, Any] | None) -> str:
     return format_rate(interval) if interval else f"{value:.2f}"
 
 
-def _score_cell(value: float | None, interval: Mapping[str, Any] | None, signed: bool = False) -> str:
+def _score_cell(value: float | None, interval: Mapping[str, Any] | None, signed: bool = False, digits: int = 1) -> str:
     if interval:
-        return format_interval(interval, signed=signed)
-    return "n/a" if value is None else f"{value:{'+' if signed else ''}.1f}"
+        return format_interval(interval, digits, signed)
+    return "n/a" if value is None else f"{value:{'+' if signed else ''}.{digits}f}"
+
+
+def _split_cell(results: Mapping[str, Any], entry: Mapping[str, Any], name: str) -> str:
+    """Where a headline row was measured: its split; for the residual baseline also its chosen
+    layer and alpha (the baseline shares the split of the rows it is compared with)."""
+    if name == "baseline":
+        return next((r["split"] for r in entry["methods"].values() if r.get("split")), "n/a")
+    rows = entry["methods"]
+    split = rows[name].get("split")
+    chosen = results.get("residual") or {}
+    layer, alpha = rows[name].get("layer", chosen.get("layer")), rows[name].get("alpha", chosen.get("alpha"))
+    if name == RESIDUAL and layer is not None:
+        picked = f"layer {layer}{'' if alpha is None else f', alpha {alpha:g}'} chosen on {chosen.get('split', 'dev')}"
+        return f"{split}; {picked}" if split else picked
+    return split or "n/a"
+
+
+def _headline_note(results: Mapping[str, Any], forcing: bool) -> str:
+    """What the headline's samples, numbers and intervals are."""
+    settings, prompts = results["settings"], results.get("prompts") or {}
+    kind = prompts.get("kind", settings.get("prompts"))
+    note = f"{settings['method'].upper()} neurons. " if settings.get("method") else ""
+    if kind == "source":
+        counts = f" ({prompts['test']} test prompts; {prompts['dev']} dev)" if "test" in prompts and "dev" in prompts else ""
+        note += f"Samples continue held-out {prompts.get('source', settings.get('source', '?'))} texts{counts}. "
+    elif kind == "bos":
+        note += "Samples are unconditional (from BOS alone). "
+    note += "Rate: share of the samples fastText labels as the target. "
+    if forcing:
+        note += ("Quality: exp(−max(0, L − L0)), L the mean token loss of the row's continuations under the unsteered model, "
+                 "L0 that of the unsteered continuations of the same prompts (1: as fluent); forcing score: harmonic mean "
+                 "of rate and quality. ")
+    intervals = settings.get("intervals")
+    if intervals:
+        note += (f"{intervals['level'] * 100:g} % intervals: Wilson for rates"
+                 + (f", paired bootstrap over samples ({intervals['resamples']} resamples) for quality and score" if forcing else "")
+                 + "; mean rate: Wilson on the successes pooled over targets"
+                 + ("; mean score: bootstrap of the mean over targets." if forcing else "."))
+    else:
+        note += "No intervals (evaluated with intervals off)."
+    return note
+
+
+def headline_table(results: Mapping[str, Any]) -> Table:
+    """The headline of :func:`lang_neurons.study.evaluate`'s results: per target the neuron
+    method(s), each followed by its random control, ``residual_diffmean`` and the unsteered
+    baseline, with rate, quality and forcing score (95 % intervals where the results hold them)
+    and the split each was measured on; then the means over targets. Results without forcing
+    scores (older ``metrics.json``) get the rate and split columns only."""
+    targets = results["targets"]
+    names = [*plots.headline_rows(results), "baseline"]
+    forcing = any(plots.headline_cell(e, n, "score").value is not None for e in targets.values() for n in names)
+    metrics = ["rate", "quality", "score"] if forcing else ["rate"]
+    intervals = results["settings"].get("intervals")
+    ci = f" [{intervals['level'] * 100:g} % interval]" if intervals else ""
+    columns = ["target", "row", f"rate{ci}{' n' if ci else ''}", *([f"quality{ci}", f"forcing score{ci}"] if forcing else []), "split"]
+    rows = [[target, name, *(plots.headline_cell(entry, name, m).text for m in metrics), _split_cell(results, entry, name)]
+            for target, entry in targets.items() for name in names]
+    summary, pooled = results.get("summary", {}), results.get("summary_interval", {})
+    forcing_mean, forcing_pooled = results.get("summary_forcing", {}), results.get("summary_forcing_interval", {})
+    for name in (n for n in names if n in summary):
+        cells = [_rate_cell(summary[name], pooled.get(name))]
+        if forcing:
+            cells += ["", _score_cell(forcing_mean.get(name), forcing_pooled.get(name), digits=2)]
+        rows.append(["mean", name, *cells, ""])
+    return Table(columns, rows, _headline_note(results, forcing), row_headers=2)
 
 
 def steering_table(results: Mapping[str, Any]) -> Table:
@@ -275,7 +342,8 @@ def write_report(
         figures: figures by name (letters, digits, ``_`` and ``-``), in page order.
         settings: what the run was made with, shown as a key/value table (nested mappings as
             nested tables, lists of plain values joined with commas).
-        tables: summary tables by heading: a :class:`Table` (an HTML table) or pre-formatted text.
+        tables: summary tables by heading, in page order (before the settings): a :class:`Table`
+            (an HTML table) or pre-formatted text.
         title: the page's title.
         images: also write ``figures/<name>.png`` and ``.svg`` if kaleido works (never required).
         progress: show a progress bar over the figures.
@@ -308,8 +376,8 @@ def write_report(
         "</head><body>",
         f'<h1>{html.escape(title)}</h1><p class="written">written {written}</p>',
         f"<nav>{nav}</nav>",
-        f"<section><h2>Settings</h2>{_settings_html(settings)}</section>",
         *(f"<section><h2>{html.escape(k)}</h2>{_table_html(v)}</section>" for k, v in tables.items()),
+        f"<section><h2>Settings</h2>{_settings_html(settings)}</section>",
         *sections,
         f'<p class="note">{html.escape(note)}</p>' if note else "",
         "</body></html>",

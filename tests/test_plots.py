@@ -4,7 +4,9 @@ colours, and the errors bad input gets."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import plotly.colors
 import pytest
 import torch
 
@@ -36,6 +38,68 @@ def _neurons(method: str = "lape", members: dict[str, list[tuple[int, int]]] | N
         for layer, index in pairs:
             mask[i, layer, index] = True
     return ln.NeuronSet(list(members), mask, site, method)
+
+
+ROWS = ["add", "add:random", "residual_diffmean"]
+HITS = {"de": {"baseline": 1, "add": 16, "add:random": 3, "residual_diffmean": 12},
+        "fr": {"baseline": 0, "add": 10, "add:random": 2, "residual_diffmean": 14}}
+QUALITY = {"baseline": 1.0, "add": 0.8, "add:random": 0.95, "residual_diffmean": 0.5}
+
+
+def _boot(estimate: float) -> dict[str, float]:
+    """A bootstrap interval dict around ``estimate`` (0.1 below, 0.05 above, inside [0, 1])."""
+    return {"estimate": estimate, "low": max(estimate - 0.1, 0.0), "high": min(estimate + 0.05, 1.0), "level": 0.95}
+
+
+def _results(forcing: bool = True, intervals: bool = True, samples: int = 20) -> dict[str, Any]:
+    """Results shaped like lang_neurons.study.evaluate's: targets de and fr, rows add, add:random and
+    residual_diffmean (layer 2, alpha 2 chosen on dev); with ``forcing`` the quality / forcing-score
+    keys of the prompted evaluation (an older metrics.json lacks them), with ``intervals`` every interval."""
+    settings: dict[str, Any] = {"methods": list(ROWS), "neuron_methods": ["add"], "alpha": 1.0, "samples": samples,
+                                "method": "lape", "source": "en", "controls": 3, "residual": True}
+    if intervals:
+        settings["intervals"] = {"level": 0.95, "resamples": 200, "rate": "Wilson score"}
+    results: dict[str, Any] = {"settings": settings, "targets": {}, "residual": {"layer": 2, "alpha": 2.0, "grid": [], "split": "dev"}}
+    if forcing:
+        settings["prompts"] = "source"
+        results["prompts"] = {"kind": "source", "source": "en", "dev": 5, "test": samples}
+    for target, hits in HITS.items():
+        entry: dict[str, Any] = {"baseline_rate": hits["baseline"] / samples, "methods": {}}
+        for name in ["baseline", *ROWS]:
+            rate, q = hits[name] / samples, QUALITY[name]
+            score = 2 * rate * q / (rate + q) if rate + q else 0.0
+            cells: dict[str, Any] = {"rate": rate, "neurons": 0 if name == "residual_diffmean" else 30, "share": 0.0, "examples": []}
+            if name == "residual_diffmean":
+                cells["layer"], cells["alpha"] = 2, 2.0
+            if intervals:
+                cells["rate_interval"] = wilson_interval(hits[name], samples).to_dict()
+            if forcing:
+                cells.update(quality=q, forcing_score=score, fluency_loss=3.0 - math.log(q), split="test")
+                if intervals:
+                    quality = {"estimate": 1.0, "low": 1.0, "high": 1.0, "level": 0.95} if name == "baseline" else _boot(q)
+                    cells["forcing_interval"] = {"quality": quality, "score": _boot(score), "n": samples, "resamples": 200}
+            if name != "baseline":
+                entry["methods"][name] = cells
+                continue
+            if intervals:
+                entry["baseline_interval"] = cells["rate_interval"]
+            if forcing:
+                entry["baseline_forcing_score"], entry["baseline_fluency_loss"] = score, cells["fluency_loss"]
+                if intervals:
+                    entry["baseline_forcing_interval"] = cells["forcing_interval"]
+        results["targets"][target] = entry
+    names = [*ROWS, "baseline"]
+    rate_of = {n: [e["baseline_rate"] if n == "baseline" else e["methods"][n]["rate"] for e in results["targets"].values()] for n in names}
+    results["summary"] = {n: sum(r) / len(r) for n, r in rate_of.items()}
+    if intervals:
+        results["summary_interval"] = {n: wilson_interval(sum(HITS[t][n] for t in HITS), samples * len(HITS)).to_dict() for n in names}
+    if forcing:
+        score_of = {n: [e["baseline_forcing_score"] if n == "baseline" else e["methods"][n]["forcing_score"]
+                        for e in results["targets"].values()] for n in names}
+        results["summary_forcing"] = {n: sum(s) / len(s) for n, s in score_of.items()}
+        if intervals:
+            results["summary_forcing_interval"] = {n: _boot(v) for n, v in results["summary_forcing"].items()}
+    return results
 
 
 def test_language_colors_follow_the_order_of_langs():
@@ -290,7 +354,7 @@ def test_steering_rates_from_evaluation_results():
     assert all(t.error_y.array is None for t in fig.data) and "Wilson" not in fig.layout.title.text
 
 
-def test_steering_rates_and_sweep_draw_intervals_as_error_bars():
+def test_steering_rates_draw_intervals_as_error_bars():
     ci = lambda k: {"rate": k / 10, "low": wilson_interval(k, 10).low,  # noqa: E731
                     "high": wilson_interval(k, 10).high, "k": k, "n": 10}
     results = {
@@ -304,11 +368,40 @@ def test_steering_rates_and_sweep_draw_intervals_as_error_bars():
     assert list(add.error_y.arrayminus) == pytest.approx([0.7 - ci(7)["low"], 1.0 - ci(10)["low"]])
     assert add.error_y.symmetric is False and list(fig.data[0].error_y.arrayminus) == pytest.approx([0.0, 0.1 - ci(1)["low"]])
     assert add.hovertext[0] == f" [{ci(7)['low']:.2f}, {ci(7)['high']:.2f}] n=10" and "Wilson" in fig.layout.title.text
+
+
+def test_steering_sweep_draws_intervals_as_shaded_bands():
     points = [{**p, "rate_low": p["rate"] - 0.1, "rate_high": p["rate"] + 0.05} for p in POINTS]
     sweep = plots.steering_sweep(points, langs=LANGS)
-    rates = [t for t in sweep.data if t.xaxis == "x"]
-    assert list(rates[0].error_y.array) == pytest.approx([0.05, 0.05]) and list(rates[0].error_y.arrayminus) == pytest.approx([0.1, 0.1])
-    assert all(t.error_y.array is None for t in sweep.data if t.xaxis == "x2")  # no BLEU intervals given
+    bands = [t for t in sweep.data if t.fill == "toself"]
+    lines = [t for t in sweep.data if t.fill is None]
+    assert [t.name for t in bands] == ["de target-language rate interval", "fr target-language rate interval"]
+    assert {t.xaxis for t in bands} == {"x"}  # no BLEU intervals given: no band below
+    de = bands[0]
+    assert list(de.x) == [0.5, 2.0, 2.0, 0.5]  # along the upper edge, back along the lower one
+    assert list(de.y) == pytest.approx([0.25, 0.95, 0.8, 0.1])
+    assert de.line.width == 0 and de.showlegend is False and de.hoverinfo == "skip" and de.legendgroup == "de"
+    assert de.fillcolor == "rgba({}, {}, {}, 0.18)".format(*plotly.colors.hex_to_rgb(plots.language_colors(LANGS)["de"]))
+    assert sweep.data.index(de) < sweep.data.index(lines[0])  # the band lies under its line
+    assert all(t.error_y.array is None for t in lines)  # bands instead of error bars
+    assert lines[0].customdata[0] == " [0.10, 0.25]"  # the interval in the hover text
+    partial = [dict(points[0], rate_low=None), *points[1:]]  # a line with a point lacking its interval gets no band
+    assert [t.name for t in plots.steering_sweep(partial, langs=LANGS).data if t.fill] == ["de target-language rate interval"]
+
+
+def test_steering_sweep_quality_and_forcing_score_panels():
+    points = [{"target": t, "alpha": a, "rate": r, "quality": q, "forcing_score": 2 * r * q / (r + q),
+               "rate_low": r - 0.1, "rate_high": r + 0.05, "quality_low": q - 0.1, "quality_high": q, "score_low": 0.1, "score_high": 0.9}
+              for t, a, r, q in [("de", 0.5, 0.2, 0.9), ("de", 2.0, 0.9, 0.6), ("fr", 0.5, 0.1, 1.0), ("fr", 2.0, 0.8, 0.7)]]
+    fig = plots.steering_sweep(points, langs=LANGS)
+    titles = [fig.layout[f"yaxis{i if i > 1 else ''}"].title.text for i in (1, 2, 3)]
+    assert titles == ["target-language rate", "quality", "forcing score"] and "yaxis4" not in fig.layout  # no BLEU: 3 panels
+    by_axis = {axis: [t for t in fig.data if t.yaxis == axis] for axis in ("y", "y2", "y3")}
+    assert [[t.fill for t in traces] for traces in by_axis.values()] == [["toself", None] * 2] * 3
+    assert list(by_axis["y2"][1].y) == [0.9, 0.6] and list(by_axis["y3"][1].y) == pytest.approx([2 * 0.18 / 1.1, 2 * 0.54 / 1.5])
+    assert list(by_axis["y2"][0].y) == pytest.approx([0.9, 0.6, 0.5, 0.8])
+    assert [t.showlegend for t in fig.data if t.fill is None] == [True, False, False] * 2  # one legend entry per line
+    assert fig.layout.height == 720 and fig.layout.xaxis3.title.text == "alpha (steering strength)"
 
 
 def test_languages_keep_order_and_colour_across_figures():
@@ -329,3 +422,51 @@ def test_languages_keep_order_and_colour_across_figures():
     for fig in (plots.overlap_heatmap(neurons), plots.loss_matrix_heatmap({"langs": LANGS, "base": [1.0] * 3, "ablated": [[1.0] * 3] * 3})):
         assert list(fig.data[0].x) == LANGS and list(fig.data[0].y) == LANGS
     assert not any(math.isnan(v) for t in figs[0].data for v in t.y)
+
+
+def test_headline_rows_pair_each_method_with_its_control():
+    results = {"settings": {"methods": ["add", "diffmean", "add:random", "diffmean:random", "residual_diffmean"]}, "targets": {}}
+    assert plots.headline_rows(results) == ["add", "add:random", "diffmean", "diffmean:random", "residual_diffmean"]
+    no_settings = {"targets": {"de": {"methods": {"residual_diffmean": {}, "add:random": {}, "add": {}, "pin": {}}}}}
+    assert plots.headline_rows(no_settings) == ["add", "add:random", "pin", "residual_diffmean"]
+    with pytest.raises(ln.LangNeuronsError, match="unknown headline metric 'bleu'"):
+        plots.headline_cell(_results()["targets"]["de"], "add", "bleu")
+
+
+def test_headline_figure_bars_of_forcing_scores_with_their_intervals():
+    results = _results()
+    fig = plots.headline_figure(results)
+    assert [t.name for t in fig.data] == [*ROWS, "baseline"]  # one trace per row
+    assert all(t.type == "bar" and list(t.x) == ["de", "fr"] for t in fig.data) and fig.layout.barmode == "group"
+    for trace in fig.data:
+        entries = [results["targets"][t] for t in ("de", "fr")]
+        cells = [e["baseline_forcing_interval"] if trace.name == "baseline" else e["methods"][trace.name]["forcing_interval"] for e in entries]
+        scores = [c["score"]["estimate"] for c in cells]
+        assert list(trace.y) == pytest.approx(scores)
+        assert trace.error_y.symmetric is False
+        assert list(trace.error_y.array) == pytest.approx([c["score"]["high"] - s for c, s in zip(cells, scores)])
+        assert list(trace.error_y.arrayminus) == pytest.approx([s - c["score"]["low"] for c, s in zip(cells, scores)])
+    add, control, residual, baseline = fig.data
+    assert control.marker.color == add.marker.color and control.marker.pattern.shape == "/" and add.marker.pattern.shape == ""
+    assert len({add.marker.color, residual.marker.color, baseline.marker.color}) == 3
+    rate = results["targets"]["de"]["methods"]["add"]["rate_interval"]
+    assert add.hovertext[0] == (f"rate {rate['rate']:.2f} [{rate['low']:.2f}, {rate['high']:.2f}] n=20<br>quality 0.80 [0.70, 0.85]"
+                                f"<br>forcing score {add.y[0]:.2f} [{add.y[0] - 0.1:.2f}, {add.y[0] + 0.05:.2f}]")
+    assert fig.layout.title.text.startswith("Forcing score") and "95 % intervals" in fig.layout.title.text
+    assert fig.layout.yaxis.title.text == "forcing score"
+
+
+def test_headline_figure_of_old_results_shows_rates():
+    old = _results(forcing=False)  # a metrics.json from before the forcing score
+    fig = plots.headline_figure(old)
+    assert [t.name for t in fig.data] == [*ROWS, "baseline"]
+    add, baseline = fig.data[0], fig.data[3]
+    assert list(add.y) == [0.8, 0.5] and list(baseline.y) == [0.05, 0.0]
+    de = old["targets"]["de"]["methods"]["add"]["rate_interval"]
+    assert add.error_y.array[0] == pytest.approx(de["high"] - 0.8) and add.error_y.arrayminus[0] == pytest.approx(0.8 - de["low"])
+    assert add.hovertext[0].endswith("quality n/a<br>forcing score n/a")
+    assert fig.layout.yaxis.title.text == "target-language rate" and fig.layout.title.text.startswith("Target-language rate")
+    bare = plots.headline_figure(_results(forcing=False, intervals=False))
+    assert all(t.error_y.array is None for t in bare.data) and "intervals" not in bare.layout.title.text
+    with pytest.raises(ln.LangNeuronsError, match="no steering targets"):
+        plots.headline_figure({"targets": {}})

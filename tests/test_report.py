@@ -29,7 +29,7 @@ from typing import Any
 import plotly.graph_objects as go
 import plotly.offline
 import pytest
-from test_plots import _neurons, _stats
+from test_plots import ROWS, _neurons, _results, _stats
 from tiny_models import SENTENCES
 
 import lang_neurons as ln
@@ -39,7 +39,7 @@ RUN_ARGS = ["--langs", "en,de,ja", "--samples", "10", "--max-new-tokens", "4", "
             "--bottom-k", "5", "--methods", "add", "--translation-items", "0", "--loss-texts", "3",
             "--sweep-alphas", "0.5,1", "--no-progress", "--no-images"]
 FIGURES = {
-    "layers_lape", "overlap_lape", "jaccard_lape", "layers_ap", "overlap_ap", "jaccard_ap", "lape_vs_ap", "entropy_lape",
+    "headline", "layers_lape", "overlap_lape", "jaccard_lape", "layers_ap", "overlap_ap", "jaccard_ap", "lape_vs_ap", "entropy_lape",
     "entropy_ap", "profile_probability", "profile_pooled", "steering_rates", "steering_sweep", "loss_matrix",
 }
 PLOTLY_JS = plotly.offline.get_plotlyjs()
@@ -85,6 +85,11 @@ def test_run_writes_the_study_and_one_self_contained_page(study):
         assert 'src="plotly.min.js"' in single and PLOTLY_JS not in single and "plotly-graph-div" in single
     for text in ("Settings", "Statistics", "LAPE neurons", "AP neurons", "Steering (LAPE neurons)", "mean rate", "Loss matrix"):
         assert text in page
+    assert re.findall(r'<div id="figure-([\w-]+)"', page)[0] == "headline"  # the headline figure comes first
+    headline = page[page.index("<h2>Headline</h2>"):page.index("<h2>Statistics</h2>")]  # and its table leads the page
+    assert page.index("<h2>Headline</h2>") < page.index("<h2>Settings</h2>")
+    assert '<th scope="col">rate [95 % interval] n</th>' in headline and '<th scope="row">add:random</th>' in headline
+    assert "chosen on dev</td>" in headline and '<th scope="row">baseline</th>' in headline
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["targets"]) == {"de", "ja"} and metrics["settings"]["method"] == "lape"
     assert sorted({p["alpha"] for p in metrics["sweep"]}) == [0.5, 1.0]
@@ -92,7 +97,7 @@ def test_run_writes_the_study_and_one_self_contained_page(study):
     assert metrics["loss_matrix"]["langs"] == ["en", "de", "ja"]
     assert "mean rate" in (out / "metrics.txt").read_text()
     # the steering and loss tables are HTML tables with intervals; the settings are a table, not JSON
-    assert page.count('<table class="data">') == 2 and "<pre>" in page  # statistics and neuron summaries stay text
+    assert page.count('<table class="data">') == 3 and "<pre>" in page  # statistics and neuron summaries stay text
     steering = page[page.index("<h2>Steering (LAPE neurons)</h2>"):page.index("<h2>Loss matrix (LAPE neurons)</h2>")]
     assert '<th scope="col">rate</th>' in steering and "n=10</td>" in steering and "Wilson" in steering
     assert "<pre>" not in steering
@@ -214,9 +219,81 @@ def test_build_figures_makes_what_the_data_allows():
         "loss_matrix": ln.LossMatrix(["en", "de", "fr"], [1.0, 1.0, 1.0], [[1.0] * 3] * 3).to_dict(),
     }
     all_figures = report.build_figures({"lape": lape}, None, metrics)
-    assert set(all_figures) == {"layers_lape", "overlap_lape", "jaccard_lape", "steering_rates", "steering_sweep", "loss_matrix"}
+    assert set(all_figures) == {"headline", "layers_lape", "overlap_lape", "jaccard_lape", "steering_rates", "steering_sweep", "loss_matrix"}
+    assert next(iter(all_figures)) == "headline"  # the first figure of the page
     sweep = all_figures["steering_sweep"].data[0]
     assert sweep.line.color == ln.plots.language_colors(lape.langs)["de"]  # the neuron set's colours
+
+
+HEADLINE_COLUMNS = ["target", "row", "rate [95 % interval] n", "quality [95 % interval]", "forcing score [95 % interval]", "split"]
+
+
+def test_headline_table_rows_columns_and_values():
+    results = _results()
+    table = report.headline_table(results)
+    assert table.columns == HEADLINE_COLUMNS and table.row_headers == 2
+    names = [*ROWS, "baseline"]
+    assert [r[:2] for r in table.rows] == [[t, n] for t in ("de", "fr", "mean") for n in names]  # the order of the headline
+    add = table.rows[0]
+    rate = results["targets"]["de"]["methods"]["add"]["rate_interval"]
+    score = results["targets"]["de"]["methods"]["add"]["forcing_score"]
+    assert add[2:] == [f"0.80 [{rate['low']:.2f}, {rate['high']:.2f}] n=20", "0.80 [0.70, 0.85]",
+                       f"{score:.2f} [{score - 0.1:.2f}, {score + 0.05:.2f}]", "test"]
+    assert table.rows[2][5] == "test; layer 2, alpha 2 chosen on dev"  # residual_diffmean
+    baseline = table.rows[3]
+    assert baseline[3] == "1.00 [1.00, 1.00]" and baseline[5] == "test"
+    mean_add = table.rows[8]
+    pooled = results["summary_interval"]["add"]
+    assert mean_add[2] == f"0.65 [{pooled['low']:.2f}, {pooled['high']:.2f}] n=40" and mean_add[3] == "" and mean_add[5] == ""
+    assert mean_add[4] == f"{results['summary_forcing']['add']:.2f} [{results['summary_forcing']['add'] - 0.1:.2f}, " \
+                          f"{results['summary_forcing']['add'] + 0.05:.2f}]"
+    for text in ("LAPE neurons.", "continue held-out en texts (20 test prompts; 5 dev)", "harmonic mean of rate and quality",
+                 "95 % intervals: Wilson for rates", "(200 resamples)", "bootstrap of the mean over targets"):
+        assert text in table.note
+    page = table.to_html()
+    assert page.startswith('<table class="data">') and page.count("<tr>") == 1 + 12
+
+
+def test_headline_table_of_older_results():
+    old = report.headline_table(_results(forcing=False))  # a metrics.json from before the forcing score
+    assert old.columns == ["target", "row", "rate [95 % interval] n", "split"]
+    assert [r[1] for r in old.rows[:4]] == [*ROWS, "baseline"]
+    assert [r[3] for r in old.rows[:4]] == ["n/a", "n/a", "layer 2, alpha 2 chosen on dev", "n/a"]  # no split recorded
+    assert old.rows[0][2].endswith("n=20") and "quality" not in old.note and "Samples" not in old.note
+    bare = report.headline_table(_results(forcing=False, intervals=False))
+    assert bare.columns == ["target", "row", "rate", "split"] and bare.rows[0][2] == "0.80" and bare.rows[-1][:3] == ["mean", "baseline", "0.03"]
+    assert "No intervals" in bare.note
+    no_ci = report.headline_table(_results(intervals=False))
+    assert no_ci.columns == ["target", "row", "rate", "quality", "forcing score", "split"] and no_ci.rows[0][3] == "0.80"
+    bos = _results()
+    bos["prompts"]["kind"] = "bos"
+    assert "unconditional" in report.headline_table(bos).note
+
+
+def test_report_of_old_and_new_results_renders(tmp_path):
+    for forcing in (True, False):
+        metrics = {**_results(forcing=forcing), "sweep": cli._sweep_points(_results(forcing=forcing), "add", 1.0)}
+        figures = report.build_figures({}, None, metrics)
+        assert list(figures) == ["headline", "steering_rates", "steering_sweep"]
+        tables = {"Headline": report.headline_table(metrics), "Steering": report.steering_table(metrics)}
+        page = report.write_report(tmp_path / str(forcing), figures, metrics["settings"], tables, images=False).read_text()
+        assert page.index("<h2>Headline</h2>") < page.index("<h2>Steering</h2>") < page.index("<h2>Settings</h2>")
+        assert page.count('<table class="data">') == 2
+        assert ("forcing score [95 % interval]" in page) is forcing
+
+
+def test_sweep_points_carry_quality_and_forcing_score():
+    results = _results()
+    points = cli._sweep_points(results, "add", 1.5)
+    row = results["targets"]["de"]["methods"]["add"]
+    fi = row["forcing_interval"]
+    assert points[0] == {"target": "de", "method": "add", "alpha": 1.5, "rate": 0.8, "bleu": None, "n_neurons": 30,
+                         "quality": 0.8, "forcing_score": row["forcing_score"],
+                         "rate_low": row["rate_interval"]["low"], "rate_high": row["rate_interval"]["high"],
+                         "quality_low": fi["quality"]["low"], "quality_high": fi["quality"]["high"],
+                         "score_low": fi["score"]["low"], "score_high": fi["score"]["high"]}
+    old = cli._sweep_points(_results(forcing=False, intervals=False), "add", 1.5)[1]
+    assert old == {"target": "fr", "method": "add", "alpha": 1.5, "rate": 0.5, "bleu": None, "n_neurons": 30}
 
 
 def test_representative_neurons_pick_the_most_specific_member():
