@@ -34,6 +34,7 @@ from lang_neurons.corpora import LanguageCorpus
 from lang_neurons.errors import LangNeuronsError
 from lang_neurons.models import HookedModel, attached
 from lang_neurons.record import _batches, _encode, _pad
+from lang_neurons.steering import prompt_length
 
 Hooks = Sequence[tuple[str, Any]]
 
@@ -118,6 +119,7 @@ def generate(
         stop_at_newline: end each sequence at its first newline token (one-line answers such as
             translations; a batch stops as soon as every sequence has ended).
     """
+    hooks = list(hooks)
     if prompts is None:
         if not n or n < 1:
             raise LangNeuronsError("give prompts, or n >= 1 for unconditional generation")
@@ -157,7 +159,8 @@ def generate(
                 kwargs["eos_token_id"] = eos
             if repetition_penalty != 1.0:
                 kwargs["repetition_penalty"] = repetition_penalty
-            tokens = _generate_batch(model, ids, mask, **kwargs)
+            with prompt_length(hooks, ids.shape[1]):  # a prompt/generated edit learns where the new tokens start
+                tokens = _generate_batch(model, ids, mask, **kwargs)
             for row, i in zip(tokens[:, ids.shape[1] :].tolist(), batch):
                 cut = next((j for j, t in enumerate(row) if t in stop), len(row))
                 out[i] = tok.decode(row[:cut], skip_special_tokens=True)

@@ -92,9 +92,73 @@ class Steering(list):
         return f"Steering(site={self.site!r}, {self.n_neurons} neurons in {len(self.layers)} layers, {len(self)} hooks, positions={self.positions!r})"
 
 
-def _applies(x: Tensor, positions: str) -> bool:
-    # With the KV cache, generate() runs the prompt once and then one token per step.
-    return positions == "all" or (positions == "prompt") == (x.shape[-2] > 1)
+class PositionTracker:
+    """Which token positions a ``positions="prompt"`` or ``"generated"`` edit acts on, per hook point.
+
+    The prompt's length is explicit. Outside generation (``prompt_len`` unset) every position of
+    a forward pass is a prompt position, so ``"generated"`` never fires. Inside
+    :func:`prompt_length` (:func:`lang_neurons.generation.generate` enters it for every batch,
+    left padding included) the first call runs the prompt, then each call is either the next
+    token alone (KV cache) or the whole sequence again, one token longer (no cache).
+    """
+
+    def __init__(self, which: str):
+        self.which = which
+        self.reset()
+
+    def reset(self, prompt_len: int | None = None) -> None:
+        """Start a new sequence whose prompt has ``prompt_len`` tokens (``None``: plain forward passes)."""
+        self.prompt_len, self.seen = prompt_len, 0
+
+    def select(self, length: int) -> slice | None:
+        """The positions of a call of ``length`` tokens to edit, as a slice (``None``: none)."""
+        if self.which == "all":
+            return slice(None)
+        if self.prompt_len is None:
+            return slice(0, length) if self.which == "prompt" else None
+        if self.seen and length == 1:  # a cached step: the next position
+            start = self.seen
+        elif self.seen and length == self.seen + 1:  # uncached: the whole sequence, one token longer
+            start = 0
+        else:  # the prompt
+            start = 0
+        self.seen = start + length
+        cut = min(max(self.prompt_len - start, 0), length)
+        part = slice(0, cut) if self.which == "prompt" else slice(cut, length)
+        return part if part.stop > part.start else None
+
+
+def _trackers(hooks: Sequence[tuple[str, Any]]) -> list[PositionTracker]:
+    return [t for _, fn in hooks if isinstance(t := getattr(fn, "positions", None), PositionTracker)]
+
+
+@contextlib.contextmanager
+def prompt_length(hooks: Sequence[tuple[str, Any]], prompt_len: int) -> Iterator[None]:
+    """Within this block, the ``positions="prompt"/"generated"`` hooks among ``hooks`` treat the
+    first ``prompt_len`` positions of a sequence as its prompt and the rest as generated, with or
+    without the KV cache; on exit they go back to plain forward passes. Wrap each
+    ``model.generate`` call of your own in it (``ln.generate`` does)::
+
+        with ln.steer(model, steering), prompt_length(steering, tokens.shape[1]):
+            model.generate(tokens, max_new_tokens=20)
+    """
+    trackers = _trackers(hooks)
+    for t in trackers:
+        t.reset(prompt_len)
+    try:
+        yield
+    finally:
+        for t in trackers:
+            t.reset(None)
+
+
+def _at(x: Tensor, edited: Tensor, part: slice) -> Tensor:
+    """``edited`` on the positions ``part`` of ``x`` ([..., pos, d]), ``x`` elsewhere."""
+    if part == slice(None):
+        return edited
+    out = x.clone()
+    out[..., part, :] = edited[..., part, :]
+    return out
 
 
 def _edit_fn(edit: _Layer) -> Callable[[Tensor], Tensor]:
@@ -139,10 +203,13 @@ def _build_hooks(layers: dict[int, _Layer], site: str, model: dict[str, Any], po
 
 def _direct_hook(edit: _Layer, positions: str) -> Callable[..., Tensor | None]:
     apply = _edit_fn(edit)
+    tracker = PositionTracker(positions)
 
     def hook(x: Tensor, hook: Any = None) -> Tensor | None:
-        return apply(x) if _applies(x, positions) else None
+        part = tracker.select(x.shape[-2])
+        return None if part is None else _at(x, apply(x), part)
 
+    hook.positions = tracker  # type: ignore[attr-defined]
     return hook
 
 
@@ -158,15 +225,19 @@ def _gated_act_hooks(prefix: str, edit: _Layer, act_fn: Callable[[Tensor], Tenso
     def read_up(x: Tensor, hook: Any = None) -> None:
         seen["up"] = x.index_select(-1, apply.params(x)[0])  # type: ignore[attr-defined]
 
+    tracker = PositionTracker(positions)
+
     def write_post(x: Tensor, hook: Any = None) -> Tensor | None:
         act, up = seen.pop("act", None), seen.pop("up", None)
         if act is None or up is None:
             raise LangNeuronsError("steering at site 'act' needs the hooks on hook_pre and hook_pre_linear too: pass the whole list")
-        if not _applies(x, positions):
+        part = tracker.select(x.shape[-2])
+        if part is None:
             return None
         index, a, b = apply.params(x)  # type: ignore[attr-defined]
-        return x.index_copy(-1, index, (act * a + b) * up)
+        return _at(x, x.index_copy(-1, index, (act * a + b) * up), part)
 
+    write_post.positions = tracker  # type: ignore[attr-defined]
     return [(prefix + "hook_pre", read_gate), (prefix + "hook_pre_linear", read_up), (prefix + "hook_post", write_post)]
 
 
@@ -387,9 +458,11 @@ class ResidualSteering(list):
 
 def _residual_hook(layer: int, vector: Tensor, positions: str) -> tuple[str, Callable[..., Tensor | None]]:
     cache: dict[tuple[Any, Any], Tensor] = {}
+    tracker = PositionTracker(positions)
 
     def hook(x: Tensor, hook: Any = None) -> Tensor | None:
-        if not _applies(x, positions):
+        part = tracker.select(x.shape[-2])
+        if part is None:
             return None
         key = (x.device, x.dtype)
         if key not in cache:
@@ -399,8 +472,9 @@ def _residual_hook(layer: int, vector: Tensor, positions: str) -> tuple[str, Cal
                     "this steering was built for another model"
                 )
             cache[key] = vector.to(x.device, x.dtype)
-        return x + cache[key]
+        return _at(x, x + cache[key], part)
 
+    hook.positions = tracker  # type: ignore[attr-defined]
     return f"blocks.{layer}.hook_resid_post", hook
 
 

@@ -242,3 +242,47 @@ def test_generate_stops_at_newline(llama_dir):
         assert "\n" not in b and a.startswith(b) and a[len(b):len(b) + 1] in ("", "\n")
     again = generate(bridge, n=3, max_new_tokens=5, seed=7, progress=False)
     assert again == generate(bridge, n=3, max_new_tokens=5, seed=7, progress=False)  # seeded
+
+
+def test_position_tracker_knows_the_prompt_with_and_without_cache():
+    def run(which, prompt_len, lengths):
+        t = st.PositionTracker(which)
+        t.reset(prompt_len)
+        return [(p.start, p.stop) if p else None for p in map(t.select, lengths)]
+
+    assert run("generated", 3, [3, 1, 1]) == [None, (0, 1), (0, 1)]  # KV cache: the prompt, then one token per step
+    assert run("generated", 3, [3, 4, 5]) == [None, (3, 4), (3, 5)]  # no cache: the whole sequence each step
+    assert run("prompt", 3, [3, 4, 5]) == [(0, 3), (0, 3), (0, 3)]
+    assert run("generated", 1, [1, 1, 1]) == [None, (0, 1), (0, 1)]  # a one-token prompt (BOS) is still the prompt
+    assert run("generated", 1, [1, 2, 3]) == [None, (1, 2), (1, 3)]
+    assert run("prompt", 1, [1, 1]) == [(0, 1), None]
+    assert run("generated", None, [5, 1]) == [None, None]  # plain forward passes: every position is a prompt position
+    assert run("prompt", None, [5, 6]) == [(0, 5), (0, 6)]
+    assert run("all", None, [5])[0] == (None, None)
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_generated_positions_from_bos_with_and_without_cache(llama_dir, cache):
+    """Unconditional generation from BOS with positions="generated": the BOS step is the prompt,
+    so the first new token is the unsteered one; later tokens are steered; the KV cache does not
+    change which positions are edited (the old length test edited the BOS step with the cache
+    and nothing after it without)."""
+    bridge, hf, neurons, stats = _setup(llama_dir)
+    bos = torch.tensor([[bridge.tokenizer.bos_token_id]])
+    strong = st.add(neurons, ["en", "de", "ja"], 40.0, torch.ones(neurons.n_layers, neurons.width), positions="generated")
+    everywhere = st.add(neurons, ["en", "de", "ja"], 40.0, torch.ones(neurons.n_layers, neurons.width))
+    kw = dict(max_new_tokens=6, do_sample=False, use_past_kv_cache=cache, verbose=False, return_type="tokens")
+    with torch.inference_mode():
+        base = bridge.generate(bos, **kw)[0, 1:].tolist()
+        with st.steer(bridge, strong), st.prompt_length(strong, 1):
+            gen_only = bridge.generate(bos, **kw)[0, 1:].tolist()
+        with st.steer(bridge, everywhere):
+            steered = bridge.generate(bos, **kw)[0, 1:].tolist()
+        with st.steer(bridge, strong), st.prompt_length(strong, 1):
+            other_cache = bridge.generate(bos, **{**kw, "use_past_kv_cache": not cache})[0, 1:].tolist()
+    assert steered != base  # the edit is strong enough to show
+    assert gen_only[0] == base[0] and gen_only != base
+    assert gen_only == other_cache
+    # ln.generate gives the prompt length itself
+    assert generate(bridge, n=1, hooks=strong, do_sample=False, max_new_tokens=6, progress=False) == \
+        [bridge.tokenizer.decode(gen_only, skip_special_tokens=True)]
