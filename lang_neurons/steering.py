@@ -472,7 +472,13 @@ def _residual_hook(layer: int, vector: Tensor, positions: str) -> tuple[str, Cal
                     "this steering was built for another model"
                 )
             cache[key] = vector.to(x.device, x.dtype)
-        return _at(x, x + cache[key], part)
+        v = cache[key]
+        if v.dim() == 2:  # one vector per batch row (stack_rows)
+            if x.shape[0] != v.shape[0]:
+                raise LangNeuronsError(f"this residual steering has one vector per row of a {v.shape[0]}-row batch, "
+                                       f"but the batch has {x.shape[0]} rows: generate exactly those rows in one batch")
+            v = v[:, None, :]
+        return _at(x, x + v, part)
 
     hook.positions = tracker  # type: ignore[attr-defined]
     return f"blocks.{layer}.hook_resid_post", hook
@@ -542,6 +548,20 @@ def residual_diffmean(
             raise LangNeuronsError(f"the residual mean at layer {layer} is not finite (NaN/inf in the recorded residual stream): pick another layer")
         vectors[layer] = v
     return ResidualSteering(vectors, stats.model, positions)
+
+
+def stack_rows(steerings: Sequence[ResidualSteering]) -> ResidualSteering:
+    """One residual steering per row of a batch (same layers and positions): row ``i`` of the
+    batch gets ``steerings[i]``'s vectors. For generating several targets' samples in one batch;
+    the batch must have exactly ``len(steerings)`` rows."""
+    if not steerings:
+        raise LangNeuronsError("stack_rows needs at least one residual steering")
+    first = steerings[0]
+    for other in steerings[1:]:
+        if (other.layers, other.positions, other.model.get("weights_sha256")) != (first.layers, first.positions, first.model.get("weights_sha256")):
+            raise LangNeuronsError("stack_rows: every residual steering needs the same layers, positions and model")
+    vectors = {layer: torch.stack([s.vectors[layer] for s in steerings]) for layer in first.layers}
+    return ResidualSteering(vectors, first.model, first.positions)
 
 
 @contextlib.contextmanager

@@ -229,3 +229,18 @@ def test_bad_inputs(llama_dir, gpt2_dir):
     with pytest.raises(ln.LangNeuronsError, match="another model"):
         with st.steer(other, st.residual_diffmean(stats, "de", 0)):
             pass
+
+
+def test_stack_rows_gives_each_batch_row_its_own_vector(llama_dir):
+    model, stats = _setup(llama_dir)
+    to_de, to_ja = st.residual_diffmean(stats, "de", [0, 1], alpha=3.0), st.residual_diffmean(stats, "ja", [0, 1], alpha=3.0)
+    tokens = model.to_tokens([SENTENCES["en"][0], SENTENCES["en"][0]])
+    with torch.inference_mode():
+        both = model.run_with_hooks(tokens, fwd_hooks=st.stack_rows([to_de, to_ja]))
+        de = model.run_with_hooks(tokens[:1], fwd_hooks=to_de)
+        ja = model.run_with_hooks(tokens[1:], fwd_hooks=to_ja)
+        torch.testing.assert_close(both, torch.cat([de, ja]), rtol=1e-4, atol=1e-4)
+        with pytest.raises(ln.LangNeuronsError, match="2-row batch, but the batch has 1 rows"):
+            model.run_with_hooks(tokens[:1], fwd_hooks=st.stack_rows([to_de, to_ja]))
+    with pytest.raises(ln.LangNeuronsError, match="same layers"):
+        st.stack_rows([to_de, st.residual_diffmean(stats, "ja", 0)])
