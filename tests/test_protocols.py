@@ -1,17 +1,20 @@
-"""The papers' protocols as presets (lang_neurons.protocols): each sets what it documents, runs
-end to end on a tiny model (explicit settings win and are listed as departures), Kojima's
-translation prompt hides the target, Tang's deactivation generation, and an unknown name is one line."""
+"""The papers' protocols as presets (lang_neurons.protocols, --protocol): each sets what it
+documents, runs end to end on a tiny model through the API and the CLI (explicit settings win and
+are listed as departures), Kojima's translation prompt hides the target, Tang's
+deactivation generation, and an unknown name is one line."""
 
 from __future__ import annotations
 
 import inspect
+import io
 import json
+from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 from tiny_models import SENTENCES
 
 import lang_neurons as ln
-from lang_neurons import protocols, study
+from lang_neurons import cli, protocols, study
 from lang_neurons.corpora import LanguageCorpus
 from lang_neurons.evaluation import translation_task
 
@@ -56,9 +59,14 @@ def test_presets_set_what_they_document():
         k.identify["top_k"] = 5  # the presets are read-only
 
 
-def test_unknown_protocol_is_one_line():
+def test_unknown_protocol_is_one_line(tmp_path, capsys):
     with pytest.raises(ln.LangNeuronsError, match=r"^unknown protocol 'smith': choose from kojima, tang, gurgurov$"):
         ln.protocol("smith")
+    for command in (["evaluate", "--neurons", str(tmp_path)], ["run"]):
+        with pytest.raises(SystemExit) as e:
+            cli.main([*command, "--out", str(tmp_path / "o"), "--protocol", "smith"])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1 and "invalid choice: 'smith'" in err
 
 
 def test_kojima_translation_prompt_does_not_name_the_target():
@@ -128,3 +136,71 @@ def test_deactivation_generation(tiny):
     assert "summary_interval" not in few and "deactivated" in protocols.format_deactivation(few)
     with pytest.raises(ln.LangNeuronsError, match="must contain"):
         protocols.deactivation_generation(model, sets["lape"], held, template="Q:", progress=False)
+
+
+@pytest.fixture(scope="module")
+def identified(llama_dir, tmp_path_factory):
+    texts = tmp_path_factory.mktemp("texts")
+    for lang in LANGS:
+        (texts / f"{lang}.txt").write_text("\n".join(SENTENCES[lang]) + "\n", encoding="utf-8")
+    run = tmp_path_factory.mktemp("identified") / "run"
+    common = ["identify", "--model", str(llama_dir), "--corpus", str(texts), "--langs", ",".join(LANGS), "--held-out", "0.5",
+              "--out", str(run), "--no-progress"]
+    with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+        assert cli.main([*common, "--method", "lape", "--top-rate", "0.1"]) == 0
+        assert cli.main([*common, "--method", "ap", "--top-k", "5", "--bottom-k", "5"]) == 0
+    return texts, run
+
+
+CLI_FAST = ["--samples", "10", "--max-new-tokens", "4", "--dev-samples", "2", "--loss-texts", "0", "--controls", "1",
+            "--no-progress"]
+
+
+@pytest.mark.parametrize("name", ["kojima", "tang", "gurgurov"])
+def test_each_preset_runs_through_the_cli(identified, tmp_path, capsys, name):
+    _, run = identified
+    out = tmp_path / "metrics"
+    extra = ["--translation-items", "2", "--translation-tokens", "4"] if name == "kojima" else []
+    assert cli.main(["evaluate", "--neurons", str(run), "--out", str(out), "--protocol", name, *CLI_FAST, *extra]) == 0, \
+        capsys.readouterr().err
+    p = ln.protocol(name)
+    metrics = json.loads((out / "metrics.json").read_text())
+    s = metrics["settings"]
+    assert s["protocol"] == name and s["method"] == p.neuron_set  # kojima: the AP set, without --set
+    assert s["samples"] == 10 and s["max_new_tokens"] == 4  # the explicit flags won
+    for key in ("prompts", "do_sample", "temperature", "repetition_penalty", "deactivate", "deactivate_value", "dev_share"):
+        assert s[key] == p.evaluate[key], key
+    assert s["neuron_methods"] == list(p.evaluate["methods"])
+    assert "samples=10 given (the preset: 100)" in s["departures"]
+    if name == "kojima":
+        assert s["translation_template"] == "kojima" and s["translation_tokens"] == 4
+    txt = (out / "metrics.txt").read_text()
+    assert f"protocol: {name}" in txt and p.departures[0] in txt
+    assert ("deactivation generation (Tang et al.)" in txt) == (name == "tang")
+    if name == "tang":
+        assert set(metrics["deactivation_generation"]["per_language"]) == set(LANGS)
+
+
+def test_protocol_defaults_name_real_flags():
+    parser = cli.build_parser()
+    for command in ("evaluate", "run"):
+        dests = {a.dest for a in parser.commands[command]._actions}
+        for name in ln.PROTOCOLS:
+            assert set(cli._protocol_defaults(name, command)) <= dests
+
+
+def test_run_with_the_kojima_protocol_evaluates_ap_neurons(identified, llama_dir, tmp_path):
+    texts, _ = identified
+    out = tmp_path / "run"
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with redirect_stdout(stdout), redirect_stderr(stderr):
+        code = cli.main(["run", "--model", str(llama_dir), "--corpus", str(texts), "--langs", ",".join(LANGS), "--out", str(out),
+                         "--protocol", "kojima", "--top-k", "5", "--bottom-k", "5", "--translation-items", "0",
+                         "--no-images", *CLI_FAST])
+    assert code == 0, stderr.getvalue()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["settings"]["method"] == "ap" and metrics["settings"]["protocol"] == "kojima"
+    assert metrics["evaluation"]["evaluate_set"] == "ap" and metrics["evaluation"]["neurons"] == {"top_k": 5, "bottom_k": 5}
+    assert "steering evaluation (AP neurons)" in stderr.getvalue()
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert "Steering (AP neurons)" in page and "departures" in page and "translation_items=0 given" in page
