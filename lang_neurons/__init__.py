@@ -11,7 +11,7 @@ and steer the language it writes by intervening on them.
     print(ln.generate(model, n=5, hooks=hooks))
 """
 
-from lang_neurons import controls, evaluation, masks, plots, report, steering
+from lang_neurons import controls, evaluation, masks, plots, protocols, report, steering
 from lang_neurons.controls import random_control, random_controls
 from lang_neurons.corpora import DEFAULT_LANGS, LanguageCorpus, load_corpus
 from lang_neurons.errors import LangNeuronsError
@@ -19,6 +19,7 @@ from lang_neurons.evaluation import LanguageIdentifier, LossMatrix, translation_
 from lang_neurons.generation import generate, language_loss
 from lang_neurons.models import DEFAULT_MODEL, HookedModel, load_model, model_fingerprint
 from lang_neurons.neurons import NeuronSet, average_precision, lape
+from lang_neurons.protocols import PROTOCOLS, Protocol, protocol
 from lang_neurons.record import ActivationStats, record
 from lang_neurons.sites import SITES, Site, resolve_site
 from lang_neurons.steering import ResidualSteering, Steering, language_arithmetic, residual_diffmean, steer
@@ -29,6 +30,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_LANGS",
     "DEFAULT_MODEL",
+    "PROTOCOLS",
     "SITES",
     "ActivationStats",
     "HookedModel",
@@ -37,6 +39,7 @@ __all__ = [
     "LanguageIdentifier",
     "LossMatrix",
     "NeuronSet",
+    "Protocol",
     "ResidualSteering",
     "Site",
     "Steering",
@@ -54,6 +57,8 @@ __all__ = [
     "masks",
     "model_fingerprint",
     "plots",
+    "protocol",
+    "protocols",
     "random_control",
     "random_controls",
     "report",

@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 import torch
 
-from lang_neurons import _io, report
+from lang_neurons import _io, protocols, report
 from lang_neurons import steering as st
 from lang_neurons.corpora import DEFAULT_LANGS, LanguageCorpus, load_corpus
 from lang_neurons.errors import LangNeuronsError
@@ -30,7 +30,9 @@ from lang_neurons.health import LOCK_FILE, doctor
 from lang_neurons.sites import SITES, Site, resolve_site
 from lang_neurons.intervals import MIN_SAMPLES, check_samples
 from lang_neurons.forcing import PROMPT_KINDS
-from lang_neurons.study import DEACTIVATE, DEFAULT_METHODS, EVAL_METHODS, evaluate, format_table, steering_for
+from lang_neurons.evaluation import TRANSLATION_TEMPLATES
+from lang_neurons.protocols import PROTOCOLS
+from lang_neurons.study import DEACTIVATE, DEFAULT_METHODS, EVAL_METHODS, evaluate, steering_for
 
 RUN_FILE = "run.json"
 
@@ -75,6 +77,9 @@ def _device_name(s: str) -> str:
 class _Parser(argparse.ArgumentParser):
     """Argument errors as one stderr line (exit 2), like every other error of the CLI."""
 
+    commands: dict[str, argparse.ArgumentParser]
+    """The subcommands' parsers by name (set by :func:`build_parser`)."""
+
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
@@ -108,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lang-neurons", description="Find and steer language-specific neurons.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
+    parser.commands = sub.choices
     p = sub.add_parser("identify", help="record statistics and select language-specific neurons")
     _add_common(p)
     p.add_argument("--method", default="lape", choices=["lape", "ap"])
@@ -141,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     _add_selection_args(p)
     _add_evaluation_args(p)
+    p.add_argument("--evaluate-set", default="lape", choices=["lape", "ap"],
+                   help="which neuron set the steering evaluation uses (default: lape; --protocol kojima: ap)")
     p.add_argument("--sweep-alphas", default="", help="also evaluate the first method at these comma-separated alphas "
                    "(rates and BLEU only) for a sweep figure (default: none)")
     p.add_argument("--no-images", action="store_true", help="skip the PNG/SVG copies of the figures (made only if kaleido works)")
@@ -168,6 +176,9 @@ def _add_selection_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_evaluation_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--protocol", default=None, choices=list(PROTOCOLS),
+                   help="a paper's protocol as a preset of the flags below (and of the neuron set); flags given "
+                        "explicitly still win and are listed as departures (docs/protocols.md)")
     p.add_argument("--methods", default="add", help="comma-separated neuron steering methods (default: %(default)s; the full "
                    f"comparison: {','.join(DEFAULT_METHODS)})")
     p.add_argument("--targets", default=None, help="comma-separated targets (default: every language but --source)")
@@ -181,7 +192,8 @@ def _add_evaluation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt-tokens", type=_positive_int, default=16, help="tokens kept of each prompt (default: %(default)s)")
     p.add_argument("--dev-share", type=_rate, default=0.2,
                    help="share of the prompts on the dev side, where the residual layer and alpha are chosen (default: %(default)s)")
-    p.add_argument("--greedy", action="store_true", help="decode greedily instead of sampling")
+    p.add_argument("--greedy", action=argparse.BooleanOptionalAction, default=False,
+                   help="decode greedily instead of sampling (--no-greedy: sample)")
     p.add_argument("--temperature", type=_finite, default=0.8, help="sampling temperature (default: %(default)s)")
     p.add_argument("--repetition-penalty", type=_finite, default=1.0, help="repetition penalty (1.0: off; Gurgurov et al.: 1.1)")
     p.add_argument("--deactivate", default="others", choices=list(DEACTIVATE),
@@ -199,6 +211,11 @@ def _add_evaluation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=_positive_int, default=32)
     p.add_argument("--translation-items", type=_non_negative_int, default=0,
                    help="few-shot translation prompts per target, BLEU/chrF under each row (default: 0, skip; the full comparison: 20)")
+    p.add_argument("--translation-template", default="few-shot", choices=list(TRANSLATION_TEMPLATES),
+                   help="few-shot: one-shot 'English: ...\\nGerman:' prompts (default); kojima: Kojima et al.'s zero-shot "
+                        "prompt, which does not name the target language")
+    p.add_argument("--translation-tokens", type=_positive_int, default=48,
+                   help="new tokens of each translation, cut at the first newline (default: %(default)s)")
     p.add_argument("--loss-texts", type=_non_negative_int, default=40, help="held-out texts per language for the loss matrix (0: skip)")
     p.add_argument("--no-intervals", action="store_true",
                    help=f"skip the 95%% intervals (Wilson for rates, bootstrap for BLEU/chrF and the loss matrix), which need "
@@ -230,6 +247,10 @@ def _load_run(args: argparse.Namespace):
     method = args.set or next((m for m in ("lape", "ap") if (folder / f"neurons_{m}.json").is_file()), None)
     if method is None:
         raise LangNeuronsError(f"--neurons {folder} holds no neuron set: run `lang-neurons identify --out {folder}`")
+    if not (folder / f"neurons_{method}.json").is_file():
+        why = f" (--protocol {args.protocol} evaluates {method.upper()} neurons)" if getattr(args, "protocol", None) else ""
+        raise LangNeuronsError(f"--neurons {folder} holds no {method.upper()} neuron set{why}: "
+                               f"run `lang-neurons identify --method {method} --out {folder}`")
     neurons = NeuronSet.load(folder / f"neurons_{method}")
     stats = ActivationStats.load(folder / "stats")
     model = load_model(settings["model"], dtype=args.dtype, device=args.device, cache_check=args.cache_check)
@@ -283,7 +304,7 @@ def _parse_methods(text: str) -> list[str]:
 
 def _write_metrics(out: Path, results: dict[str, Any], neurons: NeuronSet) -> str:
     """Write ``metrics.json`` (a checked artifact) and ``metrics.txt`` into ``out``; returns the table."""
-    table = format_table(results)
+    table = protocols.format_results(results)
     _io.save_json_artifact(out / "metrics.json", "metrics", results, model=neurons.model, site=neurons.site, method=neurons.method)
     _io.atomic_write_text(out / "metrics.txt", table + "\n")
     return table
@@ -301,7 +322,41 @@ def _comparison_args(args: argparse.Namespace) -> dict[str, Any]:
             "dev_samples": args.dev_samples, "batch_size": args.gen_batch_size, "prompts": args.prompts,
             "prompt_tokens": args.prompt_tokens, "dev_share": args.dev_share, "do_sample": not args.greedy,
             "temperature": args.temperature, "repetition_penalty": args.repetition_penalty, "deactivate": args.deactivate,
-            "deactivate_value": args.deactivate_value}
+            "deactivate_value": args.deactivate_value, "translation_template": args.translation_template,
+            "translation_tokens": args.translation_tokens}
+
+
+def _evaluate(args: argparse.Namespace, model: HookedModel, neurons: NeuronSet, stats: ActivationStats,
+              held_out: LanguageCorpus, **kwargs: Any) -> dict[str, Any]:
+    """:func:`~lang_neurons.study.evaluate`, or :func:`~lang_neurons.protocols.evaluate` under --protocol
+    (every setting passed, so the run's departures from the preset are listed)."""
+    if args.protocol:
+        return protocols.evaluate(model, neurons, stats, held_out, args.protocol, **kwargs)
+    return evaluate(model, neurons, stats, held_out, **kwargs)
+
+
+# The study.evaluate keyword -> (its CLI dest, value -> that dest's value); the rest keep their name.
+_CLI_DESTS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "methods": ("methods", lambda v: ",".join(v)),
+    "do_sample": ("greedy", lambda v: not v),
+    "residual": ("no_residual", lambda v: not v),
+    "activation_bar_ratio": ("activation_bar", lambda v: v),
+}
+
+
+def _protocol_defaults(name: str, command: str) -> dict[str, Any]:
+    """The defaults --protocol ``name`` gives ``command``'s flags: its evaluate settings, its neuron
+    set (--set for evaluate, --evaluate-set for run) and, for run, its selection parameters."""
+    p = protocols.protocol(name)
+    settings = dict(p.evaluate)
+    if command == "run":
+        settings.update(p.selection)
+    out = {}
+    for key, value in settings.items():
+        dest, convert = _CLI_DESTS.get(key, (key, lambda v: v))
+        out[dest] = convert(value)
+    out["evaluate_set" if command == "run" else "set"] = p.neuron_set
+    return out
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -313,8 +368,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise LangNeuronsError(f"--out {args.out} is a file: give a folder")
     model, neurons, stats, held_out = _load_run(args)
-    results = evaluate(
-        model, neurons, stats, held_out, targets=targets, methods=methods, alpha=args.alpha, samples=args.samples,
+    results = _evaluate(
+        args, model, neurons, stats, held_out, targets=targets, methods=methods, alpha=args.alpha, samples=args.samples,
         max_new_tokens=args.max_new_tokens, translation_items=args.translation_items, source=args.source,
         loss_texts=args.loss_texts, seed=args.seed, intervals=not args.no_intervals, progress=not args.no_progress,
         **_comparison_args(args),
@@ -585,8 +640,8 @@ def _steering_results(
                   translation_items=args.translation_items, seed=args.seed, intervals=evaluation["intervals"],
                   progress=not args.no_progress)
     comparison = evaluation["comparison"]
-    results = evaluate(model, neurons, stats, held_out, methods=methods, alpha=args.alpha, loss_texts=args.loss_texts,
-                       **comparison, **kwargs)
+    results = _evaluate(args, model, neurons, stats, held_out, methods=methods, alpha=args.alpha, loss_texts=args.loss_texts,
+                        **comparison, **kwargs)
     if evaluation["sweep_alphas"]:
         results["sweep"] = []
         for alpha in evaluation["sweep_alphas"]:
@@ -625,15 +680,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     for method in ("lape", "ap"):
         sets[method], reused[method] = _neuron_set(args, stats, method, reuse)
 
-    _stage(3, "steering evaluation (LAPE neurons)")
+    chosen = args.evaluate_set
+    label = f"{chosen.upper()} neurons"
+    _stage(3, f"steering evaluation ({label})")
     evaluation = {
         "run": settings, "lape": _selection_params(args, "lape"), "methods": methods, "targets": targets, "source": args.source,
         "alpha": args.alpha, "samples": args.samples, "max_new_tokens": args.max_new_tokens,
         "translation_items": args.translation_items, "loss_texts": args.loss_texts, "sweep_alphas": alphas,
         "intervals": not args.no_intervals, "comparison": _comparison_args(args),
+        "evaluate_set": chosen, "neurons": _selection_params(args, chosen), "protocol": args.protocol,
     }
-    results = _steering_results(args, model, sets["lape"], stats, held_out, evaluation, reused["lape"])
-    table = format_table(results)
+    results = _steering_results(args, model, sets[chosen], stats, held_out, evaluation, reused[chosen])
+    table = protocols.format_results(results)
 
     _stage(4, "figures")
     figures = report.build_figures(sets, stats, results)
@@ -642,12 +700,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     tables: dict[str, str | report.Table] = {
         "Headline": report.headline_table(results),
         "Statistics": stats.summary(), **{f"{m.upper()} neurons": _identify_report(n) for m, n in sets.items()},
-        "Steering (LAPE neurons)": report.steering_table(results),
+        f"Steering ({label})": report.steering_table(results),
     }
     if "loss_matrix" in results:
-        tables["Loss matrix (LAPE neurons)"] = report.loss_matrix_table(results["loss_matrix"])
+        tables[f"Loss matrix ({label})"] = report.loss_matrix_table(results["loss_matrix"])
+    if "deactivation_generation" in results:
+        tables[f"Deactivation generation ({label})"] = protocols.format_deactivation(results["deactivation_generation"])
     shown = {**settings, "model fingerprint": stats.model, "LAPE": sets["lape"].params, "AP": sets["ap"].params,
              "steering": results["settings"], "sweep alphas": alphas}
+    if args.protocol:
+        rs = results["settings"]
+        shown["protocol"] = {"name": rs["protocol"], "paper": rs["paper"], "code": rs["code"],
+                             "departures": {str(i): d for i, d in enumerate(rs["departures"], 1)},
+                             "additions": {str(i): a for i, a in enumerate(rs["additions"], 1)}}
     page = report.write_report(
         out, figures, shown, tables, title=f"lang_neurons: {args.model}", images=not args.no_images, progress=not args.no_progress
     )
@@ -661,6 +726,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``lang-neurons``: run one command; a user mistake is one stderr line and exit code 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "protocol", None):  # the preset's values become defaults; flags given explicitly still win
+        parser.commands[args.command].set_defaults(**_protocol_defaults(args.protocol, args.command))
+        args = parser.parse_args(argv)
     try:
         return int(args.func(args))
     except (LangNeuronsError, FileNotFoundError) as e:

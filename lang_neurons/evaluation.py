@@ -49,6 +49,7 @@ from .languages import (
 )
 
 __all__ = [
+    "TRANSLATION_TEMPLATES",
     "LanguageIdentifier",
     "LanguageRate",
     "LossMatrix",
@@ -63,6 +64,10 @@ __all__ = [
     "translation_scores",
     "translation_task",
 ]
+
+TRANSLATION_TEMPLATES = ("few-shot", "kojima")
+"""The prompts :func:`translation_task` builds: few-shot ``English: ...\\nGerman:`` (default), or
+Kojima et al.'s zero-shot instruction that does not name the target language."""
 
 UNDETERMINED = "und"
 """Label given to empty or whitespace-only texts."""
@@ -499,9 +504,10 @@ def translation_task(
     target: str,
     n: int = 50,
     seed: int = 0,
-    shots: int = 1,
+    shots: int | None = None,
+    template: str = "few-shot",
 ) -> list[TranslationItem]:
-    """Few-shot translation prompts from a parallel corpus, for a base LM to complete.
+    """Translation prompts from a parallel corpus, for a base LM to complete.
 
     ``n`` test items are drawn deterministically from ``seed``; ``shots``
     demonstrations, drawn from the other items (never a test item), prefix every
@@ -514,12 +520,22 @@ def translation_task(
         English: <test source>
         German:
 
+    ``template="kojima"`` gives Kojima et al.'s zero-shot prompt (format 2 of their
+    ``generate_seq_lang.py``), which names the source language but not the target::
+
+        Translate an English sentence into a target language.
+        English: <test source>
+        Target Language:
+
+    ``shots`` defaults to 1 for ``"few-shot"`` and must be 0 for ``"kojima"``.
+
     Texts are put on one line (runs of whitespace become one space).  Cut a model's
     continuation with :func:`clean_completion` before scoring it.
 
     Raises:
         LangNeuronsError: if the corpus is not parallel, lacks a language, ``source``
-            and ``target`` are the same language, or it has fewer than ``n + shots`` items.
+            and ``target`` are the same language, it has fewer than ``n + shots`` items,
+            or the template is unknown.
     """
     if not isinstance(corpus, LanguageCorpus):
         raise LangNeuronsError(f"translation_task needs a LanguageCorpus, got {type(corpus).__name__}")
@@ -528,6 +544,12 @@ def translation_task(
             f"corpus {corpus.name!r} is not parallel, so it has no references: use a parallel corpus "
             "such as load_corpus('default') or 'flores'"
         )
+    if template not in TRANSLATION_TEMPLATES:
+        raise LangNeuronsError(f"unknown translation template {template!r}: choose from {', '.join(TRANSLATION_TEMPLATES)}")
+    if shots is None:
+        shots = 0 if template == "kojima" else 1
+    if template == "kojima" and shots != 0:
+        raise LangNeuronsError(f"the kojima translation template is zero-shot: shots must be 0, got {shots!r}")
     src, tgt = validate_lang(source), validate_lang(target)
     if same_language(src, tgt):
         raise LangNeuronsError(f"source {source!r} and target {target!r} are the same language: pick two languages")
@@ -548,6 +570,9 @@ def translation_task(
     prefix = "".join(
         f"{src_name}: {_one_line(src_texts[i])}\n{tgt_name}: {_one_line(tgt_texts[i])}\n\n" for i in demos
     )
+    if template == "kojima":
+        article = "an" if src_name[:1] in "AEIOU" else "a"
+        prefix, tgt_name = f"Translate {article} {src_name} sentence into a target language.\n", "Target Language"
     return [
         TranslationItem(
             source_text=_one_line(src_texts[i]),

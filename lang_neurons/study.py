@@ -165,6 +165,8 @@ def evaluate(
     deactivate: str = "others",
     deactivate_value: float = 0.0,
     translation_items: int = 20,
+    translation_template: str = "few-shot",
+    translation_tokens: int = 48,
     source: str = "en",
     loss_texts: int = 40,
     lid: LanguageIdentifier | None = None,
@@ -203,9 +205,11 @@ def evaluate(
     Per target and row: the fastText target-language rate, the quality of the continuations
     (their fluency under the unsteered model against the unsteered continuations of the same
     prompts) and the forcing score (harmonic mean of the two), the split (``"test"``), BLEU/chrF
-    of few-shot translation from ``source`` (baseline and steered, greedy) when
-    ``translation_items`` > 0 and the corpus is parallel, and the number/share of neurons
-    touched. Also the loss-change matrix on up to ``loss_texts`` held-out texts per language.
+    of translation from ``source`` (baseline and steered, greedy, at most ``translation_tokens``
+    new tokens cut at the first newline; prompts of :func:`~lang_neurons.evaluation.translation_task`
+    with ``translation_template``: one-shot ``"few-shot"`` or Kojima et al.'s zero-shot
+    ``"kojima"``) when ``translation_items`` > 0 and the corpus is parallel, and the number/share
+    of neurons touched. Also the loss-change matrix on up to ``loss_texts`` held-out texts per language.
 
     With ``intervals`` (the default; needs ``samples >= 10``) every number also gets its 95 %
     interval (:mod:`lang_neurons.intervals`), seeded from ``seed``: ``baseline_interval`` and
@@ -263,7 +267,8 @@ def evaluate(
         "methods": list(rows), "neuron_methods": list(methods), "alpha": alpha, "samples": samples,
         "prompts": prompts, "prompt_tokens": prompt_tokens, "dev_share": dev_share,
         "max_new_tokens": max_new_tokens, **decoding, "deactivate": deactivate, "deactivate_value": deactivate_value,
-        "translation_items": translation_items, "source": source, "seed": seed,
+        "translation_items": translation_items, "translation_template": translation_template,
+        "translation_tokens": translation_tokens, "source": source, "seed": seed,
         "site": neurons.site, "method": neurons.method, "controls": controls, "residual": residual, "batch_size": batch_size,
         "splits": {"test": "every reported number", "dev": "the residual layer and alpha"},
     }
@@ -288,10 +293,12 @@ def evaluate(
             entry["baseline_forcing_interval"] = iv.forcing_interval(base_cell, **boot).to_dict()
         items = []
         if translation_items > 0 and can_translate and target in held_out.langs:
-            items = translation_task(held_out, source, target, n=min(translation_items, len(held_out[target]) - 1), seed=seed)
+            shots = 0 if translation_template == "kojima" else 1
+            items = translation_task(held_out, source, target, n=min(translation_items, len(held_out[target]) - shots), seed=seed,
+                                     shots=shots, template=translation_template)
             prompts_tr, refs = [i.prompt for i in items], [i.reference for i in items]
-            base_hyps = [clean_completion(h) for h in generate(model, prompts_tr, do_sample=False, max_new_tokens=48, stop_at_newline=True,
-                                                               batch_size=batch_size, progress=False)]
+            base_hyps = [clean_completion(h) for h in generate(model, prompts_tr, do_sample=False, max_new_tokens=translation_tokens,
+                                                               stop_at_newline=True, batch_size=batch_size, progress=False)]
             entry["translation_baseline"] = asdict(translation_scores(base_hyps, refs, target))
             if intervals:
                 both = iv.paired_translation_bootstrap(base_hyps, base_hyps, refs, target, **boot).to_dict()
@@ -316,8 +323,9 @@ def evaluate(
                 row["rate_interval"] = _rate_interval(rate)
                 row["forcing_interval"] = iv.forcing_interval(cell, **boot).to_dict()
             if items:
-                hyps = [clean_completion(h) for h in generate(model, prompts_tr, hooks=hooks, do_sample=False, max_new_tokens=48,
-                                                              stop_at_newline=True, batch_size=batch_size, progress=False)]
+                hyps = [clean_completion(h) for h in generate(model, prompts_tr, hooks=hooks, do_sample=False,
+                                                              max_new_tokens=translation_tokens, stop_at_newline=True,
+                                                              batch_size=batch_size, progress=False)]
                 row["translation"] = asdict(translation_scores(hyps, refs, target))
                 if intervals:
                     row["translation_interval"] = iv.paired_translation_bootstrap(base_hyps, hyps, refs, target, **boot).to_dict()
