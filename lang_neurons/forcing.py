@@ -110,11 +110,11 @@ class Fluency:
 
 def fluency(model: HookedModel, texts: Sequence[str], *, batch_size: int = 16, max_length: int = 256) -> Fluency:
     """Score each text alone (BOS + text) with the model as it is, no hooks: the fluency
-    measurement of :func:`quality`. Empty texts score zero tokens. (The corpus key "en" is only
+    measurement of :func:`quality`. Empty and whitespace-only texts score zero tokens. (The corpus key "en" is only
     a label: ``text_losses`` wants a language code.)"""
     sums = torch.zeros(len(texts), dtype=torch.float64)
     counts = torch.zeros(len(texts), dtype=torch.float64)
-    scored = [i for i, t in enumerate(texts) if model.tokenizer.encode(t, add_special_tokens=False)]
+    scored = [i for i, t in enumerate(texts) if t.strip() and model.tokenizer.encode(t, add_special_tokens=False)]
     if scored:
         losses = text_losses(model, {"en": [texts[i] for i in scored]}, batch_size=batch_size, max_length=max_length,
                              progress=False)

@@ -75,9 +75,9 @@ def test_quality_and_harmonic_mean_by_hand():
 
 def test_fluency_scores_each_text_alone_without_hooks(tiny):
     model, neurons, stats, _ = tiny
-    texts = ["hello world again", "", "guten Tag"]
+    texts = ["hello world again", "", "guten Tag", "\n \n  \n"]
     fl = forcing.fluency(model, texts)
-    assert fl.counts[1] == 0 and fl.sums[1] == 0
+    assert fl.counts[1] == fl.sums[1] == fl.counts[3] == fl.sums[3] == 0  # nothing to score in empty or blank output
     alone = ln.generation.text_losses(model, {"en": ["hello world again"]}, progress=False)
     assert fl.sums[0] == pytest.approx(float(alone.sums[0][0])) and fl.counts[0] == alone.counts[0][0]
     with ln.steer(model, ln.language_arithmetic(neurons, stats, target="de")):
