@@ -62,11 +62,14 @@ def choose_residual(
 ) -> dict[str, Any]:
     """Choose the residual DiffMean layer and alpha on the dev split: for each (layer, alpha),
     ``samples`` generations per target, continuing the dev prompts of ``prompts`` (unconditional
-    without), with dev seeds (``seed + DEV_SEED``); the pair with the highest target rate pooled
-    over targets wins (ties: earlier layer, smaller alpha). All targets' samples share batches
-    (one residual vector per row, :func:`~lang_neurons.steering.stack_rows`). ``generation``: further
+    without), with dev seeds (``seed + DEV_SEED``); the pair with the highest forcing score
+    (harmonic mean of the target rate and the quality, :mod:`lang_neurons.forcing`, pooled over
+    targets) wins, ties to the earlier layer and smaller alpha: a strength that forces the
+    language by breaking the text does not. All targets' samples share batches (one residual
+    vector per row, :func:`~lang_neurons.steering.stack_rows`). ``generation``: further
     :func:`~lang_neurons.generation.generate` settings (sampling, temperature, penalty).
-    Returns ``{"layer", "alpha", "grid": [{"layer", "alpha", "rate", "n"}, ...], "split": "dev"}``."""
+    Returns ``{"layer", "alpha", "grid": [{"layer", "alpha", "rate", "quality", "score", "n"}, ...],
+    "split": "dev"}``."""
     layers = list(layers) if layers is not None else residual_candidates(stats.n_layers)
     dev = prompts.take("dev", samples) if prompts is not None else None
     gen = dict(max_new_tokens=max_new_tokens, progress=False, **(generation or {}))
@@ -75,26 +78,29 @@ def choose_residual(
     mixed = dev is None or "attention_mask" in inspect.signature(model.generate).parameters
     rows = [t for t in targets for _ in range(samples)]  # target-major: target i has rows i*samples ...
     all_prompts = dev * len(targets) if dev is not None else None
+
+    def dev_texts(steer_to: dict[str, st.ResidualSteering]) -> list[str]:
+        if not mixed:
+            return [x for t in targets for x in generate(model, dev, n=samples, hooks=steer_to[t], seed=seed + DEV_SEED,
+                                                         batch_size=batch_size, **gen)]
+        texts: list[str] = []
+        for b, start in enumerate(range(0, len(rows), batch_size)):
+            chunk = rows[start : start + batch_size]
+            part = all_prompts[start : start + len(chunk)] if all_prompts is not None else None
+            texts += generate(model, part, n=len(chunk), hooks=st.stack_rows([steer_to[t] for t in chunk]),
+                              seed=seed + DEV_SEED + b, batch_size=len(chunk), **gen)
+        return texts
+
+    unsteered = fluency(model, generate(model, dev, n=samples, seed=seed + DEV_SEED, batch_size=batch_size, **gen))
     grid = []
     cells = [(layer, alpha) for layer in layers for alpha in alphas]
     for layer, alpha in tqdm(cells, desc="residual layer/alpha (dev)", disable=not progress):
-        steer_to = {t: st.residual_diffmean(stats, t, layer, alpha) for t in targets}
-        hits = 0
-        if mixed:
-            texts = []
-            for b, start in enumerate(range(0, len(rows), batch_size)):
-                chunk = rows[start : start + batch_size]
-                part = all_prompts[start : start + len(chunk)] if all_prompts is not None else None
-                texts += generate(model, part, n=len(chunk), hooks=st.stack_rows([steer_to[t] for t in chunk]),
-                                  seed=seed + DEV_SEED + b, batch_size=len(chunk), **gen)
-            hits = sum(sum(lid.rate(texts[i * samples : (i + 1) * samples], t).hits) for i, t in enumerate(targets))
-        else:
-            for target in targets:
-                texts = generate(model, dev, n=samples, hooks=steer_to[target], seed=seed + DEV_SEED, batch_size=batch_size, **gen)
-                hits += sum(lid.rate(texts, target).hits)
-        grid.append({"layer": layer, "alpha": alpha, "rate": hits / (samples * len(targets)), "n": samples * len(targets)})
-    best = max(grid, key=lambda g: g["rate"])  # max keeps the first of equals: earlier layer, smaller alpha
-    return {"layer": best["layer"], "alpha": best["alpha"], "grid": grid, "split": "dev"}
+        texts = dev_texts({t: st.residual_diffmean(stats, t, layer, alpha) for t in targets})
+        hits = sum(sum(lid.rate(texts[i * samples : (i + 1) * samples], t).hits) for i, t in enumerate(targets))
+        rate, q = hits / len(rows), quality(fluency(model, texts), unsteered)
+        grid.append({"layer": layer, "alpha": alpha, "rate": rate, "quality": q, "score": harmonic_mean(rate, q), "n": len(rows)})
+    best = max(grid, key=lambda g: g["score"])  # max keeps the first of equals: earlier layer, smaller alpha
+    return {"layer": best["layer"], "alpha": best["alpha"], "grid": grid, "split": "dev", "criterion": "forcing score"}
 
 
 def _pooled_samples(

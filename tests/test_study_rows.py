@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 import lang_neurons as ln
-from lang_neurons import cli, study
+from lang_neurons import cli, forcing, study
 from lang_neurons.corpora import LanguageCorpus
 from tiny_models import SENTENCES
 
@@ -39,8 +39,10 @@ def test_method_control_residual_and_baseline_rows(tiny):
     chosen = res["residual"]
     assert chosen["split"] == "dev" and chosen["layer"] in study.residual_candidates(stats.n_layers)
     assert chosen["alpha"] in (1.0, 2.0) and len(chosen["grid"]) == len(study.residual_candidates(stats.n_layers)) * 2
-    best = max(g["rate"] for g in chosen["grid"])
-    assert next(g for g in chosen["grid"] if (g["layer"], g["alpha"]) == (chosen["layer"], chosen["alpha"]))["rate"] == best
+    best = max(g["score"] for g in chosen["grid"])  # chosen by the forcing score, not by the rate alone
+    assert chosen["criterion"] == "forcing score"
+    assert next(g for g in chosen["grid"] if (g["layer"], g["alpha"]) == (chosen["layer"], chosen["alpha"]))["score"] == best
+    assert all(g["score"] == pytest.approx(forcing.harmonic_mean(g["rate"], g["quality"])) for g in chosen["grid"])
     for target, entry in res["targets"].items():
         rows = entry["methods"]
         # per language and layer the control has the method's counts (tests/test_controls.py); the union it
