@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -68,3 +69,19 @@ def broken_cache(monkeypatch: pytest.MonkeyPatch) -> None:
         return forward(self, *args, **kwargs)
 
     monkeypatch.setattr(TransformerBridge, "forward", forgetful)
+
+
+@pytest.fixture(scope="session")
+def tiny_study(llama_dir: Path) -> SimpleNamespace:
+    """The tiny Llama with statistics of 8 texts each of en/de/ja, a LAPE set (top 10 %), an AP set
+    (5 + 5) and 14 held-out aligned texts per language: what the evaluation tests share."""
+    import lang_neurons as ln
+    from lang_neurons.corpora import LanguageCorpus
+    from tiny_models import SENTENCES
+
+    langs = ("en", "de", "ja")
+    model = ln.load_model(llama_dir, device="cpu")
+    stats = ln.record(model, {lang: SENTENCES[lang][:8] for lang in langs}, progress=False)
+    held = LanguageCorpus({lang: SENTENCES[lang][8:22] for lang in langs}, name="held", aligned=True)
+    return SimpleNamespace(model=model, stats=stats, held=held, lape=ln.lape(stats, top_rate=0.1),
+                           ap=ln.average_precision(stats, top_k=5, bottom_k=5, progress=False))

@@ -23,12 +23,8 @@ FAST = dict(samples=10, max_new_tokens=4, dev_samples=2, resamples=50, loss_text
 
 
 @pytest.fixture(scope="module")
-def tiny(llama_dir):
-    model = ln.load_model(llama_dir, device="cpu")
-    stats = ln.record(model, {lang: SENTENCES[lang][:8] for lang in LANGS}, progress=False)
-    held = LanguageCorpus({lang: SENTENCES[lang][8:22] for lang in LANGS}, name="held", aligned=True)
-    sets = {"lape": ln.lape(stats, top_rate=0.1), "ap": ln.average_precision(stats, top_k=5, bottom_k=5, progress=False)}
-    return model, stats, held, sets
+def tiny(tiny_study):
+    return tiny_study.model, tiny_study.stats, tiny_study.held, {"lape": tiny_study.lape, "ap": tiny_study.ap}
 
 
 def test_presets_set_what_they_document():

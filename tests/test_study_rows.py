@@ -9,19 +9,12 @@ import pytest
 
 import lang_neurons as ln
 from lang_neurons import cli, forcing, study
-from lang_neurons.corpora import LanguageCorpus
-from tiny_models import SENTENCES
 
-LANGS = ("en", "de", "ja")
 
 
 @pytest.fixture(scope="module")
-def tiny(llama_dir):
-    model = ln.load_model(llama_dir, device="cpu")
-    stats = ln.record(model, {lang: SENTENCES[lang][:8] for lang in LANGS}, progress=False)
-    neurons = ln.lape(stats, top_rate=0.1)
-    held = LanguageCorpus({lang: SENTENCES[lang][8:22] for lang in LANGS}, name="held", aligned=True)
-    return model, neurons, stats, held
+def tiny(tiny_study):
+    return tiny_study.model, tiny_study.lape, tiny_study.stats, tiny_study.held
 
 
 def _evaluate(tiny, **kwargs):
