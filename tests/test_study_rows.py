@@ -11,7 +11,6 @@ import lang_neurons as ln
 from lang_neurons import cli, forcing, study
 
 
-
 @pytest.fixture(scope="module")
 def tiny(tiny_study):
     return tiny_study.model, tiny_study.lape, tiny_study.stats, tiny_study.held
