@@ -32,7 +32,7 @@ from lang_neurons.intervals import MIN_SAMPLES, check_samples
 from lang_neurons.forcing import PROMPT_KINDS
 from lang_neurons.evaluation import TRANSLATION_TEMPLATES
 from lang_neurons.protocols import PROTOCOLS
-from lang_neurons.study import DEACTIVATE, DEFAULT_METHODS, EVAL_METHODS, evaluate, steering_for
+from lang_neurons.study import DEACTIVATE, DEFAULT_METHODS, EVAL_METHODS, RESIDUAL, evaluate, steering_for
 
 RUN_FILE = "run.json"
 
@@ -149,8 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluation_args(p)
     p.add_argument("--evaluate-set", default="lape", choices=["lape", "ap"],
                    help="which neuron set the steering evaluation uses (default: lape; --protocol kojima: ap)")
-    p.add_argument("--sweep-alphas", default="", help="also evaluate the first method at these comma-separated alphas "
-                   "(rates and BLEU only) for a sweep figure (default: none)")
+    p.add_argument("--sweep-alphas", default="", help="also evaluate the first method, and residual DiffMean at its chosen "
+                   "layer, at these comma-separated alphas for the sweep figure (default: none)")
     p.add_argument("--no-images", action="store_true", help="skip the PNG/SVG copies of the figures (made only if kaleido works)")
     p.set_defaults(func=cmd_run)
 
@@ -644,11 +644,17 @@ def _steering_results(
                         **comparison, **kwargs)
     if evaluation["sweep_alphas"]:
         results["sweep"] = []
+        layer = results["residual"]["layer"] if "residual" in results else None
         for alpha in evaluation["sweep_alphas"]:
-            more = results if alpha == args.alpha else evaluate(
-                model, neurons, stats, held_out, methods=methods[:1], alpha=alpha, loss_texts=0,
-                **{**comparison, "controls": 0, "residual": False}, **kwargs)
-            results["sweep"] += _sweep_points(more, methods[0], alpha)
+            # the first method at this alpha, and residual DiffMean at its chosen layer with this alpha
+            residual = {"residual": layer is not None, "residual_layers": [layer] if layer is not None else None,
+                        "residual_alphas": [alpha]}
+            same = alpha == args.alpha
+            more = evaluate(model, neurons, stats, held_out, methods=[] if same else methods[:1], alpha=alpha, loss_texts=0,
+                            **{**comparison, "controls": 0, **residual}, **kwargs) if layer is not None or not same else results
+            results["sweep"] += _sweep_points(results if same else more, methods[0], alpha)
+            if layer is not None:
+                results["sweep"] += _sweep_points(more, RESIDUAL, alpha)
     results["evaluation"] = evaluation
     _write_metrics(args.out, results, neurons)
     return results

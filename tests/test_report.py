@@ -94,6 +94,8 @@ def test_run_writes_the_study_and_one_self_contained_page(study):
     assert set(metrics["targets"]) == {"de", "ja"} and metrics["settings"]["method"] == "lape"
     assert sorted({p["alpha"] for p in metrics["sweep"]}) == [0.5, 1.0]
     assert {p["target"] for p in metrics["sweep"]} == {"de", "ja"}
+    assert {p["method"] for p in metrics["sweep"]} == {"add", "residual_diffmean"}  # a DiffMean curve beside the method's
+    assert {p["alpha"] for p in metrics["sweep"] if p["method"] == "residual_diffmean"} == {0.5, 1.0}
     assert metrics["loss_matrix"]["langs"] == ["en", "de", "ja"]
     assert "mean rate" in (out / "metrics.txt").read_text()
     # the steering and loss tables are HTML tables with intervals; the settings are a table, not JSON
