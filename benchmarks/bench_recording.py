@@ -6,9 +6,9 @@ Prints ONE JSON line. Timed variants, each over the same batches (record's own b
 * ``a``: a bare full forward (``model(ids, attention_mask=mask)``, no hooks, logits computed);
 * ``b``: a bare forward stopped right after the last MLP layer (one hook on
   ``blocks.<last>.hook_mlp_out`` that raises; the unembedding is skipped);
-* ``b_same_stop``: a bare forward stopped where ``record`` stops (the last hook the site reads,
-  e.g. ``blocks.<last>.mlp.hook_pre`` for site ``act`` on a gated MLP): the same model work
-  as ``c``, so ``c / b_same_stop`` is the pure cost of the statistics;
+* ``b_same_stop``: a bare forward stopped where ``record`` stops (``blocks.<last>.hook_resid_post``,
+  since ``record`` also sums the residual stream): the same model work as ``c``, so
+  ``c / b_same_stop`` is the pure cost of the statistics;
 * ``c``: ``lang_neurons.record`` (LAPE counts + sums + sums of squares + AP mean pooling),
   end to end: tokenisation, batching, hooks, statistics.
 
@@ -152,7 +152,7 @@ def main(argv=None) -> None:
     n_tokens = int(sum(int(m.sum()) for _, m in batches))
     last = int(model.cfg.n_layers) - 1
     site = resolve_site(model, args.site)
-    stops = {"a": None, "b": f"blocks.{last}.hook_mlp_out", "b_same_stop": site.read_hooks(last)[-1]}
+    stops = {"a": None, "b": f"blocks.{last}.hook_mlp_out", "b_same_stop": f"blocks.{last}.hook_resid_post"}
 
     def run_c() -> None:
         ln.record(model, sub_corpus, site=args.site, batch_size=args.batch_size, progress=False)
