@@ -646,12 +646,14 @@ def _steering_results(
         results["sweep"] = []
         layer = results["residual"]["layer"] if "residual" in results else None
         for alpha in evaluation["sweep_alphas"]:
-            # the first method at this alpha, and residual DiffMean at its chosen layer with this alpha
-            residual = {"residual": layer is not None, "residual_layers": [layer] if layer is not None else None,
-                        "residual_alphas": [alpha]}
+            # the first method at this alpha (measured above at --alpha), and residual DiffMean at its chosen layer with this alpha
             same = alpha == args.alpha
-            more = evaluate(model, neurons, stats, held_out, methods=[] if same else methods[:1], alpha=alpha, loss_texts=0,
-                            **{**comparison, "controls": 0, **residual}, **kwargs) if layer is not None or not same else results
+            more = results
+            if layer is not None or not same:
+                more = evaluate(model, neurons, stats, held_out, methods=[] if same else methods[:1], alpha=alpha, loss_texts=0,
+                                **{**comparison, "controls": 0, "residual": layer is not None,
+                                   "residual_layers": [layer] if layer is not None else None, "residual_alphas": [alpha]},
+                                **kwargs)
             results["sweep"] += _sweep_points(results if same else more, methods[0], alpha)
             if layer is not None:
                 results["sweep"] += _sweep_points(more, RESIDUAL, alpha)
