@@ -4,11 +4,11 @@ that ship inside Django and, when installed, django-allauth and Django REST fram
 from __future__ import annotations
 
 import functools
+import gettext
 import html
 import importlib.metadata
 import importlib.util
 import re
-import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,31 +62,23 @@ def _read_mo(path: Path) -> dict[tuple[str | None, str], str]:
     Plural entries map ``msgid`` (singular) to ``msgstr[0]``.  ``msgfmt`` leaves
     fuzzy and untranslated entries out of ``.mo`` files, so every entry here is a
     real translation.  The header entry (empty msgid) is skipped.
+
+    Parsed by :class:`gettext.GNUTranslations`, whose ``_catalog`` holds every entry
+    (the standard library has no public way to list them): ``"msgctxt\\x04msgid"``
+    or ``msgid`` -> ``msgstr``, and ``(msgid, n)`` -> ``msgstr[n]`` for plural entries.
     """
-    data = path.read_bytes()
-    magic = struct.unpack("<I", data[:4])[0]
-    order = "<" if magic == 0x950412DE else ">" if magic == 0xDE120495 else None
-    if order is None:
-        raise CorpusError(f"{path} is not a gettext .mo file: reinstall the package that ships it")
-    _, count, orig_at, trans_at = struct.unpack(order + "4I", data[4:20])
-    raw = []
-    for i in range(count):
-        olen, ooff = struct.unpack(order + "2I", data[orig_at + 8 * i : orig_at + 8 * i + 8])
-        tlen, toff = struct.unpack(order + "2I", data[trans_at + 8 * i : trans_at + 8 * i + 8])
-        raw.append((data[ooff : ooff + olen], data[toff : toff + tlen]))
-    charset = "utf-8"
-    for orig, trans in raw:
-        if orig == b"":
-            found = re.search(rb"charset=([-\w]+)", trans)
-            charset = found.group(1).decode("ascii") if found else charset
+    with path.open("rb") as f:
+        try:
+            catalog = gettext.GNUTranslations(f)._catalog
+        except OSError as err:  # bad magic number, unknown major version, offsets past the end
+            raise CorpusError(f"{path} is not a gettext .mo file: reinstall the package that ships it") from err
     out: dict[tuple[str | None, str], str] = {}
-    for orig, trans in raw:
-        if not orig:
-            continue
-        msg = orig.decode(charset)
-        context, _, msgid = msg.rpartition("\x04")
-        msgid = msgid.split("\x00")[0]
-        msgstr = trans.decode(charset).split("\x00")[0]
+    for key, msgstr in catalog.items():
+        if isinstance(key, tuple):  # plural entry: keep msgstr[0]
+            key, n = key
+            if n:
+                continue
+        context, _, msgid = key.rpartition("\x04")
         if msgid and msgstr:
             out[(context or None, msgid)] = msgstr
     return out
