@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lang_neurons import corpora
+from lang_neurons.corpora import catalogues, hub
 from lang_neurons.corpora import (
     DEFAULT_LANGS,
     CorpusError,
@@ -229,7 +229,7 @@ def test_default_corpus_six_languages_parallel():
 
 
 def test_default_corpus_is_cached_and_fast():
-    corpora._catalogue_rows.cache_clear()
+    catalogues._catalogue_rows.cache_clear()
     start = time.perf_counter()
     load_default_corpus(["en", "de", "fr", "es", "zh", "ja"])
     assert time.perf_counter() - start < 3.0
@@ -435,7 +435,7 @@ def test_offline_env_set_after_import_is_respected(monkeypatch, tmp_path, hub_li
 def test_unreachable_hub_fails_fast(monkeypatch, tmp_path, hub_libraries_online):
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(corpora, "_hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(hub, "_hub_reachable", lambda timeout=3.0: False)
     start = time.perf_counter()
     with pytest.raises(CorpusError, match="could not load PAWS-X from the Hugging Face hub"):
         load_corpus("paws-x", langs=["de"], cache_dir=tmp_path)
