@@ -35,6 +35,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from lang_neurons.choices import TRANSLATION_TEMPLATES
 from .corpora import LanguageCorpus
 from .errors import LangNeuronsError
 from .languages import (
@@ -64,10 +65,6 @@ __all__ = [
     "translation_scores",
     "translation_task",
 ]
-
-TRANSLATION_TEMPLATES = ("few-shot", "kojima")
-"""The prompts :func:`translation_task` builds: few-shot ``English: ...\\nGerman:`` (default), or
-Kojima et al.'s zero-shot instruction that does not name the target language."""
 
 UNDETERMINED = "und"
 """Label given to empty or whitespace-only texts."""

@@ -27,17 +27,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from lang_neurons.choices import PROMPT_KINDS
 from lang_neurons.corpora import LanguageCorpus
 from lang_neurons.errors import LangNeuronsError
 from lang_neurons.generation import text_losses
 from lang_neurons.models import HookedModel
-
-PROMPT_KINDS = ("source", "bos")
-"""``source``: continuations of held-out source-language texts; ``bos``: unconditional samples."""
 
 
 @dataclass(frozen=True)
@@ -123,14 +122,24 @@ def fluency(model: HookedModel, texts: Sequence[str], *, batch_size: int = 16, m
     return Fluency(sums, counts)
 
 
+def quality_of_losses(loss: Any, unsteered: Any) -> np.ndarray:
+    """The quality formula, elementwise on arrays: ``exp(-max(0, loss - unsteered))``; 0 where
+    ``loss`` is ``nan`` (nothing scored), 1 where only ``unsteered`` is."""
+    loss, unsteered = np.asarray(loss, dtype=np.float64), np.asarray(unsteered, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isnan(loss), 0.0, np.where(np.isnan(unsteered), 1.0, np.exp(-np.maximum(0.0, loss - unsteered))))
+
+
 def quality(row: Fluency, unsteered: Fluency) -> float:
-    """``exp(-max(0, L_row - L_unsteered))``; 0 when the row has nothing to score."""
-    lr, lb = row.mean_loss, unsteered.mean_loss
-    if math.isnan(lr):
-        return 0.0
-    return math.exp(-max(0.0, lr - lb)) if not math.isnan(lb) else 1.0
+    """``exp(-max(0, L_row - L_unsteered))`` of the rows' token-weighted mean losses; 0 when the
+    row has nothing to score."""
+    return float(quality_of_losses(row.mean_loss, unsteered.mean_loss))
 
 
-def harmonic_mean(rate: float, quality: float) -> float:
-    """The forcing score: ``2 r q / (r + q)``, 0 when both are 0."""
-    return 2 * rate * quality / (rate + quality) if rate + quality > 0 else 0.0
+def harmonic_mean(rate: Any, quality: Any) -> Any:
+    """The forcing score: ``2 r q / (r + q)``, 0 where both are 0; elementwise on arrays, a
+    float for two numbers."""
+    rate, quality = np.asarray(rate, dtype=np.float64), np.asarray(quality, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        score = np.where(rate + quality > 0, 2 * rate * quality / (rate + quality), 0.0)
+    return float(score) if score.ndim == 0 else score

@@ -30,6 +30,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from lang_neurons.choices import CACHE_CHECK_ENV, CACHE_CHECK_MODES
 from lang_neurons.corpora import LanguageCorpus
 from lang_neurons.errors import LangNeuronsError
 from lang_neurons.models import HookedModel, attached
@@ -40,10 +41,6 @@ from lang_neurons.steering import prompt_length
 Hooks = Sequence[tuple[str, Any]]
 
 CacheCheckMode = Literal["warn", "error", "off"]
-CACHE_CHECK_MODES: tuple[str, ...] = ("warn", "error", "off")
-CACHE_CHECK_ENV = "LANG_NEURONS_CACHE_CHECK"
-"""Environment variable with the default mode of the KV-cache check: ``warn``, ``error`` or ``off``."""
-
 CACHE_CHECK_PROMPTS: tuple[str, ...] = (
     "The capital of France is Paris. The capital of Germany is",
     "Die Hauptstadt von Frankreich ist",

@@ -32,7 +32,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from lang_neurons.choices import MIN_SAMPLES
 from lang_neurons.errors import LangNeuronsError
+from lang_neurons.forcing import harmonic_mean, quality_of_losses
 from lang_neurons.generation import TextLosses
 
 __all__ = [
@@ -57,9 +59,6 @@ LEVEL = 0.95
 
 RESAMPLES = 1000
 """Default number of bootstrap resamples."""
-
-MIN_SAMPLES = 10
-"""Fewest generations per cell for which intervals are computed."""
 
 
 def _check_level(level: float) -> None:
@@ -328,12 +327,10 @@ def _forcing_stats(cell: ForcingCell, idx: np.ndarray) -> tuple[np.ndarray, np.n
     if not len(hits) == len(sums) == len(counts) == len(base_sums) == len(base_counts):
         raise LangNeuronsError("forcing intervals: a row and its unsteered continuations need one entry per sample")
     with np.errstate(invalid="ignore", divide="ignore"):
-        rate = hits[idx].mean(1)
         loss = sums[idx].sum(1) / counts[idx].sum(1)
         base = base_sums[idx].sum(1) / base_counts[idx].sum(1)
-        quality = np.where(np.isnan(loss), 0.0, np.where(np.isnan(base), 1.0, np.exp(-np.maximum(0.0, loss - base))))
-        score = np.where(rate + quality > 0, 2 * rate * quality / (rate + quality), 0.0)
-    return quality, score
+    quality = quality_of_losses(loss, base)
+    return quality, harmonic_mean(hits[idx].mean(1), quality)
 
 
 def forcing_interval(cell: ForcingCell, *, resamples: int = RESAMPLES, seed: int | Sequence[int] = 0, level: float = LEVEL) -> ForcingInterval:

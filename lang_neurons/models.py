@@ -21,12 +21,10 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from jaxtyping import Int
 
+from lang_neurons.choices import DEFAULT_MODEL
 from lang_neurons.errors import LangNeuronsError
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MODEL = "gemma-3-270m"
-"""Name of the embedded default model: google/gemma-3-270m (base), shipped on PyPI as GGUF."""
 
 _PACKAGED = {DEFAULT_MODEL, "google/gemma-3-270m", "gemma3-270m"}
 

@@ -21,15 +21,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from lang_neurons.choices import SITES
 from lang_neurons.errors import LangNeuronsError
 from lang_neurons.models import HookedModel
 
-SITES: dict[str, str] = {
-    "act": "act_fn(gate) for gated MLPs, hook_post for GELU MLPs (as LAPE defines neurons)",
-    "post": "mlp.hook_post, the input of the down projection",
-    "pre": "mlp.hook_pre, the pre-activation (gate projection for gated MLPs)",
-    "gate_up": "gate and up projection outputs side by side (gated MLPs only; 2*d_mlp per layer)",
-}
 
 
 def is_gated(model: HookedModel) -> bool:

@@ -33,6 +33,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from lang_neurons.choices import STEERING_METHODS as METHODS
 from lang_neurons.errors import LangNeuronsError
 from lang_neurons.models import HookedModel, attached, check_fingerprint
 from lang_neurons.neurons import NeuronSet
@@ -40,7 +41,6 @@ from lang_neurons.record import ActivationStats
 
 Positions = Literal["all", "prompt", "generated"]
 POSITIONS = ("all", "prompt", "generated")
-METHODS = ("override", "deactivate", "add", "scale", "replace", "diffmean")
 
 
 @dataclass

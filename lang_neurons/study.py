@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from lang_neurons.choices import DEACTIVATE, DEFAULT_METHODS, EVAL_METHODS, PIN, RESIDUAL
 from lang_neurons import intervals as iv
 from lang_neurons import steering as st
 from lang_neurons.controls import random_controls
@@ -22,24 +23,6 @@ from lang_neurons.generation import TextLosses, generate, text_losses
 from lang_neurons.models import HookedModel, check_fingerprint
 from lang_neurons.neurons import NeuronSet
 from lang_neurons.record import ActivationStats
-
-DEFAULT_METHODS = ("add", "diffmean", "override")
-"""Every neuron steering method :func:`evaluate` compares by default (the full comparison)."""
-
-PIN = "pin"
-"""Kojima et al.'s intervention as a method name: only the target's neurons, pinned to its median
-pooled activation; no other language's neurons are touched (unlike ``override``, which is
-language arithmetic: the others off, then the target's pinned)."""
-
-EVAL_METHODS = (*st.METHODS, PIN)
-"""The neuron methods :func:`evaluate` takes."""
-
-DEACTIVATE = ("others", "source")
-"""Whose neurons language arithmetic switches off: every language but the target, or only the
-prompts' language (Gurgurov et al.)."""
-
-RESIDUAL = "residual_diffmean"
-"""The row name of the residual-stream DiffMean baseline in :func:`evaluate`'s results."""
 
 CONTROL_SUFFIX = ":random"
 """A neuron method's random control row is named ``<method>:random`` (e.g. ``add:random``)."""
@@ -183,7 +166,7 @@ def evaluate(
     residual: bool = True,
     residual_layers: Sequence[int] | None = None,
     residual_alphas: Sequence[float] = (1.0, 2.0),
-    dev_samples: int = 8,
+    dev_samples: int = 20,
     batch_size: int = 16,
     progress: bool = True,
 ) -> dict[str, Any]:

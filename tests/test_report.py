@@ -33,7 +33,7 @@ from test_plots import ROWS, _neurons, _results, _stats
 from tiny_models import SENTENCES
 
 import lang_neurons as ln
-from lang_neurons import cli, report
+from lang_neurons import cli, pipeline, report
 
 RUN_ARGS = ["--langs", "en,de,ja", "--samples", "10", "--max-new-tokens", "4", "--top-rate", "0.1", "--top-k", "5",
             "--bottom-k", "5", "--methods", "add", "--translation-items", "0", "--loss-texts", "3",
@@ -274,7 +274,7 @@ def test_headline_table_of_older_results():
 
 def test_report_of_old_and_new_results_renders(tmp_path):
     for forcing in (True, False):
-        metrics = {**_results(forcing=forcing), "sweep": cli._sweep_points(_results(forcing=forcing), "add", 1.0)}
+        metrics = {**_results(forcing=forcing), "sweep": pipeline.sweep_points(_results(forcing=forcing), "add", 1.0)}
         figures = report.build_figures({}, None, metrics)
         assert list(figures) == ["headline", "steering_rates", "steering_sweep"]
         tables = {"Headline": report.headline_table(metrics), "Steering": report.steering_table(metrics)}
@@ -286,7 +286,7 @@ def test_report_of_old_and_new_results_renders(tmp_path):
 
 def test_sweep_points_carry_quality_and_forcing_score():
     results = _results()
-    points = cli._sweep_points(results, "add", 1.5)
+    points = pipeline.sweep_points(results, "add", 1.5)
     row = results["targets"]["de"]["methods"]["add"]
     fi = row["forcing_interval"]
     assert points[0] == {"target": "de", "method": "add", "alpha": 1.5, "rate": 0.8, "bleu": None, "n_neurons": 30,
@@ -294,7 +294,7 @@ def test_sweep_points_carry_quality_and_forcing_score():
                          "rate_low": row["rate_interval"]["low"], "rate_high": row["rate_interval"]["high"],
                          "quality_low": fi["quality"]["low"], "quality_high": fi["quality"]["high"],
                          "score_low": fi["score"]["low"], "score_high": fi["score"]["high"]}
-    old = cli._sweep_points(_results(forcing=False, intervals=False), "add", 1.5)[1]
+    old = pipeline.sweep_points(_results(forcing=False, intervals=False), "add", 1.5)[1]
     assert old == {"target": "fr", "method": "add", "alpha": 1.5, "rate": 0.5, "bleu": None, "n_neurons": 30}
 
 

@@ -140,7 +140,7 @@ def test_checkpoint_without_residual_sums_is_refused(gpt2, tmp_path):
 
 def test_cli_identify_resume(llama_dir, tmp_path, capsys):
     """A killed `identify` leaves run.json and the checkpoint in --out: `--resume` finishes it."""
-    from lang_neurons import cli
+    from lang_neurons import cli, pipeline
 
     texts = tmp_path / "texts"
     texts.mkdir()
@@ -156,7 +156,7 @@ def test_cli_identify_resume(llama_dir, tmp_path, capsys):
     killed.mkdir()
     (killed / "run.json").write_text((clean / "run.json").read_text())
     settings = json.loads((clean / "run.json").read_text())
-    train, _ = cli._corpora(settings)
+    train, _ = pipeline.run_corpora(settings)
     model = ln.load_model(llama_dir, device="cpu")
     model.hook_dict["blocks.0.hook_resid_pre"].add_hook(_Interrupt(10))  # 15 batches; chunks of 8
     with pytest.raises(KeyboardInterrupt):

@@ -7,11 +7,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..choices import DEFAULT_LANGS
 from ..errors import LangNeuronsError
 from ..languages import UnknownLanguageError, language_name, parse_langs, same_language, validate_lang
-
-DEFAULT_LANGS: tuple[str, ...] = ("en", "de", "fr", "es", "zh", "ja")
-"""Languages loaded when ``langs=None`` (except for text-file folders and PAWS-X)."""
 
 
 class CorpusError(LangNeuronsError, RuntimeError):

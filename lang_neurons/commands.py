@@ -1,0 +1,227 @@
+"""What each ``lang-neurons`` command does, over the stages of :mod:`lang_neurons.pipeline`:
+check the command's own inputs, run the stages, print the result. :func:`lang_neurons.cli.main`
+imports this module only after the arguments parsed, so that ``--help`` and argument errors
+never wait for torch."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lang_neurons.pipeline import (
+    check_ap_k,
+    comparison_args,
+    evaluate_neurons,
+    is_main,
+    load_run,
+    open_run,
+    run_neuron_set,
+    run_statistics,
+    run_steering,
+    select_neurons,
+    selection_params,
+    write_metrics,
+)
+
+from lang_neurons import protocols, report
+from lang_neurons import steering as st
+from lang_neurons.choices import EVAL_METHODS
+from lang_neurons.errors import LangNeuronsError
+from lang_neurons.generation import generate
+from lang_neurons.health import doctor
+from lang_neurons.intervals import check_samples
+from lang_neurons.languages import parse_langs
+from lang_neurons.neurons import NeuronSet
+from lang_neurons.study import steering_for
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """``lang-neurons doctor``: one PASS/FAIL line per check; exit code 0 when all pass, 1 otherwise."""
+    checks = doctor(None if args.no_model else args.model, device=args.device, dtype=args.dtype, lock=args.lock)
+    failed = [c.name for c in checks if not c.passed]
+    print(f"doctor: {len(checks) - len(failed)} of {len(checks)} checks passed" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+def cmd_steer(args: argparse.Namespace) -> int:
+    """``lang-neurons steer``: print steered generations next to unsteered ones; returns the exit code."""
+    if args.method not in st.METHODS:
+        raise LangNeuronsError(f"unknown method {args.method!r}: choose one of {', '.join(st.METHODS)}")
+    model, neurons, stats, _ = load_run(args)
+    hooks = steering_for(neurons, stats, args.target, args.method, args.alpha)
+    kwargs = dict(max_new_tokens=args.max_new_tokens, seed=args.seed, progress=not args.no_progress)
+    prompts = args.prompt
+    plain = generate(model, prompts, n=args.samples, **kwargs)
+    steered = generate(model, prompts, n=args.samples, hooks=hooks, **kwargs)
+    print(f"{hooks!r} toward {args.target!r} ({args.method}, alpha={args.alpha}) with {neurons.method.upper()} neurons")
+    for i, (a, b) in enumerate(zip(plain, steered)):
+        head = f"[{i}] prompt: {prompts[i]!r}" if prompts else f"[{i}] from BOS"
+        print(f"{head}\n  unsteered: {a!r}\n  steered:   {b!r}")
+    return 0
+
+
+def _parse_methods(text: str) -> list[str]:
+    """The steering methods of ``--methods``, checked."""
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    for m in methods:
+        if m not in EVAL_METHODS:
+            raise LangNeuronsError(f"unknown method {m!r}: choose from {', '.join(EVAL_METHODS)}")
+    if not methods:
+        raise LangNeuronsError("--methods is empty: give at least one steering method, e.g. add")
+    return methods
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``lang-neurons evaluate``: steering evaluation of an identify folder into ``--out``; returns the exit code."""
+    methods = _parse_methods(args.methods)
+    targets = parse_langs(args.targets) if args.targets else None
+    if not args.no_intervals:
+        check_samples(args.samples)
+    if args.out.exists() and not args.out.is_dir():
+        raise LangNeuronsError(f"--out {args.out} is a file: give a folder")
+    model, neurons, stats, held_out = load_run(args)
+    results = evaluate_neurons(
+        args, model, neurons, stats, held_out, targets=targets, methods=methods, alpha=args.alpha, samples=args.samples,
+        max_new_tokens=args.max_new_tokens, translation_items=args.translation_items, source=args.source,
+        loss_texts=args.loss_texts, seed=args.seed, intervals=not args.no_intervals, progress=not args.no_progress,
+        **comparison_args(args),
+    )
+    print(write_metrics(args.out, results, neurons))
+    print(f"\nwrote {args.out}/metrics.json and {args.out}/metrics.txt")
+    return 0
+
+
+def cmd_identify(args: argparse.Namespace) -> int:
+    """``lang-neurons identify``: record (or reuse) statistics and write one neuron set; returns the exit code."""
+    model, site, train, _, settings, reuse = open_run(args)
+    if args.method == "ap":
+        check_ap_k(args, site)
+    stats = run_statistics(args, model, train, settings, reuse)
+    if not is_main():
+        return 0
+    neurons = select_neurons(args, stats, args.method)
+    print(stats.summary())
+    print()
+    print(_identify_report(neurons))
+    print(f"\nwrote {args.out}/stats.safetensors and {args.out}/neurons_{args.method}.safetensors (+ .json)")
+    return 0
+
+
+def cmd_import_masks(args: argparse.Namespace) -> int:
+    """Import a published mask file as ``neurons_lape`` of --out; --langs gives the file's language
+    order. Statistics are recorded on --corpus as by identify (steering needs their means)."""
+    from lang_neurons import masks
+
+    masks._read(args.file)  # a missing or unreadable file fails before the model loads
+    model, site, train, _, settings, reuse = open_run(args)
+    neurons = masks.from_lape_masks(args.file, settings["langs"], model, site=args.site)
+    stats = run_statistics(args, model, train, settings, reuse)
+    neurons.params["corpus"] = stats.corpus
+    neurons.save(args.out / "neurons_lape")
+    print(_identify_report(neurons))
+    print(f"\nwrote {args.out}/neurons_lape.safetensors (+ .json) and {args.out}/stats.safetensors: "
+          f"use `lang-neurons steer --neurons {args.out} --target ...`")
+    return 0
+
+
+def _identify_report(neurons: NeuronSet) -> str:
+    lines = [neurons.summary()]
+    ov, jac = neurons.overlap(), neurons.jaccard()
+    if len(neurons.langs) > 1:
+        jac = jac.clone().fill_diagonal_(-1)
+        i, j = divmod(int(jac.argmax()), len(neurons.langs))
+        lines.append(
+            f"largest pairwise overlap: {neurons.langs[i]}-{neurons.langs[j]}, {int(ov[i, j])} neurons (Jaccard {float(jac[i, j]):.3f})"
+        )
+    return "\n".join(lines)
+
+
+def _parse_alphas(text: str) -> list[float]:
+    try:
+        return [float(a) for a in text.split(",") if a.strip()]
+    except ValueError:
+        raise LangNeuronsError(f"--sweep-alphas takes comma-separated numbers, e.g. 0.5,1,2; got {text!r}") from None
+
+
+def _stage(step: int, text: str) -> None:
+    print(f"[{step}/5] {text}", file=sys.stderr)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``lang-neurons run``: the whole study and its HTML report, reusing finished stages; returns the exit code."""
+    methods = _parse_methods(args.methods)
+    targets = parse_langs(args.targets) if args.targets else None
+    if not args.no_intervals:
+        check_samples(args.samples)
+    langs = parse_langs(args.langs)
+    for t in targets or []:
+        if t not in langs:
+            raise LangNeuronsError(f"--targets {t!r} is not one of --langs {','.join(langs)}")
+    alphas = _parse_alphas(args.sweep_alphas)
+    out: Path = args.out
+
+    _stage(1, "statistics")
+    model, site, train, held_out, settings, reuse = open_run(args)
+    check_ap_k(args, site)
+    stats = run_statistics(args, model, train, settings, reuse)
+    if not is_main():
+        return 0
+
+    _stage(2, "LAPE and AP neurons")
+    sets: dict[str, NeuronSet] = {}
+    reused: dict[str, bool] = {}
+    for method in ("lape", "ap"):
+        sets[method], reused[method] = run_neuron_set(args, stats, method, reuse)
+
+    chosen = args.evaluate_set
+    label = f"{chosen.upper()} neurons"
+    _stage(3, f"steering evaluation ({label})")
+    evaluation = {
+        "run": settings, "lape": selection_params(args, "lape"), "methods": methods, "targets": targets, "source": args.source,
+        "alpha": args.alpha, "samples": args.samples, "max_new_tokens": args.max_new_tokens,
+        "translation_items": args.translation_items, "loss_texts": args.loss_texts, "sweep_alphas": alphas,
+        "intervals": not args.no_intervals, "comparison": comparison_args(args),
+        "evaluate_set": chosen, "neurons": selection_params(args, chosen), "protocol": args.protocol,
+    }
+    results = run_steering(args, model, sets[chosen], stats, held_out, evaluation, reused[chosen])
+    table = protocols.format_results(results)
+
+    _stage(4, "figures")
+    figures = report.build_figures(sets, stats, results)
+
+    _stage(5, "report")
+    tables: dict[str, str | report.Table] = {
+        "Headline": report.headline_table(results),
+        "Statistics": stats.summary(), **{f"{m.upper()} neurons": _identify_report(n) for m, n in sets.items()},
+        f"Steering ({label})": report.steering_table(results),
+    }
+    if "loss_matrix" in results:
+        tables[f"Loss matrix ({label})"] = report.loss_matrix_table(results["loss_matrix"])
+    if "deactivation_generation" in results:
+        tables[f"Deactivation generation ({label})"] = protocols.format_deactivation(results["deactivation_generation"])
+    shown = {**settings, "model fingerprint": stats.model, "LAPE": sets["lape"].params, "AP": sets["ap"].params,
+             "steering": results["settings"], "sweep alphas": alphas}
+    if args.protocol:
+        rs = results["settings"]
+        shown["protocol"] = {"name": rs["protocol"], "paper": rs["paper"], "code": rs["code"],
+                             "departures": {str(i): d for i, d in enumerate(rs["departures"], 1)},
+                             "additions": {str(i): a for i, a in enumerate(rs["additions"], 1)}}
+    page = report.write_report(
+        out, figures, shown, tables, title=f"lang_neurons: {args.model}", images=not args.no_images, progress=not args.no_progress
+    )
+    print(table)
+    print(f"\nwrote {out}/metrics.json, {out}/metrics.txt and {len(figures)} figures in {out}/{report.FIGURES}/")
+    print(f"report: {page.resolve()}")
+    return 0
+
+
+COMMANDS = {
+    "identify": cmd_identify,
+    "import-masks": cmd_import_masks,
+    "steer": cmd_steer,
+    "evaluate": cmd_evaluate,
+    "run": cmd_run,
+    "doctor": cmd_doctor,
+}
+"""Each command's function by name: it takes the parsed arguments and returns the exit code."""

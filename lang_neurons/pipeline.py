@@ -1,0 +1,324 @@
+"""The stages of ``lang-neurons run`` and ``identify`` over an output folder, and their reuse.
+
+Data flows one way: :func:`open_run` (check ``--out``, load the corpus and the model) →
+:func:`run_statistics` (record, or reuse ``stats.safetensors``) → :func:`run_neuron_set` (LAPE
+or AP, or reuse a set selected with the same parameters) → :func:`run_steering` (the steering
+evaluation and the sweep, or reuse ``metrics.json`` made with the same settings). Each stage
+writes its artifacts atomically, so a killed run leaves ``--out`` resumable. The settings come
+from the command line's parsed arguments (:mod:`lang_neurons.cli`); :mod:`lang_neurons.commands`
+prints what the stages return.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lang_neurons import _io, protocols
+from lang_neurons.choices import RESIDUAL
+from lang_neurons.corpora import LanguageCorpus, load_corpus
+from lang_neurons.errors import LangNeuronsError
+from lang_neurons.languages import parse_langs
+from lang_neurons.models import HookedModel, check_fingerprint, load_model
+from lang_neurons.neurons import NeuronSet, average_precision, lape
+from lang_neurons.record import ActivationStats, record
+from lang_neurons.sites import Site, resolve_site
+from lang_neurons.study import evaluate
+
+RUN_FILE = "run.json"
+
+
+def run_settings(args: argparse.Namespace, langs: list[str]) -> dict[str, Any]:
+    """What determines the statistics in an output folder (compared on re-runs)."""
+    return {
+        "model": str(args.model),
+        "corpus": str(args.corpus),
+        "langs": langs,
+        "site": args.site,
+        "pooling": args.pooling,
+        "max_length": args.max_length,
+        "max_per_lang": args.max_per_lang,
+        "ap_sentences": args.ap_sentences,
+        "held_out": args.held_out,
+        "seed": args.seed,
+    }
+
+
+def check_out_dir(out: Path, settings: dict[str, Any], force: bool) -> bool:
+    """Whether ``out`` already holds statistics of this very run. Errors if it holds another run."""
+    if out.exists() and not out.is_dir():
+        raise LangNeuronsError(f"--out {out} is a file: give a folder")
+    run_file = out / RUN_FILE
+    if not run_file.is_file():
+        if out.is_dir() and any(out.iterdir()) and not force:
+            raise LangNeuronsError(f"--out {out} is not empty and holds no lang-neurons run: choose an empty or new folder, or pass --force")
+        return False
+    try:
+        saved = json.loads(run_file.read_text())
+    except json.JSONDecodeError:
+        saved = {}
+    diff = [k for k in settings if saved.get(k) != settings[k]]
+    if diff and not force:
+        k = diff[0]
+        raise LangNeuronsError(
+            f"--out {out} holds a different run ({k}: {saved.get(k)!r} there, {settings[k]!r} now): "
+            "use another --out, or --force to overwrite it"
+        )
+    return not diff and not force and (out / "stats.json").is_file()
+
+
+def run_corpora(settings: dict[str, Any]) -> tuple[LanguageCorpus, LanguageCorpus]:
+    """The train and held-out corpora of a run, from its settings (see :func:`run_settings`)."""
+    corpus = load_corpus(settings["corpus"], langs=settings["langs"], max_per_lang=settings.get("max_per_lang"))
+    if settings["held_out"] > 0:
+        return corpus.split(held_out=settings["held_out"], seed=settings["seed"])
+    return corpus, corpus
+
+
+def open_run(args: argparse.Namespace) -> tuple[HookedModel, Site, LanguageCorpus, LanguageCorpus, dict[str, Any], bool]:
+    """Check --out, load the corpus and the model (what identify and run share).
+
+    Returns the model, its site, the train and held-out corpora, the run settings and whether
+    --out already holds the statistics of this very run.
+    """
+    langs = parse_langs(args.langs)
+    if len(langs) < 2 and args.command != "import-masks":
+        raise LangNeuronsError(f"--langs {args.langs!r} names one language: LAPE and AP compare at least two")
+    if not 0 <= args.held_out < 1:
+        raise LangNeuronsError(f"--held-out must be in [0, 1), got {args.held_out}")
+    if args.checkpoint_every < 0:
+        raise LangNeuronsError(f"--checkpoint-every must be 0 (no checkpoints) or a positive number of batches, got {args.checkpoint_every}")
+    settings = run_settings(args, langs)
+    reuse = check_out_dir(args.out, settings, args.force)
+    train, held_out = run_corpora(settings)
+    device = init_distributed(args)
+    model = load_model(args.model, dtype=args.dtype, device=device, n_devices=args.n_devices, device_map=device_map(args.device_map),
+                       cache_check=args.cache_check)
+    return model, resolve_site(model, args.site), train, held_out, settings, reuse
+
+
+def load_run(args: argparse.Namespace):
+    """Model, neuron set, statistics and held-out corpus of an identify folder."""
+    folder = args.neurons
+    run_file = folder / RUN_FILE
+    if not run_file.is_file():
+        raise LangNeuronsError(f"--neurons {folder} holds no lang-neurons run ({RUN_FILE} missing): run `lang-neurons identify --out {folder}` first")
+    settings = json.loads(run_file.read_text())
+    method = args.set or next((m for m in ("lape", "ap") if (folder / f"neurons_{m}.json").is_file()), None)
+    if method is None:
+        raise LangNeuronsError(f"--neurons {folder} holds no neuron set: run `lang-neurons identify --out {folder}`")
+    if not (folder / f"neurons_{method}.json").is_file():
+        why = f" (--protocol {args.protocol} evaluates {method.upper()} neurons)" if getattr(args, "protocol", None) else ""
+        raise LangNeuronsError(f"--neurons {folder} holds no {method.upper()} neuron set{why}: "
+                               f"run `lang-neurons identify --method {method} --out {folder}`")
+    neurons = NeuronSet.load(folder / f"neurons_{method}")
+    stats = ActivationStats.load(folder / "stats")
+    model = load_model(settings["model"], dtype=args.dtype, device=args.device, cache_check=args.cache_check)
+    check_fingerprint(neurons.model, model, f"{folder}/neurons_{method}")
+    return model, neurons, stats, run_corpora(settings)[1]
+
+
+def device_map(text: str | None) -> str | dict | None:
+    """--device-map: a name such as ``auto`` or a JSON object module → device."""
+    if text is None or not text.strip().startswith("{"):
+        return text
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise LangNeuronsError(f"--device-map is neither a name (auto, balanced, sequential) nor a JSON object: {e}") from None
+
+
+def init_distributed(args: argparse.Namespace) -> str | None:
+    """Join the torchrun process group when ``WORLD_SIZE`` > 1; returns the device for this rank.
+
+    Under ``torchrun --nproc_per_node=N -m lang_neurons.cli identify ...`` every rank records a
+    share of the batches (gloo on CPU, NCCL with one GPU per rank) and rank 0 writes the files.
+    """
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return args.device
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available() and not str(args.device or "").startswith("cpu")
+    if args.n_devices or args.device_map:
+        raise LangNeuronsError("data-parallel recording (torchrun) puts one model on each rank: drop --n-devices/--device-map")
+    if cuda:
+        torch.cuda.set_device(local)
+    dist.init_process_group("nccl" if cuda else "gloo")
+    return f"cuda:{local}" if cuda and args.device is None else args.device
+
+
+def is_main() -> bool:
+    """Whether this process writes files: always, except on ranks > 0 of a torchrun group."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def check_ap_k(args: argparse.Namespace, site: Site) -> None:
+    """Refuse ``--top-k``/``--bottom-k`` outside ``[0, neurons at the site]`` before recording starts."""
+    for name in ("top_k", "bottom_k"):
+        k = getattr(args, name)
+        if not 0 <= k <= site.n_neurons:
+            raise LangNeuronsError(f"--{name.replace('_', '-')} {k} but the model has {site.n_neurons} neurons at site {site.name!r}")
+
+
+def run_statistics(
+    args: argparse.Namespace, model: HookedModel, train: LanguageCorpus, settings: dict[str, Any], reuse: bool
+) -> ActivationStats:
+    """The statistics in --out when ``reuse``, else recorded now and saved there with run.json."""
+    stats_path = args.out / "stats"
+    if reuse:
+        stats = ActivationStats.load(stats_path)
+        check_fingerprint(stats.model, model, f"{stats_path}.json")
+        print(f"reusing statistics in {stats_path}.safetensors", file=sys.stderr)
+        return stats
+    checkpoint = args.out / "stats.checkpoint.safetensors"
+    if is_main():
+        if args.force and not args.resume:
+            checkpoint.unlink(missing_ok=True)
+        # run.json first: a killed recording leaves --out resumable with the same settings.
+        _io.atomic_write_text(args.out / RUN_FILE, json.dumps(settings, indent=1))
+    stats = record(
+        model, train, site=args.site, pooling=args.pooling, batch_size=args.batch_size,
+        max_length=args.max_length, ap_sentences=args.ap_sentences, progress=not args.no_progress,
+        checkpoint=checkpoint if args.checkpoint_every else None, checkpoint_every=args.checkpoint_every or 1,
+        resume=args.resume,
+    )
+    if is_main():
+        stats.save(stats_path)
+    return stats
+
+
+def selection_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
+    """The parameters a neuron set of ``method`` is selected with (as in ``NeuronSet.params``)."""
+    if method == "lape":
+        if args.per_language is not None:
+            return {"per_language": args.per_language, "filter_rate": args.filter_rate}
+        return {"top_rate": args.top_rate, "filter_rate": args.filter_rate, "activation_bar_ratio": args.activation_bar}
+    return {"top_k": args.top_k, "bottom_k": args.bottom_k}
+
+
+def select_neurons(args: argparse.Namespace, stats: ActivationStats, method: str) -> NeuronSet:
+    """Select ``method``'s neurons from ``stats`` and save them in --out."""
+    if method == "lape":
+        neurons = lape(stats, args.top_rate, args.filter_rate, args.activation_bar, per_language=args.per_language)
+    else:
+        neurons = average_precision(stats, args.top_k, args.bottom_k, progress=not args.no_progress)
+    neurons.save(args.out / f"neurons_{method}")
+    return neurons
+
+
+def run_neuron_set(args: argparse.Namespace, stats: ActivationStats, method: str, reuse: bool) -> tuple[NeuronSet, bool]:
+    """``method``'s neurons in --out when ``reuse`` and they were selected with the same
+    parameters from these statistics; else selected now and saved. Also says if reused."""
+    path = args.out / f"neurons_{method}"
+    if reuse and path.with_suffix(".json").is_file():
+        neurons = NeuronSet.load(path)
+        wanted = selection_params(args, method)
+        if {k: neurons.params.get(k) for k in wanted} == wanted and neurons.langs == stats.langs:
+            print(f"reusing {method.upper()} neurons in {path}.safetensors", file=sys.stderr)
+            return neurons, True
+    return select_neurons(args, stats, method), False
+
+
+def comparison_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The controls, residual baseline and generation batch size :func:`evaluate` takes from the CLI."""
+    layers = None
+    if args.residual_layers:
+        try:
+            layers = [int(x) for x in args.residual_layers.split(",") if x.strip()]
+        except ValueError:
+            raise LangNeuronsError(f"--residual-layers takes comma-separated layer numbers, e.g. 6,9,12; got {args.residual_layers!r}") from None
+    return {"controls": args.controls, "residual": not args.no_residual, "residual_layers": layers,
+            "dev_samples": args.dev_samples, "batch_size": args.gen_batch_size, "prompts": args.prompts,
+            "prompt_tokens": args.prompt_tokens, "dev_share": args.dev_share, "do_sample": not args.greedy,
+            "temperature": args.temperature, "repetition_penalty": args.repetition_penalty, "deactivate": args.deactivate,
+            "deactivate_value": args.deactivate_value, "translation_template": args.translation_template,
+            "translation_tokens": args.translation_tokens}
+
+
+def evaluate_neurons(args: argparse.Namespace, model: HookedModel, neurons: NeuronSet, stats: ActivationStats,
+              held_out: LanguageCorpus, **kwargs: Any) -> dict[str, Any]:
+    """:func:`~lang_neurons.study.evaluate`, or :func:`~lang_neurons.protocols.evaluate` under --protocol
+    (every setting passed, so the run's departures from the preset are listed)."""
+    if args.protocol:
+        return protocols.evaluate(model, neurons, stats, held_out, args.protocol, **kwargs)
+    return evaluate(model, neurons, stats, held_out, **kwargs)
+
+
+def write_metrics(out: Path, results: dict[str, Any], neurons: NeuronSet) -> str:
+    """Write ``metrics.json`` (a checked artifact) and ``metrics.txt`` into ``out``; returns the table."""
+    table = protocols.format_results(results)
+    _io.save_json_artifact(out / "metrics.json", "metrics", results, model=neurons.model, site=neurons.site, method=neurons.method)
+    _io.atomic_write_text(out / "metrics.txt", table + "\n")
+    return table
+
+
+def sweep_points(results: dict[str, Any], method: str, alpha: float) -> list[dict[str, Any]]:
+    """One steering-sweep point per target from :func:`evaluate`'s results (quality and forcing
+    score where the results have them)."""
+    points = []
+    for target, entry in results["targets"].items():
+        row = entry["methods"][method]
+        point = {"target": target, "method": method, "alpha": alpha, "rate": row["rate"],
+                 "bleu": row.get("translation", {}).get("bleu"), "n_neurons": row["neurons"]}
+        point.update({key: row[key] for key in ("quality", "forcing_score") if key in row})
+        if "rate_interval" in row:
+            point["rate_low"], point["rate_high"] = row["rate_interval"]["low"], row["rate_interval"]["high"]
+        for key, interval in (row.get("forcing_interval") or {}).items():
+            if key in ("quality", "score"):
+                point[f"{key}_low"], point[f"{key}_high"] = interval["low"], interval["high"]
+        if "translation_interval" in row:
+            steered = row["translation_interval"]["bleu"]["steered"]
+            point["bleu_low"], point["bleu_high"] = steered["low"], steered["high"]
+        points.append(point)
+    return points
+
+
+def run_steering(
+    args: argparse.Namespace, model: HookedModel, neurons: NeuronSet, stats: ActivationStats, held_out: LanguageCorpus,
+    evaluation: dict[str, Any], reuse: bool,
+) -> dict[str, Any]:
+    """:func:`evaluate` of ``neurons`` (plus the --sweep-alphas points), or the results in
+    --out/metrics.json when ``reuse`` and they were made with the same ``evaluation`` settings."""
+    path = args.out / "metrics.json"
+    if reuse and path.is_file():
+        try:  # an older, damaged or edited file, or one from another model, is recomputed
+            saved = _io.load_json_artifact(path, "metrics", model=model)
+        except LangNeuronsError:
+            saved = {}
+        if saved.get("evaluation") == evaluation:
+            print(f"reusing the steering evaluation in {path}", file=sys.stderr)
+            return saved
+    methods = evaluation["methods"]
+    kwargs = dict(targets=evaluation["targets"], samples=args.samples, max_new_tokens=args.max_new_tokens, source=args.source,
+                  translation_items=args.translation_items, seed=args.seed, intervals=evaluation["intervals"],
+                  progress=not args.no_progress)
+    comparison = evaluation["comparison"]
+    results = evaluate_neurons(args, model, neurons, stats, held_out, methods=methods, alpha=args.alpha, loss_texts=args.loss_texts,
+                        **comparison, **kwargs)
+    if evaluation["sweep_alphas"]:
+        results["sweep"] = []
+        layer = results["residual"]["layer"] if "residual" in results else None
+        for alpha in evaluation["sweep_alphas"]:
+            # the first method at this alpha (measured above at --alpha), and residual DiffMean at its chosen layer with this alpha
+            same = alpha == args.alpha
+            more = results
+            if layer is not None or not same:
+                more = evaluate(model, neurons, stats, held_out, methods=[] if same else methods[:1], alpha=alpha, loss_texts=0,
+                                **{**comparison, "controls": 0, "residual": layer is not None,
+                                   "residual_layers": [layer] if layer is not None else None, "residual_alphas": [alpha]},
+                                **kwargs)
+            results["sweep"] += sweep_points(results if same else more, methods[0], alpha)
+            if layer is not None:
+                results["sweep"] += sweep_points(more, RESIDUAL, alpha)
+    results["evaluation"] = evaluation
+    write_metrics(args.out, results, neurons)
+    return results
