@@ -26,7 +26,6 @@ from lang_neurons.errors import LangNeuronsError
 from lang_neurons.models import HookedModel
 
 
-
 def is_gated(model: HookedModel) -> bool:
     """Whether the model's MLPs are gated (Llama, Gemma, Qwen, Mistral, ...)."""
     return "blocks.0.mlp.hook_pre_linear" in model.hook_dict

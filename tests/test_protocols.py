@@ -177,6 +177,13 @@ def test_each_preset_runs_through_the_cli(identified, tmp_path, capsys, name):
         assert set(metrics["deactivation_generation"]["per_language"]) == set(LANGS)
 
 
+def test_cli_offers_every_protocol():
+    """The CLI's --protocol choices (lang_neurons.choices, no torch) name exactly the presets."""
+    from lang_neurons.choices import PROTOCOL_NAMES
+
+    assert tuple(protocols.PROTOCOLS) == PROTOCOL_NAMES
+
+
 def test_protocol_defaults_name_real_flags():
     parser = cli.build_parser()
     for command in ("evaluate", "run"):
