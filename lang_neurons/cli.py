@@ -97,6 +97,9 @@ class _Parser(argparse.ArgumentParser):
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help="embedded 'gemma-3-270m' (default), a hub name or a local HF folder")
     p.add_argument("--corpus", default="default", help="default (offline), flores, paws-x, wikipedia, culturax, or a folder of <lang>.txt files")
+    p.add_argument("--parallel", action="store_true",
+                   help="a --corpus folder's files are line-aligned translations (line i of every file is the same text): "
+                        "enables BLEU/chrF on your own files")
     p.add_argument("--langs", default=",".join(DEFAULT_LANGS), help="comma-separated language codes (default: %(default)s)")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--site", default="act", choices=list(SITES), help="which neurons (default: act)")
@@ -104,6 +107,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=_positive_int, default=16)
     p.add_argument("--max-length", type=_positive_int, default=256, help="tokens kept per text (default: %(default)s)")
     p.add_argument("--max-per-lang", type=_positive_int, default=None, help="texts per language to use (default: all)")
+    p.add_argument("--skip-bos", action=argparse.BooleanOptionalAction, default=True,
+                   help="leave the BOS token out of every statistic (default; --no-skip-bos keeps it)")
     p.add_argument("--ap-sentences", type=_positive_int, default=None, help="pooled sentences per language kept for AP (default: all)")
     p.add_argument("--held-out", type=float, default=0.2, help="share of each language held out for evaluation (default: %(default)s)")
     p.add_argument("--seed", type=_seed, default=0)

@@ -47,7 +47,13 @@ def run_settings(args: argparse.Namespace, langs: list[str]) -> dict[str, Any]:
         "ap_sentences": args.ap_sentences,
         "held_out": args.held_out,
         "seed": args.seed,
+        "parallel": args.parallel,
+        "skip_bos": args.skip_bos,
     }
+
+
+# What run.json files written before a setting existed meant by leaving it out.
+_SETTING_DEFAULTS = {"parallel": False, "skip_bos": True}
 
 
 def check_out_dir(out: Path, settings: dict[str, Any], force: bool) -> bool:
@@ -63,7 +69,7 @@ def check_out_dir(out: Path, settings: dict[str, Any], force: bool) -> bool:
         saved = json.loads(run_file.read_text())
     except json.JSONDecodeError:
         saved = {}
-    diff = [k for k in settings if saved.get(k) != settings[k]]
+    diff = [k for k in settings if saved.get(k, _SETTING_DEFAULTS.get(k)) != settings[k]]
     if diff and not force:
         k = diff[0]
         raise LangNeuronsError(
@@ -75,7 +81,8 @@ def check_out_dir(out: Path, settings: dict[str, Any], force: bool) -> bool:
 
 def run_corpora(settings: dict[str, Any]) -> tuple[LanguageCorpus, LanguageCorpus]:
     """The train and held-out corpora of a run, from its settings (see :func:`run_settings`)."""
-    corpus = load_corpus(settings["corpus"], langs=settings["langs"], max_per_lang=settings.get("max_per_lang"))
+    options = {"parallel": True} if settings.get("parallel") else {}
+    corpus = load_corpus(settings["corpus"], langs=settings["langs"], max_per_lang=settings.get("max_per_lang"), **options)
     if settings["held_out"] > 0:
         return corpus.split(held_out=settings["held_out"], seed=settings["seed"])
     return corpus, corpus
@@ -94,6 +101,11 @@ def open_run(args: argparse.Namespace) -> tuple[HookedModel, Site, LanguageCorpu
         raise LangNeuronsError(f"--held-out must be in [0, 1), got {args.held_out}")
     if args.checkpoint_every < 0:
         raise LangNeuronsError(f"--checkpoint-every must be 0 (no checkpoints) or a positive number of batches, got {args.checkpoint_every}")
+    if args.parallel and not Path(args.corpus).expanduser().is_dir():
+        raise LangNeuronsError(
+            f"--parallel marks a --corpus folder of <code>.txt files as line-aligned, but --corpus {args.corpus!r} is not a folder "
+            "(the named corpora already know whether they are parallel): leave --parallel out"
+        )
     settings = run_settings(args, langs)
     reuse = check_out_dir(args.out, settings, args.force)
     train, held_out = run_corpora(settings)
@@ -189,7 +201,7 @@ def run_statistics(
         model, train, site=args.site, pooling=args.pooling, batch_size=args.batch_size,
         max_length=args.max_length, ap_sentences=args.ap_sentences, progress=not args.no_progress,
         checkpoint=checkpoint if args.checkpoint_every else None, checkpoint_every=args.checkpoint_every or 1,
-        resume=args.resume,
+        resume=args.resume, skip_bos=args.skip_bos,
     )
     if is_main():
         stats.save(stats_path)

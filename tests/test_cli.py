@@ -163,3 +163,49 @@ def test_steer_and_evaluate_commands(llama_dir, tmp_path, capsys):
     assert "rate_interval" not in json.loads((few / "metrics.json").read_text())["targets"]["de"]["methods"]["add"]
     assert cli.main(["evaluate", "--neurons", str(tmp_path), "--out", str(metrics)]) == 2
     assert "holds no lang-neurons run" in capsys.readouterr().err
+
+
+def test_a_corpus_file_that_is_not_utf8_names_the_file_and_line(llama_dir, tmp_path, capsys):
+    d = tmp_path / "texts"
+    d.mkdir()
+    (d / "en.txt").write_text("\n".join(SENTENCES["en"][:4]), encoding="utf-8")
+    (d / "de.txt").write_bytes("Guten Tag.\nDas Haus ist gro\u00df.\n".encode("utf-8") + "Sch\u00f6n.\n".encode("latin-1"))
+    assert cli.main(["identify", "--model", str(llama_dir), "--corpus", str(d), "--langs", "en,de",
+                     "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "de.txt is not UTF-8: line 3 has the byte 0xf6" in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_parallel_folder_and_bos_flags(llama_dir, tmp_path, capsys):
+    d = tmp_path / "texts"
+    d.mkdir()
+    for lang in ("en", "de", "ja"):  # SENTENCES are translations of each other, line by line
+        (d / f"{lang}.txt").write_text("\n".join(SENTENCES[lang][:12]), encoding="utf-8")
+    run = tmp_path / "run"
+    assert _identify(llama_dir, d, run, "--parallel", "--top-rate", "0.1") == 0
+    settings = json.loads((run / "run.json").read_text())
+    assert settings["parallel"] is True and settings["skip_bos"] is True
+    metrics = tmp_path / "metrics"
+    assert cli.main(["evaluate", "--neurons", str(run), "--out", str(metrics), "--samples", "2", "--max-new-tokens", "3",
+                     "--translation-items", "2", "--translation-tokens", "3", "--loss-texts", "0", "--methods", "add",
+                     "--controls", "0", "--no-residual", "--no-intervals", "--no-progress"]) == 0
+    results = json.loads((metrics / "metrics.json").read_text())
+    assert "translation" in results["targets"]["de"]["methods"]["add"], "BLEU/chrF on the user's own parallel files"
+    # Without --parallel the same folder is not aligned, so evaluate leaves translation out.
+    plain = tmp_path / "plain"
+    assert _identify(llama_dir, d, plain, "--top-rate", "0.1") == 0
+    assert cli.main(["evaluate", "--neurons", str(plain), "--out", str(tmp_path / "m2"), "--samples", "2",
+                     "--max-new-tokens", "3", "--translation-items", "2", "--loss-texts", "0", "--methods", "add",
+                     "--controls", "0", "--no-residual", "--no-intervals", "--no-progress"]) == 0
+    assert "translation" not in json.loads((tmp_path / "m2" / "metrics.json").read_text())["targets"]["de"]["methods"]["add"]
+    # --no-skip-bos counts the BOS position too: one more token per text, and another run.
+    kept = tmp_path / "kept"
+    assert _identify(llama_dir, d, kept, "--parallel", "--no-skip-bos") == 0
+    with_bos, without = ln.ActivationStats.load(kept / "stats"), ln.ActivationStats.load(run / "stats")
+    assert (with_bos.tokens - without.tokens).tolist() == without.sentences.tolist()
+    capsys.readouterr()
+    assert _identify(llama_dir, d, run, "--parallel", "--no-skip-bos") == 2
+    assert "holds a different run (skip_bos: True there, False now)" in capsys.readouterr().err
+    assert _identify(llama_dir, "default", tmp_path / "named", "--parallel") == 2
+    assert "--parallel marks a --corpus folder" in capsys.readouterr().err

@@ -11,6 +11,19 @@ from .corpus import CorpusError, LanguageCorpus, MissingLanguageError, show_lang
 from .texts import columns, dedupe, dedupe_rows
 
 
+def _read_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file (a BOM is dropped); an error naming the line that is not UTF-8."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise CorpusError(
+            f"{path} is not UTF-8: line {line} has the byte {data[err.start]:#04x} ({err.reason}); "
+            "save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"
+        ) from None
+
+
 def load_text_files(
     directory: str | os.PathLike[str],
     langs: str | Sequence[str] | None = None,
@@ -49,7 +62,7 @@ def load_text_files(
                     f"no file for {code!r} in {str(root)!r}: it has {show_langs(files)}; add {code}.txt or leave {code!r} out"
                 )
             chosen.append(match[0])
-    lines = {code: files[code].read_text(encoding="utf-8-sig").splitlines() for code in chosen}
+    lines = {code: _read_lines(files[code]) for code in chosen}
     if parallel:
         counts = {code: len(v) for code, v in lines.items()}
         if len(set(counts.values())) > 1:
