@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import lang_neurons as ln  # noqa: E402
-rec = sys.modules["lang_neurons.record"]  # the module (ln.record is the function)
+rec = sys.modules["lang_neurons.recording.recorder"]  # the module whose record() saves the checkpoints
 
 
 class _Stop:
@@ -61,7 +61,7 @@ def main() -> None:
         return stats, time.perf_counter() - t
 
     writes: list[float] = []
-    save = rec._save_checkpoint
+    save = rec.save_checkpoint
 
     def timed_save(*a, **k):
         t = time.perf_counter()
@@ -73,7 +73,7 @@ def main() -> None:
     plain, out["plain_s"] = timed()
     with tempfile.TemporaryDirectory() as tmp:
         ck = Path(tmp) / "ck.safetensors"
-        rec._save_checkpoint = timed_save
+        rec.save_checkpoint = timed_save
         try:
             _, out["checkpointed_s"] = timed(checkpoint=ck, checkpoint_every=args.every)
             out["checkpoint_writes"] = len(writes)
@@ -89,7 +89,7 @@ def main() -> None:
             out["checkpoint_bytes"] = ck.stat().st_size
             resumed, out["resumed_part_s"] = timed(checkpoint=ck, checkpoint_every=args.every, resume=True)
         finally:
-            rec._save_checkpoint = save
+            rec.save_checkpoint = save
     out["resumed_equals_plain"] = all(
         torch.equal(getattr(resumed, k), getattr(plain, k)) for k in (*ln.ActivationStats._TENSORS, "nonfinite")
     )

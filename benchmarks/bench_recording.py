@@ -1,7 +1,7 @@
 """Benchmark :func:`lang_neurons.record` against bare forward passes on the same batches.
 
 Prints ONE JSON line. Timed variants, each over the same batches (record's own batching,
-``record._batches`` + ``record._pad``, on the default corpus):
+``recording.batches`` + ``recording.pad``, on the default corpus):
 
 * ``a``: a bare full forward (``model(ids, attention_mask=mask)``, no hooks, logits computed);
 * ``b``: a bare forward stopped right after the last MLP layer (one hook on
@@ -14,7 +14,7 @@ Prints ONE JSON line. Timed variants, each over the same batches (record's own b
 
 Repetitions are interleaved (a, b, b_same_stop, c, a, b, ...) and the medians reported, so load
 from other processes hits every variant alike. ``--every k`` times the texts of every k-th batch
-of each language: ``record`` gets those texts, and ``a``/``b`` get the batches ``record._batches``
+of each language: ``record`` gets those texts, and ``a``/``b`` get the batches ``recording.batches``
 makes of them.
 The padding share is reported for the whole corpus and for the timed batches. Peak RSS is read
 after an untimed ``record`` warm-up (before any full forward has allocated logits) and at the end.
@@ -35,7 +35,7 @@ import _common  # noqa: F401  (sets sys.path)
 import torch
 
 import lang_neurons as ln
-from lang_neurons.record import _batches, _encode, _pad
+from lang_neurons.recording import batching
 from lang_neurons.sites import resolve_site
 
 
@@ -80,12 +80,12 @@ def micro(batch: int, pos: int, width: int, repeats: int = 300) -> dict:
     """One layer's statistics (site ``act`` of a gated MLP: tanh-GELU of the gate, then LAPE
     counts, sums, squares, mean pooling) on random data, as ``record``'s hook runs them (one
     thread) and the same work at the process's thread count; also the GELU alone."""
-    from lang_neurons.record import _Accumulator
+    from lang_neurons.recording.accumulator import Accumulator
     from lang_neurons.sites import Site
 
     act_fn = torch.nn.GELU(approximate="tanh")
     site = Site("act", 1, width, width, True, act_fn)
-    acc = _Accumulator(site, 1, batch, "mean", torch.device("cpu"), d_model=640)
+    acc = Accumulator(site, 1, batch, "mean", torch.device("cpu"), d_model=640)
     mask = torch.rand(batch, pos) > 0.05
     acc.set_batch(0, mask, list(range(batch)))
     (_, hook), _resid = acc.hooks()  # the neuron hook; the residual-sum hook is not timed here
@@ -133,21 +133,21 @@ def main(argv=None) -> None:
     rss_model = _common.peak_rss_mb()
     corpus = ln.load_corpus("default")
     max_length = min(int(getattr(model.cfg, "n_ctx", 0) or 2048), 512)  # record's default
-    encoded = {lang: _encode(model, corpus[lang], max_length)[0] for lang in corpus.langs}
-    full_plan = {lang: _batches([len(x) for x in encoded[lang]], args.batch_size) for lang in corpus.langs}
+    encoded = {lang: batching.encode(model, corpus[lang], max_length)[0] for lang in corpus.langs}
+    full_plan = {lang: batching.batches([len(x) for x in encoded[lang]], args.batch_size) for lang in corpus.langs}
     pad_id = model.tokenizer.pad_token_id or 0
 
     # The timed texts: those of every k-th batch of each language (neighbours in length, so
-    # the subset pads like the whole corpus), batched again by record's own `_batches`.
+    # the subset pads like the whole corpus), batched again by record's own `recording.batches`.
     sub = {lang: [corpus[lang][i] for i in sorted(i for b in full_plan[lang][::every] for i in b)] for lang in corpus.langs}
     sub_corpus = ln.LanguageCorpus(sub, name=f"default (every {every}th batch)")
-    sub_enc = {lang: _encode(model, sub[lang], max_length)[0] for lang in corpus.langs}
-    timed_plan = {lang: _batches([len(x) for x in sub_enc[lang]], args.batch_size) for lang in corpus.langs}
+    sub_enc = {lang: batching.encode(model, sub[lang], max_length)[0] for lang in corpus.langs}
+    timed_plan = {lang: batching.batches([len(x) for x in sub_enc[lang]], args.batch_size) for lang in corpus.langs}
 
     batches = []
     for lang in corpus.langs:
         for b in timed_plan[lang]:
-            ids, mask = _pad([sub_enc[lang][i] for i in b], pad_id, "right", torch.device("cpu"))
+            ids, mask = batching.pad([sub_enc[lang][i] for i in b], pad_id, "right", torch.device("cpu"))
             batches.append((ids, mask.long()))
     n_tokens = int(sum(int(m.sum()) for _, m in batches))
     last = int(model.cfg.n_layers) - 1

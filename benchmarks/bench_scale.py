@@ -10,7 +10,7 @@ CUDA, float32 on CPU. Nothing is downloaded.
 
 Synthetic texts: random token ids of that tokenizer decoded to text, ``--batches`` batches of
 ``--batch-size`` texts for each of ``--langs`` languages, each truncated to ``--seq-len``
-tokens. Timed on the same batches (``record._encode`` + ``record._batches`` + ``record._pad``),
+tokens. Timed on the same batches (``recording.encode`` + ``recording.batches`` + ``recording.pad``),
 interleaved ``--repeats`` times, medians reported, the device synchronised after every pass:
 
 * ``a``: bare full forward (logits); ``b``: bare forward stopped after the last MLP (a hook on
@@ -47,7 +47,7 @@ import torch
 
 import lang_neurons as ln
 from lang_neurons.memory import record_memory
-from lang_neurons.record import _batches, _encode, _pad
+from lang_neurons.recording import batching
 from lang_neurons.sites import resolve_site
 
 SHAPES: dict[str, dict[str, int]] = {
@@ -197,12 +197,12 @@ def main(argv=None) -> None:
         for lang in LANGS[: args.langs]
     }
     corpus = ln.LanguageCorpus(texts, name="synthetic")
-    encoded = {lang: _encode(model, texts[lang], seq)[0] for lang in corpus.langs}
+    encoded = {lang: batching.encode(model, texts[lang], seq)[0] for lang in corpus.langs}
     pad_id = model.tokenizer.pad_token_id or 0
     batches = []
     for lang in corpus.langs:
-        for b in _batches([len(x) for x in encoded[lang]], batch):
-            ids, mask = _pad([encoded[lang][i] for i in b], pad_id, "right", device)
+        for b in batching.batches([len(x) for x in encoded[lang]], batch):
+            ids, mask = batching.pad([encoded[lang][i] for i in b], pad_id, "right", device)
             batches.append((ids, mask.long()))
     n_tokens = int(sum(int(m.sum()) for _, m in batches))
     last = shape["n_layers"] - 1

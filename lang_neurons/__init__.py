@@ -20,7 +20,7 @@ from lang_neurons.generation import generate, language_loss
 from lang_neurons.models import DEFAULT_MODEL, HookedModel, load_model, model_fingerprint
 from lang_neurons.neurons import NeuronSet, average_precision, lape
 from lang_neurons.protocols import PROTOCOLS, Protocol, protocol
-from lang_neurons.record import ActivationStats, record
+from lang_neurons.recording import ActivationStats, record
 from lang_neurons.sites import SITES, Site, resolve_site
 from lang_neurons.steering import ResidualSteering, Steering, language_arithmetic, residual_diffmean, steer
 from lang_neurons.study import evaluate, loss_matrix

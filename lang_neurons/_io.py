@@ -35,7 +35,9 @@ class ArtifactError(LangNeuronsError):
     """An artifact file is missing, damaged, edited, of another kind or from another model."""
 
 
-def _atomic_write(path: Path, write: Any) -> None:
+def atomic_write(path: Path, write: Any) -> None:
+    """Create ``path`` through ``write(tmp)`` on a temporary file beside it, then a rename: a
+    reader never sees a half-written file, and a failed write leaves no temporary file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -52,12 +54,12 @@ def _atomic_write(path: Path, write: Any) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
-    _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename."""
-    _atomic_write(Path(path), lambda tmp: Path(tmp).write_bytes(data))
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_bytes(data))
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -104,7 +106,7 @@ def save_artifact(path: str | os.PathLike, kind: str, tensors: dict[str, Tensor]
     # One metadata key only: safetensors writes a multi-key metadata map in a random order per
     # process, which would make identical inputs give different bytes.
     header = {"lang_neurons": json.dumps({"format": FORMAT_VERSION, "kind": kind}, sort_keys=True)}
-    _atomic_write(st, lambda tmp: save_file(tensors, tmp, metadata=header))
+    atomic_write(st, lambda tmp: save_file(tensors, tmp, metadata=header))
     meta = {"format": FORMAT_VERSION, "kind": kind, **meta, "bytes": st.stat().st_size, "tensors_sha256": file_sha256(st)}
     meta["meta_sha256"] = _meta_sha256(meta)
     atomic_write_text(stem.with_suffix(".json"), json.dumps(meta, indent=1, sort_keys=False))

@@ -34,7 +34,7 @@ from lang_neurons.choices import CACHE_CHECK_ENV, CACHE_CHECK_MODES
 from lang_neurons.corpora import LanguageCorpus
 from lang_neurons.errors import LangNeuronsError
 from lang_neurons.models import HookedModel, attached
-from lang_neurons.record import _batches, _encode, _pad
+from lang_neurons.recording import batching
 from lang_neurons.sampling import fast_sampling
 from lang_neurons.steering import prompt_length
 
@@ -146,7 +146,7 @@ def generate(
     else:
         if isinstance(prompts, str):
             prompts = [prompts]
-        seqs, _ = _encode(model, prompts, max_length=int(getattr(model.cfg, "n_ctx", 2048)))
+        seqs, _ = batching.encode(model, prompts, max_length=int(getattr(model.cfg, "n_ctx", 2048)))
     if max_new_tokens < 1 or batch_size < 1:
         raise LangNeuronsError("max_new_tokens and batch_size must be >= 1")
     if not (math.isfinite(repetition_penalty) and repetition_penalty > 0):
@@ -167,7 +167,7 @@ def generate(
     # the bar closes on any exit; fast_sampling: TransformerLens' per-token draw is 31 % of the time (lang_neurons.sampling)
     with torch.inference_mode(), fast_sampling(), attached(model, list(hooks)), bar:
         for bi, batch in enumerate(batches):
-            ids, mask = _pad([seqs[i] for i in batch], pad, "left", device)
+            ids, mask = batching.pad([seqs[i] for i in batch], pad, "left", device)
             torch.manual_seed(seed + bi)
             kwargs: dict[str, Any] = dict(
                 max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p, top_k=top_k
@@ -224,14 +224,14 @@ def text_losses(
         corpus = LanguageCorpus({k: list(v) for k, v in corpus.items()}, name="texts")
     device = _device(model)
     pad = model.tokenizer.pad_token_id or 0
-    encoded = {lang: _encode(model, corpus[lang], max_length)[0] for lang in corpus.langs}
+    encoded = {lang: batching.encode(model, corpus[lang], max_length)[0] for lang in corpus.langs}
     sums = [torch.zeros(len(encoded[lang]), dtype=torch.float64) for lang in corpus.langs]
     counts = [torch.zeros(len(encoded[lang]), dtype=torch.float64) for lang in corpus.langs]
-    plan = [(li, lang, b) for li, lang in enumerate(corpus.langs) for b in _batches([len(x) for x in encoded[lang]], batch_size)]
+    plan = [(li, lang, b) for li, lang in enumerate(corpus.langs) for b in batching.batches([len(x) for x in encoded[lang]], batch_size)]
     bar = tqdm(total=len(corpus), desc="loss", unit="text", disable=not progress)
     with torch.inference_mode(), attached(model, list(hooks)), bar:  # the bar closes on any exit
         for li, lang, batch in plan:
-            ids, mask = _pad([encoded[lang][i] for i in batch], pad, "right", device)
+            ids, mask = batching.pad([encoded[lang][i] for i in batch], pad, "right", device)
             logits = model(ids, attention_mask=mask.long())
             target_mask = mask[:, 1:]
             loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="none")
@@ -311,11 +311,11 @@ def check_kv_cache(model: HookedModel, *, steps: int = 3, prompts: Sequence[str]
         raise LangNeuronsError(f"steps must be >= 2 (the first step reads no cache), got {steps}")
     start = time.perf_counter()
     prompts = list(prompts)
-    seqs, _ = _encode(model, prompts, max_length=int(getattr(model.cfg, "n_ctx", 2048)))
+    seqs, _ = batching.encode(model, prompts, max_length=int(getattr(model.cfg, "n_ctx", 2048)))
     cached: list[str] = [""] * len(seqs)
     worst, where = -1.0, ""
     for batch in _generation_batches(model, seqs, len(seqs)):
-        ids, mask = _pad([seqs[i] for i in batch], _pad_id(model), "left", _device(model))
+        ids, mask = batching.pad([seqs[i] for i in batch], _pad_id(model), "left", _device(model))
         with torch.inference_mode():
             tokens = _generate_batch(model, ids, mask, max_new_tokens=steps, do_sample=False, stop_at_eos=False)
             full_mask = torch.cat([mask, torch.ones_like(tokens[:, ids.shape[1] :], dtype=torch.bool)], dim=1)

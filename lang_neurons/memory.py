@@ -29,7 +29,7 @@ class RecordMemory:
     """Bytes :func:`lang_neurons.record` allocates, by tensor (see the module docstring)."""
 
     stats: dict[str, int]
-    """Each tensor of the resulting :class:`~lang_neurons.record.ActivationStats`."""
+    """Each tensor of the resulting :class:`~lang_neurons.recording.ActivationStats`."""
     device_accumulators: int
     """Fixed-size sums kept on the model's device during the pass (partials + totals)."""
     device_transient: int

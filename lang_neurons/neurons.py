@@ -1,6 +1,6 @@
 """Stage 6: :class:`NeuronSet`, the language-specific neurons of one model at one site.
 
-Built by :func:`lape` or :func:`average_precision` from :class:`~lang_neurons.record.ActivationStats`.
+Built by :func:`lape` or :func:`average_precision` from :class:`~lang_neurons.recording.ActivationStats`.
 Stored as one boolean mask ``[lang, layer, neuron]`` (plus, for AP, which members are bottom-k),
 which makes histograms and overlaps one line each and files small.
 """
@@ -17,7 +17,7 @@ from torch import Tensor
 
 from lang_neurons import _io, scoring
 from lang_neurons.errors import LangNeuronsError
-from lang_neurons.record import ActivationStats
+from lang_neurons.recording import ActivationStats
 from lang_neurons.sites import site_width
 
 

@@ -27,7 +27,7 @@ from lang_neurons.errors import LangNeuronsError
 from lang_neurons.languages import parse_langs
 from lang_neurons.models import HookedModel, check_fingerprint, load_model
 from lang_neurons.neurons import NeuronSet, average_precision, lape
-from lang_neurons.record import ActivationStats, record
+from lang_neurons.recording import ActivationStats, record
 from lang_neurons.sites import Site, resolve_site
 from lang_neurons.study import evaluate
 

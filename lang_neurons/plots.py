@@ -1,7 +1,7 @@
 """Plotly figures of neuron sets, statistics and evaluation results. No I/O.
 
 Every function takes library objects (:class:`~lang_neurons.neurons.NeuronSet`,
-:class:`~lang_neurons.record.ActivationStats`, :class:`~lang_neurons.evaluation.LossMatrix`,
+:class:`~lang_neurons.recording.ActivationStats`, :class:`~lang_neurons.evaluation.LossMatrix`,
 plain result dicts) and returns a :class:`plotly.graph_objects.Figure`; the caller shows it
 (``fig.show()``) or saves it (``fig.write_html(...)``, :func:`lang_neurons.report.write_report`).
 
@@ -27,7 +27,7 @@ from plotly.subplots import make_subplots
 from lang_neurons.errors import LangNeuronsError
 from lang_neurons.evaluation import LossMatrix
 from lang_neurons.neurons import NeuronSet
-from lang_neurons.record import ActivationStats
+from lang_neurons.recording import ActivationStats
 from lang_neurons.scoring import lape_entropy
 from lang_neurons.study import CONTROL_SUFFIX, RESIDUAL, format_interval, format_rate
 

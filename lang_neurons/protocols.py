@@ -34,7 +34,7 @@ from lang_neurons.evaluation import LanguageIdentifier
 from lang_neurons.generation import generate
 from lang_neurons.models import HookedModel
 from lang_neurons.neurons import NeuronSet, average_precision, lape
-from lang_neurons.record import ActivationStats
+from lang_neurons.recording import ActivationStats
 
 ADDITIONS = (
     "random-neuron controls: the same intervention on random neurons with the set's per-layer counts "

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from lang_neurons import _io, plots
 from lang_neurons.errors import LangNeuronsError
 from lang_neurons.neurons import NeuronSet
-from lang_neurons.record import ActivationStats
+from lang_neurons.recording import ActivationStats
 from lang_neurons.study import RESIDUAL, format_interval, format_rate
 
 __all__ = ["Table", "build_figures", "headline_table", "loss_matrix_table", "representative_neurons", "steering_table", "write_report"]
@@ -301,7 +301,7 @@ def _export_images(figures: Mapping[str, go.Figure], folder: Path) -> str | None
         for name, fig in figures.items():
             for fmt in ("png", "svg"):
                 data = fig.to_image(format=fmt)
-                _io._atomic_write(folder / f"{name}.{fmt}", lambda tmp, data=data: Path(tmp).write_bytes(data))
+                _io.atomic_write(folder / f"{name}.{fmt}", lambda tmp, data=data: Path(tmp).write_bytes(data))
     except Exception as e:  # kaleido needs a browser and may fail in many ways; images are optional
         return f"PNG/SVG copies were not written: kaleido failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})."
     return None

@@ -37,7 +37,7 @@ from lang_neurons.choices import STEERING_METHODS as METHODS
 from lang_neurons.errors import LangNeuronsError
 from lang_neurons.models import HookedModel, attached, check_fingerprint
 from lang_neurons.neurons import NeuronSet
-from lang_neurons.record import ActivationStats
+from lang_neurons.recording import ActivationStats
 
 Positions = Literal["all", "prompt", "generated"]
 POSITIONS = ("all", "prompt", "generated")

@@ -22,7 +22,7 @@ from lang_neurons.forcing import PROMPT_KINDS, ForcingPrompts, fluency, forcing_
 from lang_neurons.generation import TextLosses, generate, text_losses
 from lang_neurons.models import HookedModel, check_fingerprint
 from lang_neurons.neurons import NeuronSet
-from lang_neurons.record import ActivationStats
+from lang_neurons.recording import ActivationStats
 
 CONTROL_SUFFIX = ":random"
 """A neuron method's random control row is named ``<method>:random`` (e.g. ``add:random``)."""

@@ -228,11 +228,11 @@ def test_interrupted_write_leaves_nothing(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        _io._atomic_write(target, write)
+        _io.atomic_write(target, write)
     assert not list(tmp_path.iterdir())
     target.write_text("old")
     with pytest.raises(KeyboardInterrupt):
-        _io._atomic_write(target, write)
+        _io.atomic_write(target, write)
     assert target.read_text() == "old" and len(list(tmp_path.iterdir())) == 1
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lang_neurons.record import _batches
+from lang_neurons.recording import batching
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,19 +31,19 @@ def test_batches_partition_longest_first_and_bounded():
     rng = random.Random(0)
     lengths = [rng.randint(2, 90) for _ in range(1000)]
     for size in (1, 3, 16):
-        batches = _batches(lengths, size)
+        batches = batching.batches(lengths, size)
         assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
         assert all(1 <= len(b) <= size for b in batches)
         flat = [lengths[i] for b in batches for i in b]
         assert flat == sorted(flat, reverse=True)
-    assert _batches([], 4) == [] and _batches([7], 4) == [[0]]
-    assert _batches([5, 5, 5, 5], 2) == [[0, 1], [2, 3]]  # equal lengths: full batches, index order
+    assert batching.batches([], 4) == [] and batching.batches([7], 4) == [[0]]
+    assert batching.batches([5, 5, 5, 5], 2) == [[0, 1], [2, 3]]  # equal lengths: full batches, index order
 
 
 def test_batches_cut_the_long_tail():
     # One long text among short ones: it gets its own batch instead of padding 15 short ones.
     lengths = [200] + [10] * 31
-    batches = _batches(lengths, 16)
+    batches = batching.batches(lengths, 16)
     assert batches[0] == [0]
     padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
     assert padded == sum(lengths)

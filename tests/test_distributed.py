@@ -46,12 +46,13 @@ ORDER_SENSITIVE = [1e16, 1.0, -1e16, 1.0]
 def _fold_order(model, rank: int, world: int) -> list[float]:
     """Fold ORDER_SENSITIVE through the real gloo reduction (chunk c recorded by rank c % 2):
     the neuron sums and the residual-stream sums."""
-    from lang_neurons.record import _Accumulator, _Totals
+    from lang_neurons.recording.accumulator import Accumulator
+    from lang_neurons.recording.distributed import Totals
     from lang_neurons.sites import resolve_site
 
     site = resolve_site(model, "act")
     cpu, d_model = torch.device("cpu"), model.cfg.d_model
-    acc, total = _Accumulator(site, 1, 0, "mean", cpu, d_model), _Totals(1, site, cpu, d_model)
+    acc, total = Accumulator(site, 1, 0, "mean", cpu, d_model), Totals(1, site, cpu, d_model)
     for first in range(0, len(ORDER_SENSITIVE), world):
         acc.sums.fill_(ORDER_SENSITIVE[first + rank])
         acc.resid_sums.fill_(ORDER_SENSITIVE[first + rank])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 import torch
 from tiny_models import SENTENCES
@@ -11,8 +9,8 @@ from tiny_models import SENTENCES
 import lang_neurons as ln
 from lang_neurons.errors import LangNeuronsError
 from lang_neurons.memory import record_memory
-
-REC = sys.modules["lang_neurons.record"]
+from lang_neurons.recording.accumulator import Accumulator
+from lang_neurons.recording.distributed import Totals
 
 
 def _bytes(*tensors: torch.Tensor) -> int:
@@ -24,7 +22,7 @@ def test_plan_matches_what_record_allocates(llama_dir, monkeypatch, site, ap_sen
     model = ln.load_model(llama_dir, device="cpu")
     texts = {"en": SENTENCES["en"][:5], "de": SENTENCES["de"][:4], "ja": SENTENCES["ja"][:6]}
     made: dict[str, object] = {}
-    for cls in (REC._Accumulator, REC._Totals):
+    for cls in (Accumulator, Totals):
         init = cls.__init__
 
         def capture(self, *args, _init=init, **kwargs):
@@ -38,9 +36,9 @@ def test_plan_matches_what_record_allocates(llama_dir, monkeypatch, site, ap_sen
 
     assert plan.stats == {k: _bytes(getattr(stats, k)) for k in plan.stats}
     assert set(plan.stats) == {*ln.ActivationStats._TENSORS, "nonfinite", "resid_sums"}
-    acc, tot = made["_Accumulator"], made["_Totals"]
+    acc, tot = made["Accumulator"], made["Totals"]
     partials = _bytes(acc.active, acc.sums, acc.sq_sums, acc.nonfinite, acc.resid_sums)
-    on_device = partials + _bytes(*(getattr(tot, f) for f in REC._Totals.FIELDS))
+    on_device = partials + _bytes(*(getattr(tot, f) for f in Totals.FIELDS))
     assert plan.device_accumulators == on_device
     assert plan.pooled == _bytes(stats.pooled, stats.pooled_lang) and plan.fixed + plan.pooled == sum(plan.stats.values())
     assert plan.device_transient >= partials

@@ -10,15 +10,16 @@ them while (and only while) the body of a recording hook runs.
 from __future__ import annotations
 
 import contextlib
-import sys
 
 import pytest
 import torch
 from tiny_models import SENTENCES
 
 import lang_neurons as ln
+from lang_neurons.recording import batching
+from lang_neurons.recording.accumulator import Accumulator
+from lang_neurons.sites import resolve_site
 
-REC = sys.modules["lang_neurons.record"]  # the module (`lang_neurons.record` is the function)
 TEXTS = {lang: SENTENCES[lang][:9] for lang in ("en", "de", "ja")}
 
 _SCALARS = ("item", "tolist", "numpy", "nonzero", "__bool__", "__float__", "__int__", "__index__")
@@ -71,7 +72,7 @@ def guard(monkeypatch):
     """Arms a :class:`_SyncGuard` around the body of every hook `record` attaches."""
     g = _SyncGuard(monkeypatch)
     for name in ("_hook", "_resid_hook"):  # the neuron hooks and the residual-stream hooks
-        make_hook = getattr(REC._Accumulator, name)
+        make_hook = getattr(Accumulator, name)
 
         def guarded_hook(acc, *args, _make=make_hook, **kwargs):
             inner = _make(acc, *args, **kwargs)
@@ -82,7 +83,7 @@ def guard(monkeypatch):
 
             return run
 
-        monkeypatch.setattr(REC._Accumulator, name, guarded_hook)
+        monkeypatch.setattr(Accumulator, name, guarded_hook)
     return g
 
 
@@ -101,13 +102,13 @@ def test_hook_does_not_synchronise(llama, guard, site, pooling):
 
 def test_careful_hook_does_not_synchronise(llama, guard, monkeypatch):
     # careful mode (the re-run of a chunk with non-finite sums) counts NaN/inf on the device too
-    init = REC._Accumulator.__init__
+    init = Accumulator.__init__
 
     def careful_init(self, *args, **kwargs):
         init(self, *args, **kwargs)
         self.careful = True
 
-    monkeypatch.setattr(REC._Accumulator, "__init__", careful_init)
+    monkeypatch.setattr(Accumulator, "__init__", careful_init)
     stats = ln.record(llama, TEXTS, pooling="max", batch_size=4, progress=False)
     assert int(stats.tokens.sum()) > 0 and int(stats.nonfinite.sum()) == 0
     assert guard.calls == []
@@ -127,13 +128,13 @@ def test_careful_hook_does_not_synchronise(llama, guard, monkeypatch):
 )
 def test_guard_catches_a_sync_in_the_hook(llama, guard, monkeypatch, sync, name):
     # the guard itself: one deliberate sync inside `_accumulate` is caught, once per layer and batch
-    accumulate = REC._Accumulator._accumulate
+    accumulate = Accumulator._accumulate
 
     def syncing(self, layer, act, owned=False):
         sync(act)
         return accumulate(self, layer, act, owned)
 
-    monkeypatch.setattr(REC._Accumulator, "_accumulate", syncing)
+    monkeypatch.setattr(Accumulator, "_accumulate", syncing)
     ln.record(llama, TEXTS, batch_size=4, progress=False)
     assert guard.calls.count(name) >= llama.cfg.n_layers * len(TEXTS)
 
@@ -142,7 +143,7 @@ def test_guard_catches_a_sync_in_the_hook(llama, guard, monkeypatch, sync, name)
 def test_statistics_equal_a_plain_forward_on_the_same_batches(llama, pooling):
     # The device-side hook gives the statistics of plain reductions over a captured forward pass,
     # batch by batch in record's own plan and order: bit for bit.
-    site = REC.resolve_site(llama, "act")
+    site = resolve_site(llama, "act")
     stats = ln.record(llama, TEXTS, pooling=pooling, batch_size=4, progress=False, reduce_every=1000)
     shape = (len(TEXTS), site.n_layers, site.width)
     active = torch.zeros(shape, dtype=torch.int64)
@@ -151,9 +152,9 @@ def test_statistics_equal_a_plain_forward_on_the_same_batches(llama, pooling):
     pooled = torch.zeros_like(stats.pooled)
     bos, row = llama.tokenizer.bos_token_id, 0
     for li, lang in enumerate(TEXTS):
-        encoded, _ = REC._encode(llama, TEXTS[lang], 512)
-        for batch in REC._batches([len(x) for x in encoded], 4):
-            ids, mask = REC._pad([encoded[i] for i in batch], llama.tokenizer.pad_token_id, "right", torch.device("cpu"))
+        encoded, _ = batching.encode(llama, TEXTS[lang], 512)
+        for batch in batching.batches([len(x) for x in encoded], 4):
+            ids, mask = batching.pad([encoded[i] for i in batch], llama.tokenizer.pad_token_id, "right", torch.device("cpu"))
             seen: dict[str, torch.Tensor] = {}
             names = [h for layer in range(site.n_layers) for h in (*site.read_hooks(layer), f"blocks.{layer}.hook_resid_post")]
             with torch.inference_mode(), llama.hooks(fwd_hooks=[(n, lambda v, hook, n=n: seen.__setitem__(n, v.clone())) for n in names]):

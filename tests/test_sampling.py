@@ -10,7 +10,7 @@ import torch
 import lang_neurons as ln
 from lang_neurons import sampling
 from lang_neurons.generation import _pad_id, generate
-from lang_neurons.record import _encode, _pad
+from lang_neurons.recording import encode, pad
 from lang_neurons.sampling import fast_sampling, penalize_repetition, sample_inverse_cdf
 
 TL = importlib.import_module("transformer_lens.utilities")
@@ -126,8 +126,8 @@ def test_prompt_step_unembeds_only_its_last_position(tiny_model_dir):
     finally:
         handle.remove()
     assert widths and set(widths) == {1}
-    seqs, _ = _encode(bridge, prompts, max_length=64)
-    ids, mask = _pad(seqs, _pad_id(bridge), "left", torch.device("cpu"))
+    seqs, _ = encode(bridge, prompts, max_length=64)
+    ids, mask = pad(seqs, _pad_id(bridge), "left", torch.device("cpu"))
     with torch.inference_mode():
         ref = bridge.generate(ids, attention_mask=mask.long(), max_new_tokens=4, do_sample=False, verbose=False,
                               return_type="tokens")

@@ -1,0 +1,189 @@
+"""The hooks of one recording and the state they fill: :class:`Accumulator`.
+
+Per batch, the neuron hooks add counts, sums and sums of squares over the counted tokens (pads
+and BOS out) and pool each kept sentence; the residual-stream hooks add ``hook_resid_post``
+sums. Nothing in a hook reads a device value on the host (tests/test_record_sync.py guards
+this); :func:`lang_neurons.recording.record` takes the partial sums chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from ..sites import Site
+
+
+class StopForward(Exception):
+    """Raised from the last recorded hook to skip the rest of the forward (final norm, unembedding)."""
+
+
+def resid_hook_name(layer: int) -> str:
+    """The residual-stream hook point recorded at ``layer`` (after its attention and MLP)."""
+    return f"blocks.{layer}.hook_resid_post"
+
+
+@contextlib.contextmanager
+def one_cpu_thread(device: torch.device) -> Iterator[None]:
+    """Run the hooks' few small element-wise passes on one thread when on the CPU. With several,
+    every pass ends at an OpenMP barrier that stalls whenever another process holds a core
+    (measured on 2 shared cores: 30-60 ms instead of ~1 ms per layer). A no-op elsewhere."""
+    threads = torch.get_num_threads() if device.type == "cpu" else 1
+    if threads > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if threads > 1:
+            torch.set_num_threads(threads)
+
+
+class Accumulator:
+    """Hook-side state of one recording: fixed-size sums plus the pooled rows.
+
+    For ``n_langs`` languages at ``site``: ``active``, ``sums``, ``sq_sums`` (per language,
+    layer and neuron, on ``device``), ``nonfinite`` (per language and layer), ``resid_sums``
+    (per language, layer and ``d_model``) and ``pooled``, ``n_pooled`` rows on the CPU.
+    """
+
+    def __init__(self, site: Site, n_langs: int, n_pooled: int, pooling: str, device: torch.device, d_model: int):
+        shape = (n_langs, site.n_layers, site.width)
+        self.site, self.pooling = site, pooling
+        self.active = torch.zeros(shape, dtype=torch.int64, device=device)
+        self.sums = torch.zeros(shape, dtype=torch.float64, device=device)
+        self.sq_sums = torch.zeros(shape, dtype=torch.float64, device=device)
+        self.resid_sums = torch.zeros((n_langs, site.n_layers, d_model), dtype=torch.float64, device=device)
+        self.pooled = torch.zeros((n_pooled, site.n_layers, site.width), dtype=torch.float32)
+        self.pending: dict[int, list[Tensor]] = {}
+        # Careful mode (set by `record` to redo a chunk whose sums came out non-finite): NaN/inf
+        # values are counted per language and layer, then replaced by 0 before `_accumulate`.
+        self.careful = False
+        self.nonfinite = torch.zeros(shape[:2], dtype=torch.int64, device=device)
+        # Set per batch by `set_batch`.
+        self.lang = 0
+        self.mask = self.maskf = self.lengths = self.last = torch.empty(0)
+        self.rows: Tensor = torch.empty(0, dtype=torch.long)  # rows of `pooled` this batch fills (CPU)
+        self.keep: Tensor | None = None  # batch items that fill them (device), None = all
+        self.batch_pooled: Tensor | None = None  # their pooled values, [kept, layer, width] on the device
+
+    def set_batch(self, lang: int, mask: Bool[Tensor, "batch pos"], rows: Sequence[int]) -> None:
+        """Prepare for one batch of language ``lang``: ``rows[i]`` is the pooled row of batch
+        item ``i`` (``-1``: none). Everything the hooks index with is built here, from host
+        values, so that no hook needs a host value from the device."""
+        self.lang, self.mask = lang, mask
+        self.maskf = mask.to(torch.float32)[..., None]
+        self.lengths = mask.sum(1)
+        # Index of the last real token (works for either padding side).
+        pos = torch.arange(mask.shape[1], device=mask.device)
+        self.last = torch.where(mask, pos, -1).amax(1).clamp(min=0)
+        kept = [i for i, r in enumerate(rows) if r >= 0]
+        self.rows = torch.tensor([rows[i] for i in kept], dtype=torch.long)
+        self.keep = None if len(kept) == len(rows) else torch.tensor(kept, dtype=torch.long, device=mask.device)
+        shape = (len(kept), self.site.n_layers, self.site.width)
+        self.batch_pooled = torch.empty(shape, dtype=torch.float32, device=mask.device) if kept else None
+
+    def flush(self) -> None:
+        """Copy the batch's pooled rows into :attr:`pooled` (CPU): once per batch, after the
+        forward pass, instead of once per layer inside the hooks."""
+        if self.batch_pooled is not None:
+            self.pooled.index_copy_(0, self.rows, self.batch_pooled.cpu())
+
+    def hooks(self) -> list[tuple[str, Any]]:
+        """The (hook point, hook) pairs of a recording: every layer's site hooks and its
+        ``hook_resid_post``; the last layer's ``hook_resid_post`` stops the forward."""
+        # The forward stops at the last layer's hook_resid_post, which fires after its MLP: the
+        # last layer's down projection runs (for the residual sums), the final norm and the
+        # unembedding do not.
+        out = []
+        for layer in range(self.site.n_layers):
+            names = self.site.read_hooks(layer)
+            for slot, name in enumerate(names):
+                out.append((name, self._hook(layer, slot, len(names), stop=False)))
+            out.append((resid_hook_name(layer), self._resid_hook(layer, stop=layer == self.site.n_layers - 1)))
+        return out
+
+    def _resid_hook(self, layer: int, stop: bool):
+        def hook(value: Tensor, hook: Any = None) -> None:
+            with one_cpu_thread(value.device):
+                # Same mask as the neurons (pads and BOS out); float32 per batch, float64 totals.
+                self.resid_sums[self.lang, layer] += (value.float() * self.maskf).sum((0, 1)).double()
+            if stop:
+                raise StopForward
+            return None
+
+        return hook
+
+    def _hook(self, layer: int, slot: int, n_slots: int, stop: bool):
+        def hook(value: Tensor, hook: Any = None) -> None:
+            got = self.pending.setdefault(layer, [None] * n_slots)  # type: ignore[list-item]
+            got[slot] = value
+            if any(v is None for v in got):
+                return None
+            del self.pending[layer]
+            with one_cpu_thread(value.device):
+                act = self.site.activation(got)
+                if self.careful:
+                    bad = ~torch.isfinite(act)
+                    self.nonfinite[self.lang, layer] += (bad & self.mask[..., None]).sum()
+                    act = act.masked_fill(bad, 0)
+                # `act` is ours to overwrite when the site computed it (act_fn, cat, careful fill).
+                self._accumulate(layer, act, owned=all(act is not v for v in got))
+            if stop:
+                raise StopForward
+            return None
+
+        return hook
+
+    def take(
+        self,
+    ) -> tuple[
+        Int[Tensor, "lang layer neuron"],
+        Float[Tensor, "lang layer neuron"],
+        Float[Tensor, "lang layer neuron"],
+        Int[Tensor, "lang layer"],
+        Float[Tensor, "lang layer d_model"],
+    ]:
+        """The fixed-size sums added since the last call (active, sums, sq_sums, nonfinite,
+        resid_sums), which are reset to zero. `record` folds these chunk partials in plan order;
+        whatever `_accumulate` keeps internally must be complete in them when this returns."""
+        parts = (self.active, self.sums, self.sq_sums, self.nonfinite, self.resid_sums)
+        out = tuple(t.clone() for t in parts)
+        for t in parts:
+            t.zero_()
+        return out  # type: ignore[return-value]
+
+    def _accumulate(self, layer: int, act: Tensor, owned: bool = False) -> None:
+        # Few passes over the [batch, pos, width] activations (this runs 10^5+ times per corpus):
+        # mask once (in place when `act` is ours), count the active ones by summing a float 0/1
+        # buffer (exact below 2**24 positions; a bool sum is ~4x slower), and square the masked
+        # copy in place. Same reductions as the plain version, so the same bits.
+        # No host synchronisation here (nothing that reads a device value on the host: `.item()`,
+        # `.cpu()`, boolean-mask indexing, `if tensor`): pooled rows go to a device buffer that
+        # `flush` copies to the CPU once per batch; tests/test_record_sync.py guards this.
+        a = act.float()
+        if self.batch_pooled is not None and self.pooling != "mean":  # these read the unmasked values
+            if self.pooling == "max":
+                pooled = a.masked_fill(~self.mask[..., None], -math.inf).amax(1)
+            else:
+                pooled = a[torch.arange(a.shape[0], device=a.device), self.last]
+            self._pool(layer, pooled)
+        masked = a.mul_(self.maskf) if owned or a is not act else a * self.maskf
+        self.sums[self.lang, layer] += masked.sum((0, 1)).double()
+        if masked[..., 0].numel() < 2**24:
+            self.active[self.lang, layer] += torch.gt(masked, 0, out=torch.empty_like(masked)).sum((0, 1)).long()
+        else:
+            self.active[self.lang, layer] += (masked > 0).sum((0, 1))
+        if self.batch_pooled is not None and self.pooling == "mean":
+            self._pool(layer, masked.sum(1) / self.lengths.clamp(min=1)[:, None])
+        self.sq_sums[self.lang, layer] += masked.mul_(masked).sum((0, 1)).double()
+
+    def _pool(self, layer: int, pooled: Tensor) -> None:
+        assert self.batch_pooled is not None
+        self.batch_pooled[:, layer] = pooled if self.keep is None else pooled.index_select(0, self.keep)
+
