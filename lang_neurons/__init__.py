@@ -9,23 +9,36 @@ and steer the language it writes by intervening on them.
     print(neurons.summary())
     hooks = ln.language_arithmetic(neurons, stats, target="de")
     print(ln.generate(model, n=5, hooks=hooks))
+
+The names below load on first use (PEP 562), so ``import lang_neurons`` and ``lang-neurons
+--help`` do not import torch, TransformerLens or plotly until something needs them.
 """
 
-from lang_neurons import controls, evaluation, masks, plots, protocols, report, steering
-from lang_neurons.controls import random_control, random_controls
-from lang_neurons.corpora import DEFAULT_LANGS, LanguageCorpus, load_corpus
-from lang_neurons.errors import LangNeuronsError
-from lang_neurons.evaluation import LanguageIdentifier, LossMatrix, translation_scores, translation_task
-from lang_neurons.generation import generate, language_loss
-from lang_neurons.models import DEFAULT_MODEL, HookedModel, load_model, model_fingerprint
-from lang_neurons.neurons import NeuronSet, average_precision, lape
-from lang_neurons.protocols import PROTOCOLS, Protocol, protocol
-from lang_neurons.recording import ActivationStats, record
-from lang_neurons.sites import SITES, Site, resolve_site
-from lang_neurons.steering import ResidualSteering, Steering, language_arithmetic, residual_diffmean, steer
-from lang_neurons.study import evaluate, loss_matrix
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# Each public name and the module that defines it.
+_NAMES = {
+    "lang_neurons.choices": ("DEFAULT_LANGS", "DEFAULT_MODEL", "SITES"),
+    "lang_neurons.controls": ("random_control", "random_controls"),
+    "lang_neurons.corpora": ("LanguageCorpus", "load_corpus"),
+    "lang_neurons.errors": ("LangNeuronsError",),
+    "lang_neurons.evaluation": ("LanguageIdentifier", "LossMatrix", "translation_scores", "translation_task"),
+    "lang_neurons.generation": ("generate", "language_loss"),
+    "lang_neurons.models": ("HookedModel", "load_model", "model_fingerprint"),
+    "lang_neurons.neurons": ("NeuronSet", "average_precision", "lape"),
+    "lang_neurons.protocols": ("PROTOCOLS", "Protocol", "protocol"),
+    "lang_neurons.recording": ("ActivationStats", "record"),
+    "lang_neurons.sites": ("Site", "resolve_site"),
+    "lang_neurons.steering": ("ResidualSteering", "Steering", "language_arithmetic", "residual_diffmean", "steer"),
+    "lang_neurons.study": ("evaluate", "loss_matrix"),
+}
+_HOME = {name: module for module, names in _NAMES.items() for name in names}
+_SUBMODULES = ("controls", "evaluation", "masks", "plots", "protocols", "report", "steering")
 
 __all__ = [
     "DEFAULT_LANGS",
@@ -70,3 +83,34 @@ __all__ = [
     "translation_scores",
     "translation_task",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"lang_neurons.{name}")
+    if name not in _HOME:
+        raise AttributeError(f"module 'lang_neurons' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOME[name]), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+if TYPE_CHECKING:  # what the names are, for type checkers and IDEs
+    from lang_neurons import controls, evaluation, masks, plots, protocols, report, steering
+    from lang_neurons.choices import DEFAULT_LANGS, DEFAULT_MODEL, SITES
+    from lang_neurons.controls import random_control, random_controls
+    from lang_neurons.corpora import LanguageCorpus, load_corpus
+    from lang_neurons.errors import LangNeuronsError
+    from lang_neurons.evaluation import LanguageIdentifier, LossMatrix, translation_scores, translation_task
+    from lang_neurons.generation import generate, language_loss
+    from lang_neurons.models import HookedModel, load_model, model_fingerprint
+    from lang_neurons.neurons import NeuronSet, average_precision, lape
+    from lang_neurons.protocols import PROTOCOLS, Protocol, protocol
+    from lang_neurons.recording import ActivationStats, record
+    from lang_neurons.sites import Site, resolve_site
+    from lang_neurons.steering import ResidualSteering, Steering, language_arithmetic, residual_diffmean, steer
+    from lang_neurons.study import evaluate, loss_matrix
