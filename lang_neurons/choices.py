@@ -11,6 +11,10 @@ DEFAULT_MODEL = "gemma-3-270m"
 """Name of the embedded default model: google/gemma-3-270m (base), shipped on PyPI as GGUF."""
 
 DEFAULT_LANGS: tuple[str, ...] = ("en", "de", "fr", "es", "zh", "ja")
+
+AP_SHARE = 0.0045
+"""AP's default top-k and bottom-k as a share of the site's neurons: Kojima et al.'s 1,000 of
+XGLM-564M's 221,184 Linear outputs (24 layers x 9,216), i.e. 166 of the embedded model's 36,864."""
 """Languages loaded when ``langs=None`` (except for text-file folders and PAWS-X)."""
 
 SITES: dict[str, str] = {

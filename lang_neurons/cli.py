@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from lang_neurons.choices import (
+    AP_SHARE,
     CACHE_CHECK_ENV,
     CACHE_CHECK_MODES,
     DEACTIVATE,
@@ -180,8 +181,11 @@ def _add_selection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--activation-bar", type=_rate, default=0.95, help="LAPE: probability quantile a language must pass")
     p.add_argument("--per-language", type=_positive_int, default=None,
                    help="LAPE, balanced variant: this many lowest-entropy neurons for every language instead of one global --top-rate")
-    p.add_argument("--top-k", type=int, default=1000, help="AP: top-k neurons per language")
-    p.add_argument("--bottom-k", type=int, default=1000, help="AP: bottom-k neurons per language")
+    p.add_argument("--ap-share", type=_rate, default=AP_SHARE,
+                   help="AP: top-k and bottom-k as this share of the site's neurons (default: %(default)s, the share Kojima et al.'s "
+                        "1,000 were of XGLM-564M's Linear outputs; 166 of the embedded model's 36,864)")
+    p.add_argument("--top-k", type=int, default=None, help="AP: top-k neurons per language (default: --ap-share of the site's neurons)")
+    p.add_argument("--bottom-k", type=int, default=None, help="AP: bottom-k neurons per language (default: --ap-share of the site's neurons)")
 
 
 def _add_evaluation_args(p: argparse.ArgumentParser) -> None:

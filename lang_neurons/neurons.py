@@ -16,6 +16,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from lang_neurons import _io, scoring
+from lang_neurons.choices import AP_SHARE
 from lang_neurons.errors import LangNeuronsError
 from lang_neurons.recording import ActivationStats
 from lang_neurons.sites import site_width
@@ -239,17 +240,38 @@ def lape(
     return NeuronSet(list(stats.langs), mask, stats.site, "lape", scores=entropy[None], params=params, model=stats.model)
 
 
-def average_precision(stats: ActivationStats, top_k: int = 1000, bottom_k: int = 1000, progress: bool = True) -> NeuronSet:
+def ap_k(n_neurons: int, share: float = AP_SHARE) -> int:
+    """AP's default k at a site of ``n_neurons`` neurons: ``share`` of them, rounded, at least 1."""
+    if not 0 < share <= 0.5:
+        raise LangNeuronsError(f"AP share must be in (0, 0.5] (top and bottom together at most all neurons), got {share}")
+    return max(1, round(share * n_neurons))
+
+
+def average_precision(
+    stats: ActivationStats,
+    top_k: int | None = None,
+    bottom_k: int | None = None,
+    progress: bool = True,
+    *,
+    share: float = AP_SHARE,
+) -> NeuronSet:
     """Kojima et al. (2024) neurons: per language, the ``top_k`` and ``bottom_k`` neurons by AP.
 
     The AP of a neuron for language L ranks all pooled sentences by the neuron's pooled
     activation, with L's sentences as positives; exact (sklearn's definition, ties included).
+    ``top_k``/``bottom_k`` left out are ``share`` of the site's neurons (:data:`AP_SHARE`: the
+    share Kojima et al.'s 1,000 were of XGLM-564M's Linear outputs); the paper's own numbers are
+    ``top_k=1000, bottom_k=1000`` (what ``protocol("kojima")`` uses).
     """
     n = stats.n_neurons
+    # A share-sized k is recorded with its share (params then say what was asked and what it gave).
+    by_share = {"share": share, "requested": [top_k, bottom_k]} if top_k is None or bottom_k is None else {}
+    top_k = ap_k(n, share) if top_k is None else top_k
+    bottom_k = ap_k(n, share) if bottom_k is None else bottom_k
     for name, k in (("top_k", top_k), ("bottom_k", bottom_k)):
         if not 0 <= k <= n:
             raise LangNeuronsError(f"{name}={k} but the model has {n} neurons at site {stats.site!r}: use 0 <= {name} <= {n}")
     ap = scoring.ap_scores(stats.pooled, stats.pooled_lang, len(stats.langs), progress=progress)
     top, bottom = scoring.top_bottom_k(ap, top_k, bottom_k)
-    params = {"top_k": top_k, "bottom_k": bottom_k, "pooling": stats.pooling, "corpus": stats.corpus}
+    params = {"top_k": top_k, "bottom_k": bottom_k, **by_share, "pooling": stats.pooling, "corpus": stats.corpus}
     return NeuronSet(list(stats.langs), top | bottom, stats.site, "ap", bottom=bottom & ~top, scores=ap, params=params, model=stats.model)

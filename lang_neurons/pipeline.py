@@ -175,9 +175,11 @@ def is_main() -> bool:
 
 def check_ap_k(args: argparse.Namespace, site: Site) -> None:
     """Refuse ``--top-k``/``--bottom-k`` outside ``[0, neurons at the site]`` before recording starts."""
+    if not 0 < args.ap_share <= 0.5:
+        raise LangNeuronsError(f"--ap-share must be in (0, 0.5], got {args.ap_share}")
     for name in ("top_k", "bottom_k"):
         k = getattr(args, name)
-        if not 0 <= k <= site.n_neurons:
+        if k is not None and not 0 <= k <= site.n_neurons:
             raise LangNeuronsError(f"--{name.replace('_', '-')} {k} but the model has {site.n_neurons} neurons at site {site.name!r}")
 
 
@@ -214,6 +216,8 @@ def selection_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
         if args.per_language is not None:
             return {"per_language": args.per_language, "filter_rate": args.filter_rate}
         return {"top_rate": args.top_rate, "filter_rate": args.filter_rate, "activation_bar_ratio": args.activation_bar}
+    if args.top_k is None or args.bottom_k is None:
+        return {"share": args.ap_share, "requested": [args.top_k, args.bottom_k]}
     return {"top_k": args.top_k, "bottom_k": args.bottom_k}
 
 
@@ -222,7 +226,7 @@ def select_neurons(args: argparse.Namespace, stats: ActivationStats, method: str
     if method == "lape":
         neurons = lape(stats, args.top_rate, args.filter_rate, args.activation_bar, per_language=args.per_language)
     else:
-        neurons = average_precision(stats, args.top_k, args.bottom_k, progress=not args.no_progress)
+        neurons = average_precision(stats, args.top_k, args.bottom_k, progress=not args.no_progress, share=args.ap_share)
     neurons.save(args.out / f"neurons_{method}")
     return neurons
 

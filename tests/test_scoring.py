@@ -178,6 +178,23 @@ def test_neuron_sets_from_stats_and_analysis(tmp_path):
         ln.average_precision(stats, top_k=61, bottom_k=0)
 
 
+def test_ap_default_k_is_a_share_of_the_site():
+    from lang_neurons.neurons import ap_k
+
+    assert ap_k(221_184) == 995 and ap_k(36_864) == 166 and ap_k(60) == 1  # XGLM-564M, the embedded model, tiny
+    stats = _stats()  # 60 neurons
+    by_share = ln.average_precision(stats, progress=False, share=0.05)
+    assert by_share.counts().tolist() == [6, 6, 6]  # 3 top + 3 bottom per language
+    assert by_share.params["share"] == 0.05 and by_share.params["requested"] == [None, None]
+    assert (by_share.params["top_k"], by_share.params["bottom_k"]) == (3, 3)
+    mixed = ln.average_precision(stats, top_k=2, progress=False, share=0.05)
+    assert (mixed.params["top_k"], mixed.params["bottom_k"]) == (2, 3)
+    explicit = ln.average_precision(stats, top_k=2, bottom_k=2, progress=False)
+    assert "share" not in explicit.params  # the paper's numbers given: params as before
+    with pytest.raises(ln.LangNeuronsError, match="share"):
+        ln.average_precision(stats, share=0.7)
+
+
 def test_pooled_median():
     stats = _stats()
     med = stats.pooled_median()
