@@ -236,6 +236,15 @@ def test_truncated_model(tmp_path: Path, size: int) -> None:
         LanguageIdentifier(path)
 
 
+def test_newer_format_version_left_to_fasttext(tmp_path: Path) -> None:
+    # A version fastText does not read: fastText's own check rejects it ("has wrong file format").
+    data = default_lid_path().read_bytes()
+    path = tmp_path / "lid.ftz"
+    path.write_bytes(data[:4] + struct.pack("<i", 13) + data[8:])
+    with pytest.raises(LangNeuronsError, match="is not a fastText model.*wrong file format"):
+        LanguageIdentifier(path)
+
+
 def test_trailing_bytes_rejected(tmp_path: Path) -> None:
     path = tmp_path / "lid.ftz"
     path.write_bytes(default_lid_path().read_bytes() + b"\0\0\0\0")
