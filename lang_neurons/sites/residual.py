@@ -45,8 +45,9 @@ class ResidualSite:
         """Dimensions over all layers."""
         return self.n_layers * self.width
 
-    def hook(self, layer: int) -> str:
-        """The hook name of the residual stream after block ``layer``."""
+    @staticmethod
+    def hook(layer: int) -> str:
+        """The hook name of the residual stream after block ``layer`` (the same on every model)."""
         return f"blocks.{layer}.hook_resid_post"
 
     def read_hooks(self, layer: int) -> tuple[str, ...]:
