@@ -214,6 +214,8 @@ def model_fingerprint(model: HookedModel) -> dict[str, Any]:
     Saved with every statistics file and neuron set; loading checks it, so a neuron set found
     on one model is never applied to another.
     """
+    from lang_neurons.sites import act_fn_name, is_gated  # sites builds on this module
+
     cfg = model.cfg
     params = dict(model.named_parameters())  # type: ignore[attr-defined]
     names = sorted(n for n in params if "mlp" in n)[:4] or sorted(params)[:4]
@@ -227,8 +229,8 @@ def model_fingerprint(model: HookedModel) -> dict[str, Any]:
         "n_layers": int(cfg.n_layers),
         "d_model": int(cfg.d_model),
         "d_mlp": int(cfg.d_mlp),
-        "gated": "blocks.0.mlp.hook_pre_linear" in model.hook_dict,
-        "act_fn": str(getattr(cfg, "act_fn", "")),
+        "gated": is_gated(model),
+        "act_fn": act_fn_name(model),
         "weights_sha256": digest.hexdigest()[:16],
     }
 

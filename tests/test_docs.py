@@ -69,7 +69,7 @@ def test_public_api_is_found():
     names = {q for q, _ in _public_api()}
     # a few anchors, so that a broken walk cannot pass by finding nothing
     for expected in ("lang_neurons.recording", "lang_neurons.scoring.lape_select", "lang_neurons.neurons.NeuronSet.jaccard",
-                     "lang_neurons.steering.add", "lang_neurons.cli.build_parser", "lang_neurons.plots.neurons.layer_distribution"):
+                     "lang_neurons.steering.neurons.add", "lang_neurons.cli.build_parser", "lang_neurons.plots.neurons.layer_distribution"):
         assert expected in names
     assert len(names) > 100
 

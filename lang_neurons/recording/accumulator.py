@@ -17,7 +17,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from ..sites import Site
+from ..sites import ResidualSite, Site
 
 
 class StopForward(Exception):
@@ -26,7 +26,7 @@ class StopForward(Exception):
 
 def resid_hook_name(layer: int) -> str:
     """The residual-stream hook point recorded at ``layer`` (after its attention and MLP)."""
-    return f"blocks.{layer}.hook_resid_post"
+    return ResidualSite.hook(layer)
 
 
 @contextlib.contextmanager
