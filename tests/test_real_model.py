@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import lang_neurons as ln
+from lang_neurons.neurons import ap_k
 from lang_neurons import cli, scoring
 
 pytestmark = pytest.mark.real_model
@@ -77,7 +78,8 @@ def test_identify_writes_artifacts(run_dir, gemma):
     lape = ln.NeuronSet.load(run_dir / "neurons_lape")
     assert lape.method == "lape" and 0 < lape.fraction() <= 0.0101
     ap = ln.NeuronSet.load(run_dir / "neurons_ap")
-    assert ap.counts().tolist() == [2000] * 6
+    k = ap_k(stats.n_neurons)  # the default top-k and bottom-k: Kojima's share of the site (166 of 36,864)
+    assert k == 166 and ap.counts().tolist() == [2 * k] * 6
 
 
 def test_lape_neurons_fire_most_on_their_language(run_dir, held_out_stats):
