@@ -41,13 +41,25 @@ def main() -> None:
     t0 = time.perf_counter()
     ln.generate(model, list(CACHE_CHECK_PROMPTS), max_new_tokens=32, do_sample=False, progress=False)
     generate_s = time.perf_counter() - t0
-    print(json.dumps({
-        "bench": "cache_check", "model": args.model, "passed": all(r.passed for r in runs),
-        "steps": runs[0].steps, "prompts": len(CACHE_CHECK_PROMPTS), "repeats": args.repeats,
-        "check_s": [round(s, 3) for s in seconds], "check_median_s": round(_common.median(seconds), 3),
-        "load_s": round(load_s, 2), "check_over_load": round(_common.median(seconds) / load_s, 3),
-        "generate_32_tokens_s": round(generate_s, 2), "torch_threads": torch.get_num_threads(), **_common.machine(),
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "cache_check",
+                "model": args.model,
+                "passed": all(r.passed for r in runs),
+                "steps": runs[0].steps,
+                "prompts": len(CACHE_CHECK_PROMPTS),
+                "repeats": args.repeats,
+                "check_s": [round(s, 3) for s in seconds],
+                "check_median_s": round(_common.median(seconds), 3),
+                "load_s": round(load_s, 2),
+                "check_over_load": round(_common.median(seconds) / load_s, 3),
+                "generate_32_tokens_s": round(generate_s, 2),
+                "torch_threads": torch.get_num_threads(),
+                **_common.machine(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-import lang_neurons as ln  # noqa: E402
+import lang_neurons as ln
+
 rec = sys.modules["lang_neurons.recording.recorder"]  # the module whose record() saves the checkpoints
 
 
@@ -68,7 +69,12 @@ def main() -> None:
         save(*a, **k)
         writes.append(time.perf_counter() - t)
 
-    out: dict = {"model": args.model, "texts": len(corpus), "batch_size": args.batch_size, "threads": torch.get_num_threads()}
+    out: dict = {
+        "model": args.model,
+        "texts": len(corpus),
+        "batch_size": args.batch_size,
+        "threads": torch.get_num_threads(),
+    }
     _, out["one_chunk_s"] = timed(reduce_every=10**9)
     plain, out["plain_s"] = timed()
     with tempfile.TemporaryDirectory() as tmp:

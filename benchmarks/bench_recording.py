@@ -31,7 +31,7 @@ import argparse
 import json
 import time
 
-import _common  # noqa: F401  (sets sys.path)
+import _common
 import torch
 
 import lang_neurons as ln
@@ -117,10 +117,21 @@ def main(argv=None) -> None:
     p.add_argument("--model", default="gemma", choices=["gemma", "tiny"])
     p.add_argument("--site", default="act")
     p.add_argument("--batch-size", type=int, default=16, help="record's default")
-    p.add_argument("--every", type=int, default=None, help="time the texts of every k-th batch of each language (default: gemma 12, tiny 1)")
+    p.add_argument(
+        "--every",
+        type=int,
+        default=None,
+        help="time the texts of every k-th batch of each language (default: gemma 12, tiny 1)",
+    )
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--profile", action="store_true", help="print the top ops of one record pass (torch.profiler) to stderr")
-    p.add_argument("--micro", action="store_true", help="time one layer's statistics on random [16, 7, 2048] data instead (no model)")
+    p.add_argument(
+        "--profile", action="store_true", help="print the top ops of one record pass (torch.profiler) to stderr"
+    )
+    p.add_argument(
+        "--micro",
+        action="store_true",
+        help="time one layer's statistics on random [16, 7, 2048] data instead (no model)",
+    )
     args = p.parse_args(argv)
     if args.micro:
         print(json.dumps(micro(16, 7, 2048)))
@@ -139,7 +150,9 @@ def main(argv=None) -> None:
 
     # The timed texts: those of every k-th batch of each language (neighbours in length, so
     # the subset pads like the whole corpus), batched again by record's own `recording.batches`.
-    sub = {lang: [corpus[lang][i] for i in sorted(i for b in full_plan[lang][::every] for i in b)] for lang in corpus.langs}
+    sub = {
+        lang: [corpus[lang][i] for i in sorted(i for b in full_plan[lang][::every] for i in b)] for lang in corpus.langs
+    }
     sub_corpus = ln.LanguageCorpus(sub, name=f"default (every {every}th batch)")
     sub_enc = {lang: batching.encode(model, sub[lang], max_length)[0] for lang in corpus.langs}
     timed_plan = {lang: batching.batches([len(x) for x in sub_enc[lang]], args.batch_size) for lang in corpus.langs}
@@ -151,7 +164,7 @@ def main(argv=None) -> None:
             batches.append((ids, mask.long()))
     n_tokens = int(sum(int(m.sum()) for _, m in batches))
     last = int(model.cfg.n_layers) - 1
-    site = resolve_site(model, args.site)
+    resolve_site(model, args.site)  # a bad --site fails here, before any timing
     stops = {"a": None, "b": f"blocks.{last}.hook_mlp_out", "b_same_stop": f"blocks.{last}.hook_resid_post"}
 
     def run_c() -> None:
@@ -159,7 +172,7 @@ def main(argv=None) -> None:
 
     run_c()  # warm-up; peak RSS of recording before any full forward allocates logits
     rss_record = _common.peak_rss_mb()
-    for name, stop in stops.items():
+    for stop in stops.values():
         _forward(model, batches[:2], stop)  # warm-up
     if args.profile:
         import sys

@@ -106,10 +106,17 @@ def build(shape: dict[str, int], device: torch.device, dtype: torch.dtype, folde
 
     tokenizer = build_tokenizer(folder, add_bos=True)  # saved: the bridge wants its name_or_path
     config = tf.LlamaConfig(
-        vocab_size=shape["vocab"], hidden_size=shape["d_model"], intermediate_size=shape["d_mlp"],
-        num_hidden_layers=shape["n_layers"], num_attention_heads=shape["n_heads"],
-        num_key_value_heads=shape["n_kv_heads"], max_position_embeddings=8192, tie_word_embeddings=False,
-        pad_token_id=PAD_ID, bos_token_id=BOS_ID, eos_token_id=EOS_ID,
+        vocab_size=shape["vocab"],
+        hidden_size=shape["d_model"],
+        intermediate_size=shape["d_mlp"],
+        num_hidden_layers=shape["n_layers"],
+        num_attention_heads=shape["n_heads"],
+        num_key_value_heads=shape["n_kv_heads"],
+        max_position_embeddings=8192,
+        tie_word_embeddings=False,
+        pad_token_id=PAD_ID,
+        bos_token_id=BOS_ID,
+        eos_token_id=EOS_ID,
     )
     config.architectures = ["LlamaForCausalLM"]
     default = torch.get_default_dtype()
@@ -120,7 +127,9 @@ def build(shape: dict[str, int], device: torch.device, dtype: torch.dtype, folde
             hf = tf.LlamaForCausalLM(config).eval()
     finally:
         torch.set_default_dtype(default)
-    bridge = TransformerBridge.boot_transformers(str(folder), hf_model=hf, tokenizer=tokenizer, device=device, dtype=dtype)
+    bridge = TransformerBridge.boot_transformers(
+        str(folder), hf_model=hf, tokenizer=tokenizer, device=device, dtype=dtype
+    )
     bridge.enable_compatibility_mode(disable_warnings=True, no_processing=True)  # as ln.load_model
     return bridge.eval()
 
@@ -151,8 +160,15 @@ def _generate(model, hooks, batch: int, new_tokens: int, device: torch.device) -
     bos = torch.full((batch, 1), int(model.tokenizer.bos_token_id), device=device)
     torch.manual_seed(0)
     with torch.inference_mode(), ln.steer(model, hooks):
-        out = model.generate(bos, max_new_tokens=new_tokens, stop_at_eos=False, do_sample=True, temperature=0.8,
-                             return_type="tokens", verbose=False)
+        out = model.generate(
+            bos,
+            max_new_tokens=new_tokens,
+            stop_at_eos=False,
+            do_sample=True,
+            temperature=0.8,
+            return_type="tokens",
+            verbose=False,
+        )
     assert out.shape == (batch, 1 + new_tokens), out.shape
 
 
@@ -165,8 +181,12 @@ def main(argv=None) -> None:
     p.add_argument("--batches", type=int, default=None, help="batches per language (default: tiny 2, else 4)")
     p.add_argument("--langs", type=int, default=2, help=f"languages (2..{len(LANGS)})")
     p.add_argument("--repeats", type=int, default=None, help="interleaved repetitions (default: tiny 1, else 3)")
-    p.add_argument("--new-tokens", type=int, default=None, help="generated tokens per sequence (default: tiny 8, else 32)")
-    p.add_argument("--available-gb", type=float, default=None, help="pretend the device has this much free memory (tests)")
+    p.add_argument(
+        "--new-tokens", type=int, default=None, help="generated tokens per sequence (default: tiny 8, else 32)"
+    )
+    p.add_argument(
+        "--available-gb", type=float, default=None, help="pretend the device has this much free memory (tests)"
+    )
     args = p.parse_args(argv)
     tiny = args.shape == "tiny"
     batch = args.batch_size or (4 if tiny else 16)
@@ -193,7 +213,9 @@ def main(argv=None) -> None:
     build_s = time.perf_counter() - t0
     gen = torch.Generator().manual_seed(0)
     texts = {
-        lang: [model.tokenizer.decode(torch.randint(4, 512, (seq + 8,), generator=gen).tolist()) for _ in range(n_texts)]
+        lang: [
+            model.tokenizer.decode(torch.randint(4, 512, (seq + 8,), generator=gen).tolist()) for _ in range(n_texts)
+        ]
         for lang in LANGS[: args.langs]
     }
     corpus = ln.LanguageCorpus(texts, name="synthetic")
@@ -218,7 +240,9 @@ def main(argv=None) -> None:
         torch.cuda.reset_peak_memory_stats(device)
     stats = run_c()  # warm-up, and the recording whose peak memory is reported
     _sync(device)
-    peak_record_mb = round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else _common.peak_rss_mb()
+    peak_record_mb = (
+        round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else _common.peak_rss_mb()
+    )
     for stop in stops.values():
         _forward(model, batches[:1], stop)  # warm-up
     times: dict[str, list[float]] = {k: [] for k in (*stops, "c")}

@@ -35,8 +35,15 @@ def _generate(model, hooks, batch: int, new_tokens: int, seed: int) -> tuple[flo
     torch.manual_seed(seed)
     t0, c0 = time.perf_counter(), time.process_time()
     with torch.inference_mode(), ln.steer(model, hooks):
-        out = model.generate(bos, max_new_tokens=new_tokens, stop_at_eos=False, do_sample=True, temperature=0.8,
-                             return_type="tokens", verbose=False)
+        out = model.generate(
+            bos,
+            max_new_tokens=new_tokens,
+            stop_at_eos=False,
+            do_sample=True,
+            temperature=0.8,
+            return_type="tokens",
+            verbose=False,
+        )
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert out.shape == (batch, 1 + new_tokens), out.shape
     return wall, cpu
@@ -52,7 +59,9 @@ def main(argv=None) -> None:
     p.add_argument("--new-tokens", type=int, default=48)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--profile", action="store_true", help="print cProfile's top functions of one 'add' generation to stderr")
+    p.add_argument(
+        "--profile", action="store_true", help="print cProfile's top functions of one 'add' generation to stderr"
+    )
     args = p.parse_args(argv)
 
     model = _common.load(args.model)

@@ -143,8 +143,7 @@ def _make_plan(labels, n_sentences: int, num_classes: int | None) -> _Plan:
     if present < 2:
         what = "positives and negatives" if is_bool else "sentences of at least 2 classes"
         raise LangNeuronsError(
-            f"AP needs {what}; labels contain only {present} class(es) "
-            f"(counts per class: {counts.tolist()})"
+            f"AP needs {what}; labels contain only {present} class(es) (counts per class: {counts.tolist()})"
         )
     wanted = np.array([1]) if is_bool else np.arange(n_classes)
     reported = wanted[counts[wanted] > 0]
@@ -519,9 +518,7 @@ def _scores_source(scores):
                 return t[:, a:b].to(device="cpu", dtype=target).numpy()
 
         def count_nonfinite(chunk):
-            return sum(
-                int((~torch.isfinite(t[:, a : a + chunk])).sum()) for a in range(0, t.shape[1], chunk)
-            )
+            return sum(int((~torch.isfinite(t[:, a : a + chunk])).sum()) for a in range(0, t.shape[1], chunk))
 
         return t.shape[0], t.shape[1], get, count_nonfinite
     arr = np.asarray(scores)

@@ -107,7 +107,13 @@ def save_artifact(path: str | os.PathLike, kind: str, tensors: dict[str, Tensor]
     # process, which would make identical inputs give different bytes.
     header = {"lang_neurons": json.dumps({"format": FORMAT_VERSION, "kind": kind}, sort_keys=True)}
     atomic_write(st, lambda tmp: save_file(tensors, tmp, metadata=header))
-    meta = {"format": FORMAT_VERSION, "kind": kind, **meta, "bytes": st.stat().st_size, "tensors_sha256": file_sha256(st)}
+    meta = {
+        "format": FORMAT_VERSION,
+        "kind": kind,
+        **meta,
+        "bytes": st.stat().st_size,
+        "tensors_sha256": file_sha256(st),
+    }
     meta["meta_sha256"] = _meta_sha256(meta)
     atomic_write_text(stem.with_suffix(".json"), json.dumps(meta, indent=1, sort_keys=False))
     return st
@@ -123,10 +129,14 @@ def _read_sidecar(js: Path, kind: str) -> dict[str, Any]:
     if meta.get("kind") != kind:
         raise ArtifactError(f"{js} holds a {meta.get('kind')!r}, not a {kind!r}")
     if meta.get("format") not in READABLE_FORMATS:
-        raise ArtifactError(f"{js} has format {meta.get('format')!r}, this lang_neurons reads {READABLE_FORMATS}: recompute it")
+        raise ArtifactError(
+            f"{js} has format {meta.get('format')!r}, this lang_neurons reads {READABLE_FORMATS}: recompute it"
+        )
     if meta["format"] >= 2:
         if meta.get("meta_sha256") != _meta_sha256(meta):
-            raise ArtifactError(f"{js} was edited after it was written (its checksum does not match its fields): restore it or recompute it")
+            raise ArtifactError(
+                f"{js} was edited after it was written (its checksum does not match its fields): restore it or recompute it"
+            )
         _check_model_meta(meta.get("model"), str(js))
     return meta
 
@@ -148,9 +158,13 @@ def load_artifact(path: str | os.PathLike, kind: str, model: Any = None) -> tupl
         raise ArtifactError(f"no {kind} at {stem}: expected {st.name} and {js.name} there")
     meta = _read_sidecar(js, kind)
     if meta.get("bytes") is not None and st.stat().st_size != meta["bytes"]:
-        raise ArtifactError(f"{st} is {st.stat().st_size} bytes, its sidecar says {meta['bytes']}: truncated or replaced; recompute it")
+        raise ArtifactError(
+            f"{st} is {st.stat().st_size} bytes, its sidecar says {meta['bytes']}: truncated or replaced; recompute it"
+        )
     if meta["format"] >= 2 and file_sha256(st) != meta.get("tensors_sha256"):
-        raise ArtifactError(f"{st} does not match the checksum in {js.name}: the file is damaged or was replaced; recompute it")
+        raise ArtifactError(
+            f"{st} does not match the checksum in {js.name}: the file is damaged or was replaced; recompute it"
+        )
     try:
         tensors = load_file(st)
     except (SafetensorError, OSError, ValueError) as e:
@@ -163,10 +177,14 @@ def check_shape(name: str, tensor: Tensor | None, shape: tuple[int, ...] | list[
     """Raise a clear error when a loaded ``tensor`` does not have ``shape``."""
     if tensor is None or tuple(tensor.shape) != tuple(shape):
         got = "missing" if tensor is None else f"shape {tuple(tensor.shape)}"
-        raise ArtifactError(f"{where}: tensor {name!r} is {got}, expected {tuple(shape)}: the file is damaged; recompute it")
+        raise ArtifactError(
+            f"{where}: tensor {name!r} is {got}, expected {tuple(shape)}: the file is damaged; recompute it"
+        )
 
 
-def save_json_artifact(path: str | os.PathLike, kind: str, data: dict[str, Any], *, model: dict[str, Any], site: str, method: str) -> Path:
+def save_json_artifact(
+    path: str | os.PathLike, kind: str, data: dict[str, Any], *, model: dict[str, Any], site: str, method: str
+) -> Path:
     """Write a JSON result (e.g. ``metrics.json``) with format, kind, model fingerprint, site,
     method and a checksum of its fields, atomically."""
     _check_model_meta(model, f"this {kind}")

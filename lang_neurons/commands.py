@@ -9,6 +9,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from lang_neurons import protocols, report
+from lang_neurons import steering as st
+from lang_neurons.choices import EVAL_METHODS
+from lang_neurons.errors import LangNeuronsError
+from lang_neurons.generation import generate
+from lang_neurons.health import doctor
+from lang_neurons.intervals import check_samples
+from lang_neurons.languages import parse_langs
+from lang_neurons.neurons import NeuronSet
 from lang_neurons.pipeline import (
     check_ap_k,
     comparison_args,
@@ -23,16 +32,6 @@ from lang_neurons.pipeline import (
     selection_params,
     write_metrics,
 )
-
-from lang_neurons import protocols, report
-from lang_neurons import steering as st
-from lang_neurons.choices import EVAL_METHODS
-from lang_neurons.errors import LangNeuronsError
-from lang_neurons.generation import generate
-from lang_neurons.health import doctor
-from lang_neurons.intervals import check_samples
-from lang_neurons.languages import parse_langs
-from lang_neurons.neurons import NeuronSet
 from lang_neurons.study import steering_for
 
 
@@ -40,7 +39,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     """``lang-neurons doctor``: one PASS/FAIL line per check; exit code 0 when all pass, 1 otherwise."""
     checks = doctor(None if args.no_model else args.model, device=args.device, dtype=args.dtype, lock=args.lock)
     failed = [c.name for c in checks if not c.passed]
-    print(f"doctor: {len(checks) - len(failed)} of {len(checks)} checks passed" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    print(
+        f"doctor: {len(checks) - len(failed)} of {len(checks)} checks passed"
+        + (f"; failed: {', '.join(failed)}" if failed else "")
+    )
     return 1 if failed else 0
 
 
@@ -82,9 +84,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise LangNeuronsError(f"--out {args.out} is a file: give a folder")
     model, neurons, stats, held_out = load_run(args)
     results = evaluate_neurons(
-        args, model, neurons, stats, held_out, targets=targets, methods=methods, alpha=args.alpha, samples=args.samples,
-        max_new_tokens=args.max_new_tokens, translation_items=args.translation_items, source=args.source,
-        loss_texts=args.loss_texts, seed=args.seed, intervals=not args.no_intervals, progress=not args.no_progress,
+        args,
+        model,
+        neurons,
+        stats,
+        held_out,
+        targets=targets,
+        methods=methods,
+        alpha=args.alpha,
+        samples=args.samples,
+        max_new_tokens=args.max_new_tokens,
+        translation_items=args.translation_items,
+        source=args.source,
+        loss_texts=args.loss_texts,
+        seed=args.seed,
+        intervals=not args.no_intervals,
+        progress=not args.no_progress,
         **comparison_args(args),
     )
     print(write_metrics(args.out, results, neurons))
@@ -120,8 +135,10 @@ def cmd_import_masks(args: argparse.Namespace) -> int:
     neurons.params["corpus"] = stats.corpus
     neurons.save(args.out / "neurons_lape")
     print(_identify_report(neurons))
-    print(f"\nwrote {args.out}/neurons_lape.safetensors (+ .json) and {args.out}/stats.safetensors: "
-          f"use `lang-neurons steer --neurons {args.out} --target ...`")
+    print(
+        f"\nwrote {args.out}/neurons_lape.safetensors (+ .json) and {args.out}/stats.safetensors: "
+        f"use `lang-neurons steer --neurons {args.out} --target ...`"
+    )
     return 0
 
 
@@ -178,11 +195,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     label = f"{chosen.upper()} neurons"
     _stage(3, f"steering evaluation ({label})")
     evaluation = {
-        "run": settings, "lape": selection_params(args, "lape"), "methods": methods, "targets": targets, "source": args.source,
-        "alpha": args.alpha, "samples": args.samples, "max_new_tokens": args.max_new_tokens,
-        "translation_items": args.translation_items, "loss_texts": args.loss_texts, "sweep_alphas": alphas,
-        "intervals": not args.no_intervals, "comparison": comparison_args(args),
-        "evaluate_set": chosen, "neurons": selection_params(args, chosen), "protocol": args.protocol,
+        "run": settings,
+        "lape": selection_params(args, "lape"),
+        "methods": methods,
+        "targets": targets,
+        "source": args.source,
+        "alpha": args.alpha,
+        "samples": args.samples,
+        "max_new_tokens": args.max_new_tokens,
+        "translation_items": args.translation_items,
+        "loss_texts": args.loss_texts,
+        "sweep_alphas": alphas,
+        "intervals": not args.no_intervals,
+        "comparison": comparison_args(args),
+        "evaluate_set": chosen,
+        "neurons": selection_params(args, chosen),
+        "protocol": args.protocol,
     }
     results = run_steering(args, model, sets[chosen], stats, held_out, evaluation, reused[chosen])
     table = protocols.format_results(results)
@@ -193,22 +221,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     _stage(5, "report")
     tables: dict[str, str | report.Table] = {
         "Headline": report.headline_table(results),
-        "Statistics": stats.summary(), **{f"{m.upper()} neurons": _identify_report(n) for m, n in sets.items()},
+        "Statistics": stats.summary(),
+        **{f"{m.upper()} neurons": _identify_report(n) for m, n in sets.items()},
         f"Steering ({label})": report.steering_table(results),
     }
     if "loss_matrix" in results:
         tables[f"Loss matrix ({label})"] = report.loss_matrix_table(results["loss_matrix"])
     if "deactivation_generation" in results:
         tables[f"Deactivation generation ({label})"] = protocols.format_deactivation(results["deactivation_generation"])
-    shown = {**settings, "model fingerprint": stats.model, "LAPE": sets["lape"].params, "AP": sets["ap"].params,
-             "steering": results["settings"], "sweep alphas": alphas}
+    shown = {
+        **settings,
+        "model fingerprint": stats.model,
+        "LAPE": sets["lape"].params,
+        "AP": sets["ap"].params,
+        "steering": results["settings"],
+        "sweep alphas": alphas,
+    }
     if args.protocol:
         rs = results["settings"]
-        shown["protocol"] = {"name": rs["protocol"], "paper": rs["paper"], "code": rs["code"],
-                             "departures": {str(i): d for i, d in enumerate(rs["departures"], 1)},
-                             "additions": {str(i): a for i, a in enumerate(rs["additions"], 1)}}
+        shown["protocol"] = {
+            "name": rs["protocol"],
+            "paper": rs["paper"],
+            "code": rs["code"],
+            "departures": {str(i): d for i, d in enumerate(rs["departures"], 1)},
+            "additions": {str(i): a for i, a in enumerate(rs["additions"], 1)},
+        }
     page = report.write_report(
-        out, figures, shown, tables, title=f"lang_neurons: {args.model}", images=not args.no_images, progress=not args.no_progress
+        out,
+        figures,
+        shown,
+        tables,
+        title=f"lang_neurons: {args.model}",
+        images=not args.no_images,
+        progress=not args.no_progress,
     )
     print(table)
     print(f"\nwrote {out}/metrics.json, {out}/metrics.txt and {len(figures)} figures in {out}/{report.FIGURES}/")

@@ -65,7 +65,9 @@ def random_control(neurons: NeuronSet, seed: int = 0) -> NeuronSet:
         "drawn_from": "neurons outside every language's set",
         "method_params": dict(neurons.params),
     }
-    return NeuronSet(list(neurons.langs), mask, neurons.site, CONTROL_METHOD, bottom=bottom, params=params, model=dict(neurons.model))
+    return NeuronSet(
+        list(neurons.langs), mask, neurons.site, CONTROL_METHOD, bottom=bottom, params=params, model=dict(neurons.model)
+    )
 
 
 def random_controls(neurons: NeuronSet, seeds: Sequence[int] = (0, 1, 2)) -> list[NeuronSet]:

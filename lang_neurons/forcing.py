@@ -63,8 +63,14 @@ class ForcingPrompts:
 
 
 def forcing_prompts(
-    held_out: LanguageCorpus, kind: str = "source", *, source: str = "en", tokenizer: Any = None,
-    prompt_tokens: int = 16, dev_share: float = 0.2, seed: int = 0,
+    held_out: LanguageCorpus,
+    kind: str = "source",
+    *,
+    source: str = "en",
+    tokenizer: Any = None,
+    prompt_tokens: int = 16,
+    dev_share: float = 0.2,
+    seed: int = 0,
 ) -> ForcingPrompts:
     """The held-out ``source`` texts as prompts, each cut to its first ``prompt_tokens`` tokens,
     shuffled with ``seed`` and split: a ``dev_share`` part for choosing settings, the rest for
@@ -74,8 +80,10 @@ def forcing_prompts(
     if kind == "bos":
         return ForcingPrompts("bos", None, [], [])
     if source not in held_out.langs:
-        raise LangNeuronsError(f"prompted forcing needs held-out texts in the source language {source!r}, "
-                               f"which the corpus lacks ({', '.join(held_out.langs)}): pick another --source, or prompts='bos'")
+        raise LangNeuronsError(
+            f"prompted forcing needs held-out texts in the source language {source!r}, "
+            f"which the corpus lacks ({', '.join(held_out.langs)}): pick another --source, or prompts='bos'"
+        )
     if not 0 < dev_share < 1:
         raise LangNeuronsError(f"dev_share must be in (0, 1), got {dev_share!r}")
     if prompt_tokens < 1:
@@ -88,8 +96,10 @@ def forcing_prompts(
     dev, test = texts[:n_dev], texts[n_dev:]
     if not dev or not test:
         side = "dev" if not dev else "test"
-        raise LangNeuronsError(f"a dev/test split of {len(texts)} held-out {source!r} prompts at dev_share {dev_share} "
-                               f"leaves the {side} side empty: hold out more texts (--held-out) or change dev_share")
+        raise LangNeuronsError(
+            f"a dev/test split of {len(texts)} held-out {source!r} prompts at dev_share {dev_share} "
+            f"leaves the {side} side empty: hold out more texts (--held-out) or change dev_share"
+        )
     return ForcingPrompts("source", source, dev, test)
 
 
@@ -97,8 +107,8 @@ def forcing_prompts(
 class Fluency:
     """Each continuation's summed next-token loss and scored-token count under the unsteered model."""
 
-    sums: Float[Tensor, "sample"]
-    counts: Float[Tensor, "sample"]
+    sums: Float[Tensor, " sample"]
+    counts: Float[Tensor, " sample"]
 
     @property
     def mean_loss(self) -> float:
@@ -115,8 +125,9 @@ def fluency(model: HookedModel, texts: Sequence[str], *, batch_size: int = 16, m
     counts = torch.zeros(len(texts), dtype=torch.float64)
     scored = [i for i, t in enumerate(texts) if t.strip() and model.tokenizer.encode(t, add_special_tokens=False)]
     if scored:
-        losses = text_losses(model, {"en": [texts[i] for i in scored]}, batch_size=batch_size, max_length=max_length,
-                             progress=False)
+        losses = text_losses(
+            model, {"en": [texts[i] for i in scored]}, batch_size=batch_size, max_length=max_length, progress=False
+        )
         index = torch.tensor(scored)
         sums[index], counts[index] = losses.sums[0], losses.counts[0]
     return Fluency(sums, counts)
@@ -127,7 +138,9 @@ def quality_of_losses(loss: Any, unsteered: Any) -> np.ndarray:
     ``loss`` is ``nan`` (nothing scored), 1 where only ``unsteered`` is."""
     loss, unsteered = np.asarray(loss, dtype=np.float64), np.asarray(unsteered, dtype=np.float64)
     with np.errstate(invalid="ignore"):
-        return np.where(np.isnan(loss), 0.0, np.where(np.isnan(unsteered), 1.0, np.exp(-np.maximum(0.0, loss - unsteered))))
+        return np.where(
+            np.isnan(loss), 0.0, np.where(np.isnan(unsteered), 1.0, np.exp(-np.maximum(0.0, loss - unsteered)))
+        )
 
 
 def quality(row: Fluency, unsteered: Fluency) -> float:

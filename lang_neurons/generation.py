@@ -198,10 +198,10 @@ class TextLosses:
     """
 
     langs: list[str]
-    sums: list[Float[Tensor, "text"]]
-    counts: list[Float[Tensor, "text"]]
+    sums: list[Float[Tensor, " text"]]
+    counts: list[Float[Tensor, " text"]]
 
-    def mean(self) -> Float[Tensor, "lang"]:
+    def mean(self) -> Float[Tensor, " lang"]:
         """The token-weighted mean loss per language: all of its texts' losses over all of their tokens."""
         return torch.stack([s.sum() / c.sum() for s, c in zip(self.sums, self.counts)]).float()
 
@@ -227,7 +227,11 @@ def text_losses(
     encoded = {lang: batching.encode(model, corpus[lang], max_length)[0] for lang in corpus.langs}
     sums = [torch.zeros(len(encoded[lang]), dtype=torch.float64) for lang in corpus.langs]
     counts = [torch.zeros(len(encoded[lang]), dtype=torch.float64) for lang in corpus.langs]
-    plan = [(li, lang, b) for li, lang in enumerate(corpus.langs) for b in batching.batches([len(x) for x in encoded[lang]], batch_size)]
+    plan = [
+        (li, lang, b)
+        for li, lang in enumerate(corpus.langs)
+        for b in batching.batches([len(x) for x in encoded[lang]], batch_size)
+    ]
     bar = tqdm(total=len(corpus), desc="loss", unit="text", disable=not progress)
     with torch.inference_mode(), attached(model, list(hooks)), bar:  # the bar closes on any exit
         for li, lang, batch in plan:
@@ -254,10 +258,12 @@ def language_loss(
     batch_size: int = 8,
     max_length: int = 256,
     progress: bool = True,
-) -> Float[Tensor, "lang"]:
+) -> Float[Tensor, " lang"]:
     """Mean next-token cross-entropy per language over real tokens (pads never count): the
     token-weighted mean of :func:`text_losses`."""
-    return text_losses(model, corpus, hooks=hooks, batch_size=batch_size, max_length=max_length, progress=progress).mean()
+    return text_losses(
+        model, corpus, hooks=hooks, batch_size=batch_size, max_length=max_length, progress=progress
+    ).mean()
 
 
 # -- the KV-cache guard ------------------------------------------------------------------------
@@ -321,7 +327,9 @@ def check_kv_cache(model: HookedModel, *, steps: int = 3, prompts: Sequence[str]
             full_mask = torch.cat([mask, torch.ones_like(tokens[:, ids.shape[1] :], dtype=torch.bool)], dim=1)
             logits = model(tokens, attention_mask=full_mask.long())
         new = tokens[:, ids.shape[1] :]
-        logp = F.log_softmax(logits[:, ids.shape[1] - 1 : -1].float(), dim=-1)  # the uncached step that predicts each new token
+        logp = F.log_softmax(
+            logits[:, ids.shape[1] - 1 : -1].float(), dim=-1
+        )  # the uncached step that predicts each new token
         gaps = logp.max(dim=-1).values - logp.gather(-1, new.unsqueeze(-1)).squeeze(-1)
         decode = model.tokenizer.decode
         for row, i in enumerate(batch):
@@ -335,8 +343,15 @@ def check_kv_cache(model: HookedModel, *, steps: int = 3, prompts: Sequence[str]
                 f"(cached continuation {cached[batch[row]]!r})"
             )
     tolerance = _tolerance(model)
-    return CacheCheck(passed=worst <= tolerance, steps=steps, worst_gap=worst, tolerance=tolerance,
-                      seconds=time.perf_counter() - start, cached=cached, worst_step=where)
+    return CacheCheck(
+        passed=worst <= tolerance,
+        steps=steps,
+        worst_gap=worst,
+        tolerance=tolerance,
+        seconds=time.perf_counter() - start,
+        cached=cached,
+        worst_step=where,
+    )
 
 
 _checked: weakref.WeakKeyDictionary[Any, CacheCheck | None] = weakref.WeakKeyDictionary()
@@ -346,7 +361,9 @@ def cache_check_mode(mode: str | None = None) -> CacheCheckMode:
     """``mode``, else ``$LANG_NEURONS_CACHE_CHECK``, else ``"warn"``; checked."""
     mode = mode or os.environ.get(CACHE_CHECK_ENV) or "warn"
     if mode not in CACHE_CHECK_MODES:
-        raise LangNeuronsError(f"unknown cache check {mode!r} (from the argument or ${CACHE_CHECK_ENV}): use one of {', '.join(CACHE_CHECK_MODES)}")
+        raise LangNeuronsError(
+            f"unknown cache check {mode!r} (from the argument or ${CACHE_CHECK_ENV}): use one of {', '.join(CACHE_CHECK_MODES)}"
+        )
     return mode  # type: ignore[return-value]
 
 
@@ -375,7 +392,9 @@ def guard_generation(model: HookedModel, mode: str | None = None) -> CacheCheck 
     )
     if mode == "error":
         raise LangNeuronsError(what)
-    warnings.warn(f"{what} Generating without the KV cache from now on (correct, slower).", KVCacheWarning, stacklevel=2)
+    warnings.warn(
+        f"{what} Generating without the KV cache from now on (correct, slower).", KVCacheWarning, stacklevel=2
+    )
     _generate_without_cache(model)
     _checked[model] = result
     return result

@@ -16,8 +16,17 @@ from importlib import metadata
 from pathlib import Path
 
 STACK_PACKAGES: tuple[str, ...] = (
-    "lang_neurons", "torch", "transformers", "transformer-lens", "tokenizers", "safetensors",
-    "numpy", "fasttext-numpy2-wheel", "sacrebleu", "datasets", "plotly",
+    "lang_neurons",
+    "torch",
+    "transformers",
+    "transformer-lens",
+    "tokenizers",
+    "safetensors",
+    "numpy",
+    "fasttext-numpy2-wheel",
+    "sacrebleu",
+    "datasets",
+    "plotly",
 )
 """The installed packages whose versions decide what lang_neurons computes."""
 
@@ -100,14 +109,19 @@ def _lock_check(lock: Path | None) -> Check:
         return Check("lock", True, f"no lock file at {lock} (not a source checkout): skipped")
     bad = lock_mismatches(lock)
     if bad:
-        return Check("lock", False, f"{len(bad)} differ from {lock}: {'; '.join(bad[:5])}"
-                     f"{' ...' if len(bad) > 5 else ''} (bash scripts/setup.sh installs the lock)")
+        return Check(
+            "lock",
+            False,
+            f"{len(bad)} differ from {lock}: {'; '.join(bad[:5])}"
+            f"{' ...' if len(bad) > 5 else ''} (bash scripts/setup.sh installs the lock)",
+        )
     return Check("lock", True, f"all {len(read_lock(lock))} pinned packages match {lock}")
 
 
 def _known_bad_check(found: dict[str, str]) -> Check:
-    hits = [f"{pkg} {found[pkg]} {why}" for (pkg, prefix), why in KNOWN_BAD.items()
-            if found.get(pkg, "").startswith(prefix)]
+    hits = [
+        f"{pkg} {found[pkg]} {why}" for (pkg, prefix), why in KNOWN_BAD.items() if found.get(pkg, "").startswith(prefix)
+    ]
     return Check("releases", not hits, "; ".join(hits) or "no release known to break is installed")
 
 
@@ -138,19 +152,32 @@ def _model_checks(model_name: str, device: str | None, dtype: str) -> Iterator[C
         yield Check("model", False, str(e))
         return
     cfg = model.cfg
-    yield Check("model", True, f"{model_name}: {cfg.n_layers} layers, d_mlp {cfg.d_mlp}, {cfg.dtype}, "
-                f"{cfg.device}, loaded in {time.perf_counter() - start:.1f} s")
+    yield Check(
+        "model",
+        True,
+        f"{model_name}: {cfg.n_layers} layers, d_mlp {cfg.d_mlp}, {cfg.dtype}, "
+        f"{cfg.device}, loaded in {time.perf_counter() - start:.1f} s",
+    )
     with torch.inference_mode():
         logits = model(model.to_tokens("The capital of France is"))
-    yield Check("forward", bool(torch.isfinite(logits).all()), "logits of a forward pass are finite"
-                if torch.isfinite(logits).all() else "the forward pass gives NaN/inf logits")
+    yield Check(
+        "forward",
+        bool(torch.isfinite(logits).all()),
+        "logits of a forward pass are finite"
+        if torch.isfinite(logits).all()
+        else "the forward pass gives NaN/inf logits",
+    )
     result = check_kv_cache(model, steps=8)
     yield Check("kv-cache", result.passed, str(result))
 
 
 def doctor(
-    model: str | None = "gemma-3-270m", *, device: str | None = None, dtype: str = "float32",
-    lock: Path | None = LOCK_FILE, emit: Callable[[str], None] = print,
+    model: str | None = "gemma-3-270m",
+    *,
+    device: str | None = None,
+    dtype: str = "float32",
+    lock: Path | None = LOCK_FILE,
+    emit: Callable[[str], None] = print,
 ) -> list[Check]:
     """Run every check, ``emit`` (print) each line as it finishes, and return them.
 

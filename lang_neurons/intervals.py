@@ -177,7 +177,11 @@ class PairedInterval:
 
     def to_dict(self) -> dict[str, dict[str, float]]:
         """``{"baseline": {...}, "steered": {...}, "difference": {...}}`` of :meth:`Interval.to_dict`."""
-        return {"baseline": self.baseline.to_dict(), "steered": self.steered.to_dict(), "difference": self.difference.to_dict()}
+        return {
+            "baseline": self.baseline.to_dict(),
+            "steered": self.steered.to_dict(),
+            "difference": self.difference.to_dict(),
+        }
 
 
 @dataclass(frozen=True)
@@ -203,12 +207,16 @@ def _scores(metric: Any, stats: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return np.array([metric._compute_score_from_stats(stats[row].sum(0).tolist()).score for row in idx])
 
 
-def _paired(metric: Any, base: Sequence[str], steered: Sequence[str], refs: Sequence[str], idx: np.ndarray, level: float) -> PairedInterval:
+def _paired(
+    metric: Any, base: Sequence[str], steered: Sequence[str], refs: Sequence[str], idx: np.ndarray, level: float
+) -> PairedInterval:
     sb, ss = _sentence_stats(metric, base, refs), _sentence_stats(metric, steered, refs)
     everything = np.arange(len(refs))[None]
     eb, es = float(_scores(metric, sb, everything)[0]), float(_scores(metric, ss, everything)[0])
     vb, vs = _scores(metric, sb, idx), _scores(metric, ss, idx)
-    return PairedInterval(_percentiles(vb, eb, level), _percentiles(vs, es, level), _percentiles(vs - vb, es - eb, level))
+    return PairedInterval(
+        _percentiles(vb, eb, level), _percentiles(vs, es, level), _percentiles(vs - vb, es - eb, level)
+    )
 
 
 def paired_translation_bootstrap(
@@ -257,8 +265,13 @@ class LossChangeIntervals:
 
     def to_dict(self) -> dict[str, Any]:
         """``{"low": [[...]], "high": [[...]], "texts": [...], "resamples", "level"}``, JSON-ready."""
-        return {"low": self.low.tolist(), "high": self.high.tolist(), "texts": list(self.texts),
-                "resamples": self.resamples, "level": self.level}
+        return {
+            "low": self.low.tolist(),
+            "high": self.high.tolist(),
+            "texts": list(self.texts),
+            "resamples": self.resamples,
+            "level": self.level,
+        }
 
 
 def loss_change_intervals(
@@ -313,7 +326,12 @@ class ForcingInterval:
 
     def to_dict(self) -> dict[str, Any]:
         """``{"quality": {...}, "score": {...}, "n", "resamples"}``, JSON-ready."""
-        return {"quality": self.quality.to_dict(), "score": self.score.to_dict(), "n": self.n, "resamples": self.resamples}
+        return {
+            "quality": self.quality.to_dict(),
+            "score": self.score.to_dict(),
+            "n": self.n,
+            "resamples": self.resamples,
+        }
 
 
 ForcingCell = tuple[Sequence[bool], Tensor, Tensor, Tensor, Tensor]
@@ -333,7 +351,9 @@ def _forcing_stats(cell: ForcingCell, idx: np.ndarray) -> tuple[np.ndarray, np.n
     return quality, harmonic_mean(hits[idx].mean(1), quality)
 
 
-def forcing_interval(cell: ForcingCell, *, resamples: int = RESAMPLES, seed: int | Sequence[int] = 0, level: float = LEVEL) -> ForcingInterval:
+def forcing_interval(
+    cell: ForcingCell, *, resamples: int = RESAMPLES, seed: int | Sequence[int] = 0, level: float = LEVEL
+) -> ForcingInterval:
     """Paired percentile bootstrap over samples of a row's quality and forcing score: each round
     resamples the sample indices once, for the row and its unsteered continuations alike."""
     _check_level(level)
@@ -352,5 +372,7 @@ def pooled_forcing_interval(
     if not cells:
         raise LangNeuronsError("pooled_forcing_interval needs at least one cell")
     point = np.mean([_forcing_stats(c, np.arange(len(c[0]))[None])[1][0] for c in cells])
-    rounds = np.mean([_forcing_stats(c, resample_indices(len(c[0]), resamples, (seed, j)))[1] for j, c in enumerate(cells)], axis=0)
+    rounds = np.mean(
+        [_forcing_stats(c, resample_indices(len(c[0]), resamples, (seed, j)))[1] for j, c in enumerate(cells)], axis=0
+    )
     return _percentiles(rounds, float(point), level)

@@ -316,13 +316,47 @@ def _normalise(code: str) -> str:
 
 # Frequent non-codes: country codes, ISO 639-2/B codes, deprecated codes.
 _COMMON_MISTAKES = {
-    "jp": "ja", "cn": "zh", "gr": "el", "dk": "da", "se": "sv", "ua": "uk", "cz": "cs",
-    "iw": "he", "in": "id", "ji": "yi", "kz": "kk", "vn": "vi", "ir": "fa", "al": "sq",
-    "ger": "de", "fre": "fr", "chi": "zh", "dut": "nl", "gre": "el", "per": "fa",
-    "cze": "cs", "ice": "is", "arm": "hy", "geo": "ka", "alb": "sq", "baq": "eu",
-    "bur": "my", "mac": "mk", "mao": "mi", "may": "ms", "rum": "ro", "slo": "sk",
-    "tib": "bo", "wel": "cy", "deutsch": "de", "francais": "fr", "français": "fr",
-    "espanol": "es", "español": "es", "nihongo": "ja", "zhongwen": "zh",
+    "jp": "ja",
+    "cn": "zh",
+    "gr": "el",
+    "dk": "da",
+    "se": "sv",
+    "ua": "uk",
+    "cz": "cs",
+    "iw": "he",
+    "in": "id",
+    "ji": "yi",
+    "kz": "kk",
+    "vn": "vi",
+    "ir": "fa",
+    "al": "sq",
+    "ger": "de",
+    "fre": "fr",
+    "chi": "zh",
+    "dut": "nl",
+    "gre": "el",
+    "per": "fa",
+    "cze": "cs",
+    "ice": "is",
+    "arm": "hy",
+    "geo": "ka",
+    "alb": "sq",
+    "baq": "eu",
+    "bur": "my",
+    "mac": "mk",
+    "mao": "mi",
+    "may": "ms",
+    "rum": "ro",
+    "slo": "sk",
+    "tib": "bo",
+    "wel": "cy",
+    "deutsch": "de",
+    "francais": "fr",
+    "français": "fr",
+    "espanol": "es",
+    "español": "es",
+    "nihongo": "ja",
+    "zhongwen": "zh",
 }
 
 
@@ -374,9 +408,7 @@ def validate_lang(code: str) -> str:
         UnknownLanguageError: if ``code`` is not a known ISO 639-1 or FLORES code.
     """
     if not isinstance(code, str):
-        raise UnknownLanguageError(
-            f"language code must be a string, got {type(code).__name__} {code!r}: {_HINT}"
-        )
+        raise UnknownLanguageError(f"language code must be a string, got {type(code).__name__} {code!r}: {_HINT}")
     norm = _normalise(code)
     if norm in _BY_ISO or norm in _BY_FLORES:
         return norm

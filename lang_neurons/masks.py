@@ -81,11 +81,15 @@ def from_lape_masks(
         raise LangNeuronsError(f"unknown site {site!r}: choose one of {', '.join(SITES)}")
     fingerprint = dict(model) if isinstance(model, dict) else model_fingerprint(model)
     if any(k not in fingerprint for k in _io.FINGERPRINT_KEYS):
-        raise LangNeuronsError("model must be a hooked model or its model_fingerprint(): the masks are checked against it")
+        raise LangNeuronsError(
+            "model must be a hooked model or its model_fingerprint(): the masks are checked against it"
+        )
     n_layers, width = int(fingerprint["n_layers"]), site_width(site, int(fingerprint["d_mlp"]))
     masks = _read(source)
     if not isinstance(masks, (list, tuple)):
-        raise LangNeuronsError(f"the masks are a {type(masks).__name__}, not a list over languages of lists over layers")
+        raise LangNeuronsError(
+            f"the masks are a {type(masks).__name__}, not a list over languages of lists over layers"
+        )
     if len(masks) != len(codes):
         raise LangNeuronsError(
             f"the masks hold {len(masks)} languages but {len(codes)} were named ({', '.join(codes)}): "
@@ -102,7 +106,9 @@ def from_lape_masks(
         for j, idx in enumerate(layers):
             t = idx if isinstance(idx, Tensor) else torch.as_tensor(list(idx) if not isinstance(idx, int) else [idx])
             if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-                raise LangNeuronsError(f"masks[{i}][{j}] ({lang}, layer {j}) holds {t.dtype} values, not integer neuron indices")
+                raise LangNeuronsError(
+                    f"masks[{i}][{j}] ({lang}, layer {j}) holds {t.dtype} values, not integer neuron indices"
+                )
             t = t.flatten().long()
             if len(t) and (int(t.min()) < 0 or int(t.max()) >= width):
                 bad = int(t.max()) if int(t.max()) >= width else int(t.min())

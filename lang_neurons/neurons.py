@@ -47,7 +47,9 @@ class NeuronSet:
 
     def __post_init__(self) -> None:
         if self.mask.ndim != 3 or self.mask.shape[0] != len(self.langs):
-            raise LangNeuronsError(f"mask must be [lang={len(self.langs)}, layer, neuron], got {tuple(self.mask.shape)}")
+            raise LangNeuronsError(
+                f"mask must be [lang={len(self.langs)}, layer, neuron], got {tuple(self.mask.shape)}"
+            )
         self.mask = self.mask.bool()
         self.bottom = torch.zeros_like(self.mask) if self.bottom is None else self.bottom.bool() & self.mask
 
@@ -73,7 +75,7 @@ class NeuronSet:
             raise LangNeuronsError(f"language {lang!r} is not in this neuron set ({', '.join(self.langs)})")
         return self.langs.index(lang)
 
-    def indices(self, lang: str, which: str = "all") -> list[Int[Tensor, "index"]]:
+    def indices(self, lang: str, which: str = "all") -> list[Int[Tensor, " index"]]:
         """Neuron indices of ``lang`` per layer (a list of ``n_layers`` LongTensors).
 
         ``which``: ``all``, ``top`` (not bottom-k) or ``bottom``.
@@ -89,7 +91,7 @@ class NeuronSet:
         """``{layer: indices}`` for the layers where ``lang`` has neurons."""
         return {layer: idx for layer, idx in enumerate(self.indices(lang)) if len(idx)}
 
-    def counts(self) -> Int[Tensor, "lang"]:
+    def counts(self) -> Int[Tensor, " lang"]:
         """Number of neurons per language."""
         return self.mask.sum((1, 2))
 
@@ -129,8 +131,19 @@ class NeuronSet:
     def subset(self, langs: list[str]) -> NeuronSet:
         """The same neurons for a subset of the languages, in the given order."""
         idx = [self.lang_index(x) for x in langs]
-        scores = self.scores[idx] if self.scores is not None and self.scores.shape[0] == len(self.langs) else self.scores
-        return NeuronSet(list(langs), self.mask[idx], self.site, self.method, self.bottom[idx], scores, dict(self.params), dict(self.model))
+        scores = (
+            self.scores[idx] if self.scores is not None and self.scores.shape[0] == len(self.langs) else self.scores
+        )
+        return NeuronSet(
+            list(langs),
+            self.mask[idx],
+            self.site,
+            self.method,
+            self.bottom[idx],
+            scores,
+            dict(self.params),
+            dict(self.model),
+        )
 
     # -- display -----------------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -144,13 +157,19 @@ class NeuronSet:
         """Readable table: neurons per language, share of all neurons, layer bands, max overlap."""
         bands = self.layer_bands()
         jac = self.jaccard().fill_diagonal_(-1)
-        lines = [f"{self.method.upper()} neurons at site {self.site!r} ({self.n_layers} layers x {self.width} = {self.n_neurons} neurons)"]
-        lines.append(f"{'lang':<10}{'neurons':>8}{'share':>8}{'first':>7}{'middle':>7}{'last':>7}  most overlap (Jaccard)")
+        lines = [
+            f"{self.method.upper()} neurons at site {self.site!r} ({self.n_layers} layers x {self.width} = {self.n_neurons} neurons)"
+        ]
+        lines.append(
+            f"{'lang':<10}{'neurons':>8}{'share':>8}{'first':>7}{'middle':>7}{'last':>7}  most overlap (Jaccard)"
+        )
         for i, lang in enumerate(self.langs):
             j = int(jac[i].argmax()) if len(self.langs) > 1 else i
             partner = f"{self.langs[j]} ({float(jac[i, j]):.3f})" if len(self.langs) > 1 else "-"
             f, m, last = (f"{float(x):.0%}" for x in bands[i])
-            lines.append(f"{lang:<10}{int(self.counts()[i]):>8}{self.fraction(lang):>8.2%}{f:>7}{m:>7}{last:>7}  {partner}")
+            lines.append(
+                f"{lang:<10}{int(self.counts()[i]):>8}{self.fraction(lang):>8.2%}{f:>7}{m:>7}{last:>7}  {partner}"
+            )
         lines.append(f"{'union':<10}{int(self.union().sum()):>8}{self.fraction():>8.2%}")
         return "\n".join(lines)
 
@@ -162,7 +181,7 @@ class NeuronSet:
 
         return from_lape_masks(source, langs, model, site=site, method=method)
 
-    def to_lape_masks(self, path: str | Path | None = None, which: str = "all") -> list[list[Int[Tensor, "index"]]]:
+    def to_lape_masks(self, path: str | Path | None = None, which: str = "all") -> list[list[Int[Tensor, " index"]]]:
         """Export in the LAPE layout (``masks[lang][layer]`` = LongTensor of indices); see
         :func:`lang_neurons.masks.to_lape_masks`."""
         from lang_neurons.masks import to_lape_masks
@@ -197,17 +216,27 @@ class NeuronSet:
                 raise _io.ArtifactError(f"{where} has no {key!r} in its sidecar: recompute it")
         shape = [int(x) for x in meta["shape"]]
         if len(shape) != 3 or shape[0] != len(meta["langs"]):
-            raise _io.ArtifactError(f"{where}: shape {shape} does not fit its {len(meta['langs'])} languages: recompute it")
+            raise _io.ArtifactError(
+                f"{where}: shape {shape} does not fit its {len(meta['langs'])} languages: recompute it"
+            )
         if shape[1:] != [int(meta["model"].get("n_layers", shape[1])), shape[2]]:
-            raise _io.ArtifactError(f"{where}: {shape[1]} layers but its model has {meta['model'].get('n_layers')}: recompute it")
+            raise _io.ArtifactError(
+                f"{where}: {shape[1]} layers but its model has {meta['model'].get('n_layers')}: recompute it"
+            )
         d_mlp = meta["model"].get("d_mlp")
         if d_mlp is not None and shape[2] != site_width(meta["site"], int(d_mlp)):
-            raise _io.ArtifactError(f"{where}: {shape[2]} neurons per layer at site {meta['site']!r} but its model has d_mlp {d_mlp}: recompute it")
+            raise _io.ArtifactError(
+                f"{where}: {shape[2]} neurons per layer at site {meta['site']!r} but its model has d_mlp {d_mlp}: recompute it"
+            )
         _io.check_shape("mask", tensors.get("mask"), shape, where)
         _io.check_shape("bottom", tensors.get("bottom"), shape, where)
         scores = tensors.get("scores")
-        if scores is not None and (scores.ndim != 3 or list(scores.shape[1:]) != shape[1:] or scores.shape[0] not in (1, shape[0])):
-            raise _io.ArtifactError(f"{where}: tensor 'scores' has shape {tuple(scores.shape)}, not [1 or lang, {shape[1]}, {shape[2]}]: recompute it")
+        if scores is not None and (
+            scores.ndim != 3 or list(scores.shape[1:]) != shape[1:] or scores.shape[0] not in (1, shape[0])
+        ):
+            raise _io.ArtifactError(
+                f"{where}: tensor 'scores' has shape {tuple(scores.shape)}, not [1 or lang, {shape[1]}, {shape[2]}]: recompute it"
+            )
         return cls(
             langs=list(meta["langs"]),
             mask=tensors["mask"].bool(),
@@ -234,16 +263,25 @@ def lape(
     """
     prob = scoring.activation_probability(stats.active, stats.tokens)
     mask, entropy = scoring.lape_select(prob, top_rate, filter_rate, activation_bar_ratio, per_language)
-    params = {"top_rate": top_rate, "filter_rate": filter_rate, "activation_bar_ratio": activation_bar_ratio, "corpus": stats.corpus}
+    params = {
+        "top_rate": top_rate,
+        "filter_rate": filter_rate,
+        "activation_bar_ratio": activation_bar_ratio,
+        "corpus": stats.corpus,
+    }
     if per_language is not None:
         params = {"per_language": per_language, "filter_rate": filter_rate, "corpus": stats.corpus}
-    return NeuronSet(list(stats.langs), mask, stats.site, "lape", scores=entropy[None], params=params, model=stats.model)
+    return NeuronSet(
+        list(stats.langs), mask, stats.site, "lape", scores=entropy[None], params=params, model=stats.model
+    )
 
 
 def ap_k(n_neurons: int, share: float = AP_SHARE) -> int:
     """AP's default k at a site of ``n_neurons`` neurons: ``share`` of them, rounded, at least 1."""
     if not 0 < share <= 0.5:
-        raise LangNeuronsError(f"AP share must be in (0, 0.5] (top and bottom together at most all neurons), got {share}")
+        raise LangNeuronsError(
+            f"AP share must be in (0, 0.5] (top and bottom together at most all neurons), got {share}"
+        )
     return max(1, round(share * n_neurons))
 
 
@@ -270,8 +308,19 @@ def average_precision(
     bottom_k = ap_k(n, share) if bottom_k is None else bottom_k
     for name, k in (("top_k", top_k), ("bottom_k", bottom_k)):
         if not 0 <= k <= n:
-            raise LangNeuronsError(f"{name}={k} but the model has {n} neurons at site {stats.site!r}: use 0 <= {name} <= {n}")
+            raise LangNeuronsError(
+                f"{name}={k} but the model has {n} neurons at site {stats.site!r}: use 0 <= {name} <= {n}"
+            )
     ap = scoring.ap_scores(stats.pooled, stats.pooled_lang, len(stats.langs), progress=progress)
     top, bottom = scoring.top_bottom_k(ap, top_k, bottom_k)
     params = {"top_k": top_k, "bottom_k": bottom_k, **by_share, "pooling": stats.pooling, "corpus": stats.corpus}
-    return NeuronSet(list(stats.langs), top | bottom, stats.site, "ap", bottom=bottom & ~top, scores=ap, params=params, model=stats.model)
+    return NeuronSet(
+        list(stats.langs),
+        top | bottom,
+        stats.site,
+        "ap",
+        bottom=bottom & ~top,
+        scores=ap,
+        params=params,
+        model=stats.model,
+    )

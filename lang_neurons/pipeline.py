@@ -63,7 +63,9 @@ def check_out_dir(out: Path, settings: dict[str, Any], force: bool) -> bool:
     run_file = out / RUN_FILE
     if not run_file.is_file():
         if out.is_dir() and any(out.iterdir()) and not force:
-            raise LangNeuronsError(f"--out {out} is not empty and holds no lang-neurons run: choose an empty or new folder, or pass --force")
+            raise LangNeuronsError(
+                f"--out {out} is not empty and holds no lang-neurons run: choose an empty or new folder, or pass --force"
+            )
         return False
     try:
         saved = json.loads(run_file.read_text())
@@ -82,13 +84,17 @@ def check_out_dir(out: Path, settings: dict[str, Any], force: bool) -> bool:
 def run_corpora(settings: dict[str, Any]) -> tuple[LanguageCorpus, LanguageCorpus]:
     """The train and held-out corpora of a run, from its settings (see :func:`run_settings`)."""
     options = {"parallel": True} if settings.get("parallel") else {}
-    corpus = load_corpus(settings["corpus"], langs=settings["langs"], max_per_lang=settings.get("max_per_lang"), **options)
+    corpus = load_corpus(
+        settings["corpus"], langs=settings["langs"], max_per_lang=settings.get("max_per_lang"), **options
+    )
     if settings["held_out"] > 0:
         return corpus.split(held_out=settings["held_out"], seed=settings["seed"])
     return corpus, corpus
 
 
-def open_run(args: argparse.Namespace) -> tuple[HookedModel, Site, LanguageCorpus, LanguageCorpus, dict[str, Any], bool]:
+def open_run(
+    args: argparse.Namespace,
+) -> tuple[HookedModel, Site, LanguageCorpus, LanguageCorpus, dict[str, Any], bool]:
     """Check --out, load the corpus and the model (what identify and run share).
 
     Returns the model, its site, the train and held-out corpora, the run settings and whether
@@ -100,7 +106,9 @@ def open_run(args: argparse.Namespace) -> tuple[HookedModel, Site, LanguageCorpu
     if not 0 <= args.held_out < 1:
         raise LangNeuronsError(f"--held-out must be in [0, 1), got {args.held_out}")
     if args.checkpoint_every < 0:
-        raise LangNeuronsError(f"--checkpoint-every must be 0 (no checkpoints) or a positive number of batches, got {args.checkpoint_every}")
+        raise LangNeuronsError(
+            f"--checkpoint-every must be 0 (no checkpoints) or a positive number of batches, got {args.checkpoint_every}"
+        )
     if args.parallel and not Path(args.corpus).expanduser().is_dir():
         raise LangNeuronsError(
             f"--parallel marks a --corpus folder of <code>.txt files as line-aligned, but --corpus {args.corpus!r} is not a folder "
@@ -110,8 +118,14 @@ def open_run(args: argparse.Namespace) -> tuple[HookedModel, Site, LanguageCorpu
     reuse = check_out_dir(args.out, settings, args.force)
     train, held_out = run_corpora(settings)
     device = init_distributed(args)
-    model = load_model(args.model, dtype=args.dtype, device=device, n_devices=args.n_devices, device_map=device_map(args.device_map),
-                       cache_check=args.cache_check)
+    model = load_model(
+        args.model,
+        dtype=args.dtype,
+        device=device,
+        n_devices=args.n_devices,
+        device_map=device_map(args.device_map),
+        cache_check=args.cache_check,
+    )
     return model, resolve_site(model, args.site), train, held_out, settings, reuse
 
 
@@ -120,15 +134,23 @@ def load_run(args: argparse.Namespace):
     folder = args.neurons
     run_file = folder / RUN_FILE
     if not run_file.is_file():
-        raise LangNeuronsError(f"--neurons {folder} holds no lang-neurons run ({RUN_FILE} missing): run `lang-neurons identify --out {folder}` first")
+        raise LangNeuronsError(
+            f"--neurons {folder} holds no lang-neurons run ({RUN_FILE} missing): run `lang-neurons identify --out {folder}` first"
+        )
     settings = json.loads(run_file.read_text())
     method = args.set or next((m for m in ("lape", "ap") if (folder / f"neurons_{m}.json").is_file()), None)
     if method is None:
         raise LangNeuronsError(f"--neurons {folder} holds no neuron set: run `lang-neurons identify --out {folder}`")
     if not (folder / f"neurons_{method}.json").is_file():
-        why = f" (--protocol {args.protocol} evaluates {method.upper()} neurons)" if getattr(args, "protocol", None) else ""
-        raise LangNeuronsError(f"--neurons {folder} holds no {method.upper()} neuron set{why}: "
-                               f"run `lang-neurons identify --method {method} --out {folder}`")
+        why = (
+            f" (--protocol {args.protocol} evaluates {method.upper()} neurons)"
+            if getattr(args, "protocol", None)
+            else ""
+        )
+        raise LangNeuronsError(
+            f"--neurons {folder} holds no {method.upper()} neuron set{why}: "
+            f"run `lang-neurons identify --method {method} --out {folder}`"
+        )
     neurons = NeuronSet.load(folder / f"neurons_{method}")
     stats = ActivationStats.load(folder / "stats")
     model = load_model(settings["model"], dtype=args.dtype, device=args.device, cache_check=args.cache_check)
@@ -143,7 +165,9 @@ def device_map(text: str | None) -> str | dict | None:
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise LangNeuronsError(f"--device-map is neither a name (auto, balanced, sequential) nor a JSON object: {e}") from None
+        raise LangNeuronsError(
+            f"--device-map is neither a name (auto, balanced, sequential) nor a JSON object: {e}"
+        ) from None
 
 
 def init_distributed(args: argparse.Namespace) -> str | None:
@@ -159,7 +183,9 @@ def init_distributed(args: argparse.Namespace) -> str | None:
     local = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = torch.cuda.is_available() and not str(args.device or "").startswith("cpu")
     if args.n_devices or args.device_map:
-        raise LangNeuronsError("data-parallel recording (torchrun) puts one model on each rank: drop --n-devices/--device-map")
+        raise LangNeuronsError(
+            "data-parallel recording (torchrun) puts one model on each rank: drop --n-devices/--device-map"
+        )
     if cuda:
         torch.cuda.set_device(local)
     dist.init_process_group("nccl" if cuda else "gloo")
@@ -180,7 +206,9 @@ def check_ap_k(args: argparse.Namespace, site: Site) -> None:
     for name in ("top_k", "bottom_k"):
         k = getattr(args, name)
         if k is not None and not 0 <= k <= site.n_neurons:
-            raise LangNeuronsError(f"--{name.replace('_', '-')} {k} but the model has {site.n_neurons} neurons at site {site.name!r}")
+            raise LangNeuronsError(
+                f"--{name.replace('_', '-')} {k} but the model has {site.n_neurons} neurons at site {site.name!r}"
+            )
 
 
 def run_statistics(
@@ -200,10 +228,18 @@ def run_statistics(
         # run.json first: a killed recording leaves --out resumable with the same settings.
         _io.atomic_write_text(args.out / RUN_FILE, json.dumps(settings, indent=1))
     stats = record(
-        model, train, site=args.site, pooling=args.pooling, batch_size=args.batch_size,
-        max_length=args.max_length, ap_sentences=args.ap_sentences, progress=not args.no_progress,
-        checkpoint=checkpoint if args.checkpoint_every else None, checkpoint_every=args.checkpoint_every or 1,
-        resume=args.resume, skip_bos=args.skip_bos,
+        model,
+        train,
+        site=args.site,
+        pooling=args.pooling,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        ap_sentences=args.ap_sentences,
+        progress=not args.no_progress,
+        checkpoint=checkpoint if args.checkpoint_every else None,
+        checkpoint_every=args.checkpoint_every or 1,
+        resume=args.resume,
+        skip_bos=args.skip_bos,
     )
     if is_main():
         stats.save(stats_path)
@@ -226,12 +262,16 @@ def select_neurons(args: argparse.Namespace, stats: ActivationStats, method: str
     if method == "lape":
         neurons = lape(stats, args.top_rate, args.filter_rate, args.activation_bar, per_language=args.per_language)
     else:
-        neurons = average_precision(stats, args.top_k, args.bottom_k, progress=not args.no_progress, share=args.ap_share)
+        neurons = average_precision(
+            stats, args.top_k, args.bottom_k, progress=not args.no_progress, share=args.ap_share
+        )
     neurons.save(args.out / f"neurons_{method}")
     return neurons
 
 
-def run_neuron_set(args: argparse.Namespace, stats: ActivationStats, method: str, reuse: bool) -> tuple[NeuronSet, bool]:
+def run_neuron_set(
+    args: argparse.Namespace, stats: ActivationStats, method: str, reuse: bool
+) -> tuple[NeuronSet, bool]:
     """``method``'s neurons in --out when ``reuse`` and they were selected with the same
     parameters from these statistics; else selected now and saved. Also says if reused."""
     path = args.out / f"neurons_{method}"
@@ -251,17 +291,36 @@ def comparison_args(args: argparse.Namespace) -> dict[str, Any]:
         try:
             layers = [int(x) for x in args.residual_layers.split(",") if x.strip()]
         except ValueError:
-            raise LangNeuronsError(f"--residual-layers takes comma-separated layer numbers, e.g. 6,9,12; got {args.residual_layers!r}") from None
-    return {"controls": args.controls, "residual": not args.no_residual, "residual_layers": layers,
-            "dev_samples": args.dev_samples, "batch_size": args.gen_batch_size, "prompts": args.prompts,
-            "prompt_tokens": args.prompt_tokens, "dev_share": args.dev_share, "do_sample": not args.greedy,
-            "temperature": args.temperature, "repetition_penalty": args.repetition_penalty, "deactivate": args.deactivate,
-            "deactivate_value": args.deactivate_value, "translation_template": args.translation_template,
-            "translation_tokens": args.translation_tokens}
+            raise LangNeuronsError(
+                f"--residual-layers takes comma-separated layer numbers, e.g. 6,9,12; got {args.residual_layers!r}"
+            ) from None
+    return {
+        "controls": args.controls,
+        "residual": not args.no_residual,
+        "residual_layers": layers,
+        "dev_samples": args.dev_samples,
+        "batch_size": args.gen_batch_size,
+        "prompts": args.prompts,
+        "prompt_tokens": args.prompt_tokens,
+        "dev_share": args.dev_share,
+        "do_sample": not args.greedy,
+        "temperature": args.temperature,
+        "repetition_penalty": args.repetition_penalty,
+        "deactivate": args.deactivate,
+        "deactivate_value": args.deactivate_value,
+        "translation_template": args.translation_template,
+        "translation_tokens": args.translation_tokens,
+    }
 
 
-def evaluate_neurons(args: argparse.Namespace, model: HookedModel, neurons: NeuronSet, stats: ActivationStats,
-              held_out: LanguageCorpus, **kwargs: Any) -> dict[str, Any]:
+def evaluate_neurons(
+    args: argparse.Namespace,
+    model: HookedModel,
+    neurons: NeuronSet,
+    stats: ActivationStats,
+    held_out: LanguageCorpus,
+    **kwargs: Any,
+) -> dict[str, Any]:
     """:func:`~lang_neurons.study.evaluate`, or :func:`~lang_neurons.protocols.evaluate` under --protocol
     (every setting passed, so the run's departures from the preset are listed)."""
     if args.protocol:
@@ -272,7 +331,9 @@ def evaluate_neurons(args: argparse.Namespace, model: HookedModel, neurons: Neur
 def write_metrics(out: Path, results: dict[str, Any], neurons: NeuronSet) -> str:
     """Write ``metrics.json`` (a checked artifact) and ``metrics.txt`` into ``out``; returns the table."""
     table = protocols.format_results(results)
-    _io.save_json_artifact(out / "metrics.json", "metrics", results, model=neurons.model, site=neurons.site, method=neurons.method)
+    _io.save_json_artifact(
+        out / "metrics.json", "metrics", results, model=neurons.model, site=neurons.site, method=neurons.method
+    )
     _io.atomic_write_text(out / "metrics.txt", table + "\n")
     return table
 
@@ -283,8 +344,14 @@ def sweep_points(results: dict[str, Any], method: str, alpha: float) -> list[dic
     points = []
     for target, entry in results["targets"].items():
         row = entry["methods"][method]
-        point = {"target": target, "method": method, "alpha": alpha, "rate": row["rate"],
-                 "bleu": row.get("translation", {}).get("bleu"), "n_neurons": row["neurons"]}
+        point = {
+            "target": target,
+            "method": method,
+            "alpha": alpha,
+            "rate": row["rate"],
+            "bleu": row.get("translation", {}).get("bleu"),
+            "n_neurons": row["neurons"],
+        }
         point.update({key: row[key] for key in ("quality", "forcing_score") if key in row})
         if "rate_interval" in row:
             point["rate_low"], point["rate_high"] = row["rate_interval"]["low"], row["rate_interval"]["high"]
@@ -299,8 +366,13 @@ def sweep_points(results: dict[str, Any], method: str, alpha: float) -> list[dic
 
 
 def run_steering(
-    args: argparse.Namespace, model: HookedModel, neurons: NeuronSet, stats: ActivationStats, held_out: LanguageCorpus,
-    evaluation: dict[str, Any], reuse: bool,
+    args: argparse.Namespace,
+    model: HookedModel,
+    neurons: NeuronSet,
+    stats: ActivationStats,
+    held_out: LanguageCorpus,
+    evaluation: dict[str, Any],
+    reuse: bool,
 ) -> dict[str, Any]:
     """:func:`evaluate` of ``neurons`` (plus the --sweep-alphas points), or the results in
     --out/metrics.json when ``reuse`` and they were made with the same ``evaluation`` settings."""
@@ -314,12 +386,29 @@ def run_steering(
             print(f"reusing the steering evaluation in {path}", file=sys.stderr)
             return saved
     methods = evaluation["methods"]
-    kwargs = dict(targets=evaluation["targets"], samples=args.samples, max_new_tokens=args.max_new_tokens, source=args.source,
-                  translation_items=args.translation_items, seed=args.seed, intervals=evaluation["intervals"],
-                  progress=not args.no_progress)
+    kwargs = dict(
+        targets=evaluation["targets"],
+        samples=args.samples,
+        max_new_tokens=args.max_new_tokens,
+        source=args.source,
+        translation_items=args.translation_items,
+        seed=args.seed,
+        intervals=evaluation["intervals"],
+        progress=not args.no_progress,
+    )
     comparison = evaluation["comparison"]
-    results = evaluate_neurons(args, model, neurons, stats, held_out, methods=methods, alpha=args.alpha, loss_texts=args.loss_texts,
-                        **comparison, **kwargs)
+    results = evaluate_neurons(
+        args,
+        model,
+        neurons,
+        stats,
+        held_out,
+        methods=methods,
+        alpha=args.alpha,
+        loss_texts=args.loss_texts,
+        **comparison,
+        **kwargs,
+    )
     if evaluation["sweep_alphas"]:
         results["sweep"] = []
         layer = results["residual"]["layer"] if "residual" in results else None
@@ -328,10 +417,23 @@ def run_steering(
             same = alpha == args.alpha
             more = results
             if layer is not None or not same:
-                more = evaluate(model, neurons, stats, held_out, methods=[] if same else methods[:1], alpha=alpha, loss_texts=0,
-                                **{**comparison, "controls": 0, "residual": layer is not None,
-                                   "residual_layers": [layer] if layer is not None else None, "residual_alphas": [alpha]},
-                                **kwargs)
+                more = evaluate(
+                    model,
+                    neurons,
+                    stats,
+                    held_out,
+                    methods=[] if same else methods[:1],
+                    alpha=alpha,
+                    loss_texts=0,
+                    **{
+                        **comparison,
+                        "controls": 0,
+                        "residual": layer is not None,
+                        "residual_layers": [layer] if layer is not None else None,
+                        "residual_alphas": [alpha],
+                    },
+                    **kwargs,
+                )
             results["sweep"] += sweep_points(results if same else more, methods[0], alpha)
             if layer is not None:
                 results["sweep"] += sweep_points(more, RESIDUAL, alpha)

@@ -46,11 +46,15 @@ ADDITIONS = (
 """What every preset measures beyond its paper (ours, not departures)."""
 
 _LOSS_MATRIX = "the loss-change matrix (Tang et al.'s measure) on up to 40 held-out texts per language"
-_CORPUS = ("texts: --corpus (default: the embedded parallel corpus, 583 texts per language, 20 % held out) and "
-           "--model (default: Gemma-3-270M), not the paper's data and models")
-_MLP_SITE = ("neurons: one MLP site (--site, default act = act_fn(gate) for gated MLPs); theirs are the outputs of every "
-             "Linear layer, attention included (the all-Linear site is issue #14; --site gate_up is the MLP's gate and "
-             "up projection outputs)")
+_CORPUS = (
+    "texts: --corpus (default: the embedded parallel corpus, 583 texts per language, 20 % held out) and "
+    "--model (default: Gemma-3-270M), not the paper's data and models"
+)
+_MLP_SITE = (
+    "neurons: one MLP site (--site, default act = act_fn(gate) for gated MLPs); theirs are the outputs of every "
+    "Linear layer, attention included (the all-Linear site is issue #14; --site gate_up is the MLP's gate and "
+    "up projection outputs)"
+)
 
 
 @dataclass(frozen=True)
@@ -103,9 +107,15 @@ class Protocol:
 
     def to_dict(self) -> dict[str, Any]:
         """Everything the preset sets and says, JSON-ready."""
-        out = {"name": self.name, "paper": self.paper, "code": self.code, "identify": dict(self.identify),
-               "evaluate": {k: list(v) if isinstance(v, tuple) else v for k, v in self.evaluate.items()},
-               "departures": list(self.departures), "additions": list(self.additions)}
+        out = {
+            "name": self.name,
+            "paper": self.paper,
+            "code": self.code,
+            "identify": dict(self.identify),
+            "evaluate": {k: list(v) if isinstance(v, tuple) else v for k, v in self.evaluate.items()},
+            "departures": list(self.departures),
+            "additions": list(self.additions),
+        }
         if self.deactivation_generation is not None:
             out["deactivation_generation"] = dict(self.deactivation_generation)
         return out
@@ -113,19 +123,40 @@ class Protocol:
 
 _LAPE = {"method": "lape", "top_rate": 0.01, "filter_rate": 0.95, "activation_bar_ratio": 0.95}
 _COMMON = {"controls": 3, "residual": True, "loss_texts": 40, "source": "en", "alpha": 1.0, "prompt_tokens": 16}
-_GREEDY_PROMPTED = {"prompts": "source", "dev_share": 0.1, "samples": 100, "max_new_tokens": 32, "do_sample": False,
-                    "temperature": 0.8, "repetition_penalty": 1.1, "translation_items": 0}
+_GREEDY_PROMPTED = {
+    "prompts": "source",
+    "dev_share": 0.1,
+    "samples": 100,
+    "max_new_tokens": 32,
+    "do_sample": False,
+    "temperature": 0.8,
+    "repetition_penalty": 1.1,
+    "translation_items": 0,
+}
 
 PROTOCOLS: dict[str, Protocol] = {
     "kojima": Protocol(
         name="kojima",
         paper="Kojima et al. 2024, On the Multilingual Ability of Decoder-based Pre-trained Language Models: "
-              "Finding and Controlling Language-Specific Neurons (NAACL)",
+        "Finding and Controlling Language-Specific Neurons (NAACL)",
         code="https://github.com/kojima-takeshi188/lang_neuron",
         identify={"method": "ap", "top_k": 1000, "bottom_k": 1000},
-        evaluate={**_COMMON, "methods": ("pin",), "prompts": "bos", "samples": 100, "max_new_tokens": 64, "do_sample": True,
-                  "temperature": 0.8, "repetition_penalty": 1.0, "deactivate": "others", "deactivate_value": 0.0,
-                  "dev_share": 0.2, "translation_items": 20, "translation_template": "kojima", "translation_tokens": 128},
+        evaluate={
+            **_COMMON,
+            "methods": ("pin",),
+            "prompts": "bos",
+            "samples": 100,
+            "max_new_tokens": 64,
+            "do_sample": True,
+            "temperature": 0.8,
+            "repetition_penalty": 1.0,
+            "deactivate": "others",
+            "deactivate_value": 0.0,
+            "dev_share": 0.2,
+            "translation_items": 20,
+            "translation_template": "kojima",
+            "translation_tokens": 128,
+        },
         departures=(
             _MLP_SITE,
             "sentence pooling of the AP scores and of the median: the mean over a sentence's tokens, BOS left out "
@@ -208,12 +239,18 @@ def departures(p: Protocol, overrides: Mapping[str, Any], neurons: NeuronSet | N
         else:
             for key, value in p.selection.items():
                 if neurons.params.get(key) != value:
-                    out.append(f"the neurons were selected with {key}={neurons.params.get(key)!r} (the preset: {value!r})")
+                    out.append(
+                        f"the neurons were selected with {key}={neurons.params.get(key)!r} (the preset: {value!r})"
+                    )
     return out
 
 
 def evaluate(
-    model: HookedModel, neurons: NeuronSet, stats: ActivationStats, held_out: LanguageCorpus, name: str | Protocol,
+    model: HookedModel,
+    neurons: NeuronSet,
+    stats: ActivationStats,
+    held_out: LanguageCorpus,
+    name: str | Protocol,
     **overrides: Any,
 ) -> dict[str, Any]:
     """:func:`lang_neurons.study.evaluate` with the preset's settings (``overrides`` win) and,
@@ -226,13 +263,30 @@ def evaluate(
     results = study.evaluate(model, neurons, stats, held_out, **kwargs)
     if p.deactivation_generation is not None:
         results["deactivation_generation"] = deactivation_generation(
-            model, neurons, held_out, samples=kwargs["samples"], prompt_tokens=kwargs["prompt_tokens"],
-            max_new_tokens=kwargs["max_new_tokens"], do_sample=kwargs["do_sample"], temperature=kwargs["temperature"],
-            repetition_penalty=kwargs["repetition_penalty"], controls=kwargs["controls"], lid=kwargs.get("lid"),
-            seed=kwargs.get("seed", 0), batch_size=kwargs.get("batch_size", 16), intervals=kwargs.get("intervals", True),
-            progress=kwargs.get("progress", True), **p.deactivation_generation)
-    results["settings"].update(protocol=p.name, paper=p.paper, code=p.code, departures=departures(p, overrides, neurons),
-                               additions=list(p.additions))
+            model,
+            neurons,
+            held_out,
+            samples=kwargs["samples"],
+            prompt_tokens=kwargs["prompt_tokens"],
+            max_new_tokens=kwargs["max_new_tokens"],
+            do_sample=kwargs["do_sample"],
+            temperature=kwargs["temperature"],
+            repetition_penalty=kwargs["repetition_penalty"],
+            controls=kwargs["controls"],
+            lid=kwargs.get("lid"),
+            seed=kwargs.get("seed", 0),
+            batch_size=kwargs.get("batch_size", 16),
+            intervals=kwargs.get("intervals", True),
+            progress=kwargs.get("progress", True),
+            **p.deactivation_generation,
+        )
+    results["settings"].update(
+        protocol=p.name,
+        paper=p.paper,
+        code=p.code,
+        departures=departures(p, overrides, neurons),
+        additions=list(p.additions),
+    )
     return results
 
 
@@ -245,11 +299,25 @@ def _language_prompts(held_out: LanguageCorpus, lang: str, tokenizer: Any, promp
 
 
 def deactivation_generation(
-    model: HookedModel, neurons: NeuronSet, held_out: LanguageCorpus, *, langs: Sequence[str] | None = None,
-    samples: int = 100, prompt_tokens: int = 16, template: str = "Q: {text}\nA:", max_new_tokens: int = 32,
-    do_sample: bool = False, temperature: float = 0.8, repetition_penalty: float = 1.1, value: float = 0.0,
-    controls: int = 1, lid: LanguageIdentifier | None = None, seed: int = 0, batch_size: int = 16,
-    intervals: bool = True, progress: bool = True,
+    model: HookedModel,
+    neurons: NeuronSet,
+    held_out: LanguageCorpus,
+    *,
+    langs: Sequence[str] | None = None,
+    samples: int = 100,
+    prompt_tokens: int = 16,
+    template: str = "Q: {text}\nA:",
+    max_new_tokens: int = 32,
+    do_sample: bool = False,
+    temperature: float = 0.8,
+    repetition_penalty: float = 1.1,
+    value: float = 0.0,
+    controls: int = 1,
+    lid: LanguageIdentifier | None = None,
+    seed: int = 0,
+    batch_size: int = 16,
+    intervals: bool = True,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Tang et al.'s deactivate-one-language generation: per language ``L``, prompts in ``L``
     (held-out texts cut to ``prompt_tokens`` tokens, put into ``template``), generated unsteered
@@ -268,10 +336,19 @@ def deactivation_generation(
     lid = lid or LanguageIdentifier()
     langs = [x for x in (langs or neurons.langs) if x in held_out.langs]
     if not langs:
-        raise LangNeuronsError(f"deactivation generation needs held-out texts of a language of the set ({', '.join(neurons.langs)})")
+        raise LangNeuronsError(
+            f"deactivation generation needs held-out texts of a language of the set ({', '.join(neurons.langs)})"
+        )
     sets = random_controls(neurons, range(controls)) if controls else []
-    gen = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
-               repetition_penalty=repetition_penalty, seed=seed, batch_size=batch_size, progress=False)
+    gen = dict(
+        max_new_tokens=max_new_tokens,
+        do_sample=do_sample,
+        temperature=temperature,
+        repetition_penalty=repetition_penalty,
+        seed=seed,
+        batch_size=batch_size,
+        progress=False,
+    )
     rows = ["unsteered", "deactivated", *(["control"] if sets else [])]
     counts = {r: [0, 0] for r in rows}
     per_language: dict[str, Any] = {}
@@ -282,9 +359,14 @@ def deactivation_generation(
             iv.check_samples(n)
         prompts = [template.format(text=pool[i % len(pool)]) for i in range(n)]
         off = st.deactivate(neurons, lang, value)
-        outputs = {"unsteered": generate(model, prompts, **gen), "deactivated": generate(model, prompts, hooks=off, **gen)}
+        outputs = {
+            "unsteered": generate(model, prompts, **gen),
+            "deactivated": generate(model, prompts, hooks=off, **gen),
+        }
         if sets:
-            outputs["control"] = study._pooled_samples(model, [st.deactivate(c, lang, value) for c in sets], prompts, n, gen)
+            outputs["control"] = study._pooled_samples(
+                model, [st.deactivate(c, lang, value) for c in sets], prompts, n, gen
+            )
         entry: dict[str, Any] = {"n": n, "neurons": off.n_neurons}
         for r in rows:
             hits = sum(lid.rate(outputs[r], lang).hits)
@@ -295,11 +377,25 @@ def deactivation_generation(
                 entry[f"{r}_interval"] = iv.wilson_interval(hits, n).to_dict()
         entry["examples"] = [{"prompt": prompts[i], **{r: outputs[r][i] for r in rows}} for i in range(min(3, n))]
         per_language[lang] = entry
-    settings = {"samples": samples, "prompt_tokens": prompt_tokens, "template": template, "max_new_tokens": max_new_tokens,
-                "do_sample": do_sample, "temperature": temperature, "repetition_penalty": repetition_penalty,
-                "value": value, "controls": controls, "seed": seed, "measure": "share of outputs fastText labels the prompts' language"}
-    out: dict[str, Any] = {"settings": settings, "langs": langs, "per_language": per_language,
-                           "summary": {r: k / n for r, (k, n) in counts.items()}}
+    settings = {
+        "samples": samples,
+        "prompt_tokens": prompt_tokens,
+        "template": template,
+        "max_new_tokens": max_new_tokens,
+        "do_sample": do_sample,
+        "temperature": temperature,
+        "repetition_penalty": repetition_penalty,
+        "value": value,
+        "controls": controls,
+        "seed": seed,
+        "measure": "share of outputs fastText labels the prompts' language",
+    }
+    out: dict[str, Any] = {
+        "settings": settings,
+        "langs": langs,
+        "per_language": per_language,
+        "summary": {r: k / n for r, (k, n) in counts.items()},
+    }
     if intervals:
         out["summary_interval"] = {r: iv.wilson_interval(k, n).to_dict() for r, (k, n) in counts.items()}
     return out
@@ -307,13 +403,17 @@ def deactivation_generation(
 
 def format_deactivation(result: Mapping[str, Any]) -> str:
     """:func:`deactivation_generation`'s result as a table (with intervals when it has them)."""
-    rows = [r for r in ("unsteered", "deactivated", "control") if f"{r}_rate" in next(iter(result["per_language"].values()))]
+    rows = [
+        r for r in ("unsteered", "deactivated", "control") if f"{r}_rate" in next(iter(result["per_language"].values()))
+    ]
     s = result["settings"]
     decoding = "greedy" if not s["do_sample"] else f"sampled at temperature {s['temperature']:g}"
-    lines = [f"deactivation generation (Tang et al.): {s['measure']}, the language's own neurons set to {s['value']:g}; "
-             f"{decoding}, repetition penalty "
-             f"{s['repetition_penalty']:g}, {s['max_new_tokens']} new tokens",
-             f"{'lang':<8}" + "".join(f"{r:<24}" for r in rows) + f"{'neurons':>8}"]
+    lines = [
+        f"deactivation generation (Tang et al.): {s['measure']}, the language's own neurons set to {s['value']:g}; "
+        f"{decoding}, repetition penalty "
+        f"{s['repetition_penalty']:g}, {s['max_new_tokens']} new tokens",
+        f"{'lang':<8}" + "".join(f"{r:<24}" for r in rows) + f"{'neurons':>8}",
+    ]
 
     def cell(entry: Mapping[str, Any], r: str) -> str:
         i = entry.get(f"{r}_interval")
@@ -322,8 +422,12 @@ def format_deactivation(result: Mapping[str, Any]) -> str:
     for lang, entry in result["per_language"].items():
         lines.append(f"{lang:<8}" + "".join(f"{cell(entry, r):<24}" for r in rows) + f"{entry['neurons']:>8}")
     pooled = result.get("summary_interval")
-    lines.append(f"{'pooled':<8}" + "".join(
-        f"{(study.format_rate(pooled[r]) if pooled else format(result['summary'][r], '.2f')):<24}" for r in rows))
+    lines.append(
+        f"{'pooled':<8}"
+        + "".join(
+            f"{(study.format_rate(pooled[r]) if pooled else format(result['summary'][r], '.2f')):<24}" for r in rows
+        )
+    )
     return "\n".join(line.rstrip() for line in lines)
 
 
@@ -333,7 +437,11 @@ def format_results(results: Mapping[str, Any]) -> str:
     lines = [study.format_table(results)]
     settings = results["settings"]
     if "protocol" in settings:
-        lines += ["", f"protocol: {settings['protocol']} ({settings['paper']}; code: {settings['code']})", "departures:"]
+        lines += [
+            "",
+            f"protocol: {settings['protocol']} ({settings['paper']}; code: {settings['code']})",
+            "departures:",
+        ]
         lines += [f"  - {d}" for d in settings["departures"]]
         lines += ["additions (ours):", *[f"  - {a}" for a in settings["additions"]]]
     if "deactivation_generation" in results:

@@ -18,7 +18,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,15 @@ from lang_neurons.neurons import NeuronSet
 from lang_neurons.recording import ActivationStats
 from lang_neurons.study import RESIDUAL, format_interval, format_rate
 
-__all__ = ["Table", "build_figures", "headline_table", "loss_matrix_table", "representative_neurons", "steering_table", "write_report"]
+__all__ = [
+    "Table",
+    "build_figures",
+    "headline_table",
+    "loss_matrix_table",
+    "representative_neurons",
+    "steering_table",
+    "write_report",
+]
 
 INDEX = "index.html"
 FIGURES = "figures"
@@ -63,7 +71,7 @@ def representative_neurons(neurons: NeuronSet, stats: ActivationStats) -> list[t
     activation probability on it most exceeds its highest probability on another language."""
     prob = stats.probability()
     out: list[tuple[int, int]] = []
-    for i, lang in enumerate(neurons.langs):
+    for i in range(len(neurons.langs)):
         own = neurons.mask[i] & ~neurons.bottom[i]
         if not own.any():
             continue
@@ -91,7 +99,9 @@ def build_figures(
         metrics: :func:`lang_neurons.study.evaluate`'s results (``metrics.json``): the headline
             (first), steering rates, the loss matrix, and a sweep when it holds ``sweep`` points.
     """
-    figures: dict[str, go.Figure] = {"headline": plots.headline_figure(metrics)} if metrics and metrics.get("targets") else {}
+    figures: dict[str, go.Figure] = (
+        {"headline": plots.headline_figure(metrics)} if metrics and metrics.get("targets") else {}
+    )
     sets = dict(neurons_by_method)
     for name, neurons in sets.items():
         figures[f"layers_{name}"] = plots.layer_distribution(neurons)
@@ -143,12 +153,13 @@ class Table:
         head = "".join(f'<th scope="col">{html.escape(c)}</th>' for c in self.columns)
         body = []
         for row in self.rows:
-            cells = [f'<th scope="row">{html.escape(c)}</th>' if i < self.row_headers else f"<td>{html.escape(c)}</td>"
-                     for i, c in enumerate(row)]
+            cells = [
+                f'<th scope="row">{html.escape(c)}</th>' if i < self.row_headers else f"<td>{html.escape(c)}</td>"
+                for i, c in enumerate(row)
+            ]
             body.append("<tr>" + "".join(cells) + "</tr>")
         note = f'<p class="table-note">{html.escape(self.note)}</p>' if self.note else ""
-        return (f'<table class="data"><thead><tr>{head}</tr></thead>'
-                f'<tbody>{"".join(body)}</tbody></table>{note}')
+        return f'<table class="data"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>{note}'
 
 
 def _rate_cell(value: float, interval: Mapping[str, Any] | None) -> str:
@@ -182,21 +193,31 @@ def _headline_note(results: Mapping[str, Any], forcing: bool) -> str:
     kind = prompts.get("kind", settings.get("prompts"))
     note = f"{settings['method'].upper()} neurons. " if settings.get("method") else ""
     if kind == "source":
-        counts = f" ({prompts['test']} test prompts; {prompts['dev']} dev)" if "test" in prompts and "dev" in prompts else ""
+        counts = (
+            f" ({prompts['test']} test prompts; {prompts['dev']} dev)" if "test" in prompts and "dev" in prompts else ""
+        )
         note += f"Samples continue held-out {prompts.get('source', settings.get('source', '?'))} texts{counts}. "
     elif kind == "bos":
         note += "Samples are unconditional (from BOS alone). "
     note += "Rate: share of the samples fastText labels as the target. "
     if forcing:
-        note += ("Quality: exp(−max(0, L − L0)), L the mean token loss of the row's continuations under the unsteered model, "
-                 "L0 that of the unsteered continuations of the same prompts (1: as fluent); forcing score: harmonic mean "
-                 "of rate and quality. ")
+        note += (
+            "Quality: exp(−max(0, L − L0)), L the mean token loss of the row's continuations under the unsteered model, "
+            "L0 that of the unsteered continuations of the same prompts (1: as fluent); forcing score: harmonic mean "
+            "of rate and quality. "
+        )
     intervals = settings.get("intervals")
     if intervals:
-        note += (f"{intervals['level'] * 100:g} % intervals: Wilson for rates"
-                 + (f", paired bootstrap over samples ({intervals['resamples']} resamples) for quality and score" if forcing else "")
-                 + "; mean rate: Wilson on the successes pooled over targets"
-                 + ("; mean score: bootstrap of the mean over targets." if forcing else "."))
+        note += (
+            f"{intervals['level'] * 100:g} % intervals: Wilson for rates"
+            + (
+                f", paired bootstrap over samples ({intervals['resamples']} resamples) for quality and score"
+                if forcing
+                else ""
+            )
+            + "; mean rate: Wilson on the successes pooled over targets"
+            + ("; mean score: bootstrap of the mean over targets." if forcing else ".")
+        )
     else:
         note += "No intervals (evaluated with intervals off)."
     return note
@@ -214,9 +235,18 @@ def headline_table(results: Mapping[str, Any]) -> Table:
     metrics = ["rate", "quality", "score"] if forcing else ["rate"]
     intervals = results["settings"].get("intervals")
     ci = f" [{intervals['level'] * 100:g} % interval]" if intervals else ""
-    columns = ["target", "row", f"rate{ci}{' n' if ci else ''}", *([f"quality{ci}", f"forcing score{ci}"] if forcing else []), "split"]
-    rows = [[target, name, *(plots.headline_cell(entry, name, m).text for m in metrics), _split_cell(results, entry, name)]
-            for target, entry in targets.items() for name in names]
+    columns = [
+        "target",
+        "row",
+        f"rate{ci}{' n' if ci else ''}",
+        *([f"quality{ci}", f"forcing score{ci}"] if forcing else []),
+        "split",
+    ]
+    rows = [
+        [target, name, *(plots.headline_cell(entry, name, m).text for m in metrics), _split_cell(results, entry, name)]
+        for target, entry in targets.items()
+        for name in names
+    ]
     summary, pooled = results.get("summary", {}), results.get("summary_interval", {})
     forcing_mean, forcing_pooled = results.get("summary_forcing", {}), results.get("summary_forcing_interval", {})
     for name in (n for n in names if n in summary):
@@ -242,26 +272,42 @@ def steering_table(results: Mapping[str, Any]) -> Table:
     for target, entry in targets.items():
         for m in methods:
             row = entry["methods"][m]
-            cells = [target, m, _rate_cell(entry["baseline_rate"], entry.get("baseline_interval")),
-                     _rate_cell(row["rate"], row.get("rate_interval"))]
+            cells = [
+                target,
+                m,
+                _rate_cell(entry["baseline_rate"], entry.get("baseline_interval")),
+                _rate_cell(row["rate"], row.get("rate_interval")),
+            ]
             if translated:
-                tb, tr, ti = entry.get("translation_baseline", {}), row.get("translation", {}), row.get("translation_interval")
+                tb, tr, ti = (
+                    entry.get("translation_baseline", {}),
+                    row.get("translation", {}),
+                    row.get("translation_interval"),
+                )
                 for metric in ("bleu", "chrf"):
                     base, steered = tb.get(metric), tr.get(metric)
                     diff = None if base is None or steered is None else steered - base
-                    cells += [_score_cell(base, ti and ti[metric]["baseline"]), _score_cell(steered, ti and ti[metric]["steered"]),
-                              _score_cell(diff, ti and ti[metric]["difference"], signed=True)]
+                    cells += [
+                        _score_cell(base, ti and ti[metric]["baseline"]),
+                        _score_cell(steered, ti and ti[metric]["steered"]),
+                        _score_cell(diff, ti and ti[metric]["difference"], signed=True),
+                    ]
             rows.append(cells + [str(row["neurons"]), f"{row['share']:.2%}"])
     pooled = results.get("summary_interval", {})
     for m in [*methods, "baseline"]:
         if m in results.get("summary", {}):
             cell = _rate_cell(results["summary"][m], pooled.get(m))
-            rows.append(["mean rate", m, cell if m == "baseline" else "", "" if m == "baseline" else cell]
-                        + [""] * (len(columns) - 4))
+            rows.append(
+                ["mean rate", m, cell if m == "baseline" else "", "" if m == "baseline" else cell]
+                + [""] * (len(columns) - 4)
+            )
     intervals = results["settings"].get("intervals")
-    note = (f"{intervals['level']:.0%} intervals: Wilson score for rates (mean rate: successes pooled over targets); "
-            f"paired bootstrap over items ({intervals['resamples']} resamples) for BLEU and chrF."
-            if intervals else "No intervals (evaluated with intervals off).")
+    note = (
+        f"{intervals['level']:.0%} intervals: Wilson score for rates (mean rate: successes pooled over targets); "
+        f"paired bootstrap over items ({intervals['resamples']} resamples) for BLEU and chrF."
+        if intervals
+        else "No intervals (evaluated with intervals off)."
+    )
     return Table(columns, rows, note, row_headers=2)
 
 
@@ -276,14 +322,19 @@ def loss_matrix_table(loss_matrix: Mapping[str, Any]) -> Table:
         cells = []
         for e in range(len(langs)):
             value = loss_matrix["change"][a][e]
-            cells.append(format_interval({"estimate": value, "low": ci["low"][a][e], "high": ci["high"][a][e]}, 3, True)
-                         if ci else f"{value:+.3f}")
+            cells.append(
+                format_interval({"estimate": value, "low": ci["low"][a][e], "high": ci["high"][a][e]}, 3, True)
+                if ci
+                else f"{value:+.3f}"
+            )
         rows.append([f"{lang} ablated", *cells])
     rows.append(["base loss", *(f"{v:.3f}" for v in loss_matrix["base"])])
     note = "Mean token loss change when each row's language neurons are set to 0."
     if ci:
-        note += f" {ci['level']:.0%} paired bootstrap over texts ({ci['resamples']} resamples; texts per language: " \
-                f"{', '.join(f'{lang} {n}' for lang, n in zip(langs, ci['texts']))})."
+        note += (
+            f" {ci['level']:.0%} paired bootstrap over texts ({ci['resamples']} resamples; texts per language: "
+            f"{', '.join(f'{lang} {n}' for lang, n in zip(langs, ci['texts']))})."
+        )
     if "diagonal_dominance" in loss_matrix:
         dominant = [lang for lang, ok in loss_matrix["diagonal_dominance"].items() if ok]
         note += f" Diagonal dominant: {len(dominant)}/{len(langs)} ({', '.join(dominant) or 'none'})."
@@ -311,13 +362,19 @@ def _setting_html(value: Any) -> str:
     """One setting's value: nested settings as a nested table, lists of plain values joined."""
     if isinstance(value, Mapping):
         return _settings_html(value) if value else "(none)"
-    if isinstance(value, Sequence) and not isinstance(value, str) and all(isinstance(v, (str, int, float)) for v in value):
+    if (
+        isinstance(value, Sequence)
+        and not isinstance(value, str)
+        and all(isinstance(v, (str, int, float)) for v in value)
+    ):
         return html.escape(", ".join(str(v) for v in value)) if value else "(none)"
     return html.escape(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str))
 
 
 def _settings_html(settings: Mapping[str, Any]) -> str:
-    rows = [f"<tr><td>{html.escape(str(key))}</td><td>{_setting_html(value)}</td></tr>" for key, value in settings.items()]
+    rows = [
+        f"<tr><td>{html.escape(str(key))}</td><td>{_setting_html(value)}</td></tr>" for key, value in settings.items()
+    ]
     return '<table class="settings">' + "".join(rows) + "</table>"
 
 
@@ -361,12 +418,16 @@ def write_report(
         _io.atomic_write_text(folder / "plotly.min.js", plotly_js)
     for name, fig in tqdm(figures.items(), desc="report", unit="figure", disable=not progress):
         _io.atomic_write_text(folder / f"{name}.html", fig.to_html(full_html=True, include_plotlyjs="directory"))
-        div = fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"figure-{name}", default_height=_FIGURE_HEIGHT)
+        div = fig.to_html(
+            full_html=False, include_plotlyjs=False, div_id=f"figure-{name}", default_height=_FIGURE_HEIGHT
+        )
         heading = html.escape(fig.layout.title.text or name)
-        sections.append(f'<section id="{name}"><h2>{heading}</h2>\n{div}\n'
-                        f'<p><a href="{FIGURES}/{name}.html">{FIGURES}/{name}.html</a></p></section>')
+        sections.append(
+            f'<section id="{name}"><h2>{heading}</h2>\n{div}\n'
+            f'<p><a href="{FIGURES}/{name}.html">{FIGURES}/{name}.html</a></p></section>'
+        )
     note = _export_images(figures, folder) if images and figures else None
-    written = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    written = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     nav = " ".join(f'<a href="#{name}">{html.escape(name)}</a>' for name in figures)
     parts = [
         "<!DOCTYPE html>",

@@ -27,17 +27,23 @@ from lang_neurons.errors import LangNeuronsError
 
 
 def activation_probability(
-    active: Int[Tensor, "lang layer neuron"], tokens: Int[Tensor, "lang"]
+    active: Int[Tensor, "lang layer neuron"], tokens: Int[Tensor, " lang"]
 ) -> Float[Tensor, "lang layer neuron"]:
     """LAPE's ``p``: the share of a language's tokens on which each neuron is > 0."""
     if active.ndim != 3 or tokens.shape != (active.shape[0],):
-        raise LangNeuronsError(f"need active [lang, layer, neuron] and tokens [lang], got {tuple(active.shape)} and {tuple(tokens.shape)}")
+        raise LangNeuronsError(
+            f"need active [lang, layer, neuron] and tokens [lang], got {tuple(active.shape)} and {tuple(tokens.shape)}"
+        )
     if active.is_floating_point() and not torch.isfinite(active).all():
-        raise LangNeuronsError(f"activation counts hold {int((~torch.isfinite(active)).sum())} NaN/inf values: recompute the statistics")
+        raise LangNeuronsError(
+            f"activation counts hold {int((~torch.isfinite(active)).sum())} NaN/inf values: recompute the statistics"
+        )
     if (tokens <= 0).any():
         raise LangNeuronsError("every language needs at least one token to compute activation probabilities")
     if (active < 0).any() or (active > tokens[:, None, None]).any():
-        raise LangNeuronsError("activation counts must lie between 0 and the language's token count: the statistics are damaged")
+        raise LangNeuronsError(
+            "activation counts must lie between 0 and the language's token count: the statistics are damaged"
+        )
     return (active.double() / tokens.double()[:, None, None]).float()
 
 
@@ -83,7 +89,11 @@ def lape_select(
     Returns:
         ``(mask [lang, layer, neuron], entropy [layer, neuron])``.
     """
-    for name, v in (("top_rate", top_rate), ("filter_rate", filter_rate), ("activation_bar_ratio", activation_bar_ratio)):
+    for name, v in (
+        ("top_rate", top_rate),
+        ("filter_rate", filter_rate),
+        ("activation_bar_ratio", activation_bar_ratio),
+    ):
         if not 0 < v <= 1:
             raise LangNeuronsError(f"{name} must be in (0, 1], got {v}")
     if prob.ndim != 3 or prob.shape[0] < 2 or prob.numel() == 0:
@@ -107,7 +117,10 @@ def lape_select(
 
 
 def _lape_per_language(
-    prob: Float[Tensor, "lang layer neuron"], entropy: Float[Tensor, "layer neuron"], passes: Bool[Tensor, "layer neuron"], k: int
+    prob: Float[Tensor, "lang layer neuron"],
+    entropy: Float[Tensor, "layer neuron"],
+    passes: Bool[Tensor, "layer neuron"],
+    k: int,
 ) -> Bool[Tensor, "lang layer neuron"]:
     """Per language, the ``k`` lowest-entropy neurons it owns (highest ``p``, filter passed)."""
     n_langs, n_layers, width = prob.shape
@@ -124,7 +137,7 @@ def _lape_per_language(
 
 def ap_scores(
     pooled: Float[Tensor, "sentence layer neuron"],
-    pooled_lang: Int[Tensor, "sentence"],
+    pooled_lang: Int[Tensor, " sentence"],
     n_langs: int,
     progress: bool = False,
 ) -> Float[Tensor, "lang layer neuron"]:
@@ -136,22 +149,30 @@ def ap_scores(
     if pooled.ndim != 3:
         raise LangNeuronsError(f"pooled activations must be [sentence, layer, neuron], got shape {tuple(pooled.shape)}")
     if pooled_lang.ndim != 1 or pooled_lang.is_floating_point() or pooled_lang.dtype == torch.bool:
-        raise LangNeuronsError(f"pooled_lang must be a 1-D integer tensor of language ids, got {pooled_lang.dtype} {tuple(pooled_lang.shape)}")
+        raise LangNeuronsError(
+            f"pooled_lang must be a 1-D integer tensor of language ids, got {pooled_lang.dtype} {tuple(pooled_lang.shape)}"
+        )
     if pooled.shape[0] != pooled_lang.shape[0]:
         raise LangNeuronsError(f"{pooled.shape[0]} pooled rows but {pooled_lang.shape[0]} labels")
     if n_langs < 2:
         raise LangNeuronsError(f"AP needs at least two languages, got n_langs={n_langs}")
     if len(pooled_lang) and (int(pooled_lang.min()) < 0 or int(pooled_lang.max()) >= n_langs):
-        raise LangNeuronsError(f"language ids must be in [0, {n_langs}), got {int(pooled_lang.min())}..{int(pooled_lang.max())}")
+        raise LangNeuronsError(
+            f"language ids must be in [0, {n_langs}), got {int(pooled_lang.min())}..{int(pooled_lang.max())}"
+        )
     counts = torch.bincount(pooled_lang, minlength=n_langs)
     if (counts == 0).any():
         raise LangNeuronsError(f"AP needs pooled sentences for every language; counts per language: {counts.tolist()}")
     s, n_layers, width = pooled.shape
     try:
-        ap = _average_precision(pooled.reshape(s, n_layers * width), pooled_lang, progress=progress, num_classes=n_langs)
+        ap = _average_precision(
+            pooled.reshape(s, n_layers * width), pooled_lang, progress=progress, num_classes=n_langs
+        )
     except LangNeuronsError:
         if not torch.isfinite(pooled).all():
-            raise LangNeuronsError(f"AP is undefined for non-finite pooled activations; {_nonfinite_report(pooled)}") from None
+            raise LangNeuronsError(
+                f"AP is undefined for non-finite pooled activations; {_nonfinite_report(pooled)}"
+            ) from None
         raise
     return ap.reshape(n_langs, n_layers, width).float()
 

@@ -11,13 +11,20 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from lang_neurons.choices import DEACTIVATE, DEFAULT_METHODS, EVAL_METHODS, PIN, RESIDUAL
 from lang_neurons import intervals as iv
 from lang_neurons import steering as st
+from lang_neurons.choices import DEACTIVATE, DEFAULT_METHODS, EVAL_METHODS, PIN, RESIDUAL
 from lang_neurons.controls import random_controls
 from lang_neurons.corpora import LanguageCorpus
 from lang_neurons.errors import LangNeuronsError
-from lang_neurons.evaluation import LanguageIdentifier, LanguageRate, LossMatrix, clean_completion, translation_scores, translation_task
+from lang_neurons.evaluation import (
+    LanguageIdentifier,
+    LanguageRate,
+    LossMatrix,
+    clean_completion,
+    translation_scores,
+    translation_task,
+)
 from lang_neurons.forcing import PROMPT_KINDS, ForcingPrompts, fluency, forcing_prompts, harmonic_mean, quality
 from lang_neurons.generation import TextLosses, generate, text_losses
 from lang_neurons.models import HookedModel, check_fingerprint
@@ -38,10 +45,20 @@ def residual_candidates(n_layers: int) -> list[int]:
 
 
 def choose_residual(
-    model: HookedModel, stats: ActivationStats, targets: Sequence[str], lid: LanguageIdentifier, *,
-    layers: Sequence[int] | None = None, alphas: Sequence[float] = (1.0, 2.0), samples: int = 8,
-    max_new_tokens: int = 32, seed: int = 0, batch_size: int = 16, prompts: ForcingPrompts | None = None,
-    generation: dict[str, Any] | None = None, progress: bool = True,
+    model: HookedModel,
+    stats: ActivationStats,
+    targets: Sequence[str],
+    lid: LanguageIdentifier,
+    *,
+    layers: Sequence[int] | None = None,
+    alphas: Sequence[float] = (1.0, 2.0),
+    samples: int = 8,
+    max_new_tokens: int = 32,
+    seed: int = 0,
+    batch_size: int = 16,
+    prompts: ForcingPrompts | None = None,
+    generation: dict[str, Any] | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Choose the residual DiffMean layer and alpha on the dev split: for each (layer, alpha),
     ``samples`` generations per target, continuing the dev prompts of ``prompts`` (unconditional
@@ -64,14 +81,26 @@ def choose_residual(
 
     def dev_texts(steer_to: dict[str, st.ResidualSteering]) -> list[str]:
         if not mixed:
-            return [x for t in targets for x in generate(model, dev, n=samples, hooks=steer_to[t], seed=seed + DEV_SEED,
-                                                         batch_size=batch_size, **gen)]
+            return [
+                x
+                for t in targets
+                for x in generate(
+                    model, dev, n=samples, hooks=steer_to[t], seed=seed + DEV_SEED, batch_size=batch_size, **gen
+                )
+            ]
         texts: list[str] = []
         for b, start in enumerate(range(0, len(rows), batch_size)):
             chunk = rows[start : start + batch_size]
             part = all_prompts[start : start + len(chunk)] if all_prompts is not None else None
-            texts += generate(model, part, n=len(chunk), hooks=st.stack_rows([steer_to[t] for t in chunk]),
-                              seed=seed + DEV_SEED + b, batch_size=len(chunk), **gen)
+            texts += generate(
+                model,
+                part,
+                n=len(chunk),
+                hooks=st.stack_rows([steer_to[t] for t in chunk]),
+                seed=seed + DEV_SEED + b,
+                batch_size=len(chunk),
+                **gen,
+            )
         return texts
 
     unsteered = fluency(model, generate(model, dev, n=samples, seed=seed + DEV_SEED, batch_size=batch_size, **gen))
@@ -81,7 +110,16 @@ def choose_residual(
         texts = dev_texts({t: st.residual_diffmean(stats, t, layer, alpha) for t in targets})
         hits = sum(sum(lid.rate(texts[i * samples : (i + 1) * samples], t).hits) for i, t in enumerate(targets))
         rate, q = hits / len(rows), quality(fluency(model, texts), unsteered)
-        grid.append({"layer": layer, "alpha": alpha, "rate": rate, "quality": q, "score": harmonic_mean(rate, q), "n": len(rows)})
+        grid.append(
+            {
+                "layer": layer,
+                "alpha": alpha,
+                "rate": rate,
+                "quality": q,
+                "score": harmonic_mean(rate, q),
+                "n": len(rows),
+            }
+        )
     best = max(grid, key=lambda g: g["score"])  # max keeps the first of equals: earlier layer, smaller alpha
     return {"layer": best["layer"], "alpha": best["alpha"], "grid": grid, "split": "dev", "criterion": "forcing score"}
 
@@ -101,8 +139,14 @@ def _pooled_samples(
 
 
 def steering_for(
-    neurons: NeuronSet, stats: ActivationStats, target: str, method: str, alpha: float = 1.0, *,
-    source: str | None = None, deactivate_value: float = 0.0,
+    neurons: NeuronSet,
+    stats: ActivationStats,
+    target: str,
+    method: str,
+    alpha: float = 1.0,
+    *,
+    source: str | None = None,
+    deactivate_value: float = 0.0,
 ) -> st.Steering:
     """The steering of one evaluated method toward ``target``. ``pin`` (Kojima et al.) sets only
     the target's neurons to its median pooled activation. Every other method is language
@@ -110,8 +154,9 @@ def steering_for(
     language's) to ``deactivate_value``, then acts on the target's."""
     if method == PIN:
         return st.override(neurons, target, stats.pooled_median()[stats.lang_index(target)])
-    return st.language_arithmetic(neurons, stats, target=target, source=source, method=method, alpha=alpha,
-                                  deactivate_value=deactivate_value)
+    return st.language_arithmetic(
+        neurons, stats, target=target, source=source, method=method, alpha=alpha, deactivate_value=deactivate_value
+    )
 
 
 def _text_loss_matrix(
@@ -121,12 +166,20 @@ def _text_loss_matrix(
     base = text_losses(model, corpus, batch_size=batch_size, progress=False)
     rows = []
     for lang in tqdm(neurons.langs, desc="loss matrix", disable=not progress):
-        rows.append(text_losses(model, corpus, hooks=st.deactivate(neurons, lang, value), batch_size=batch_size, progress=False))
+        rows.append(
+            text_losses(model, corpus, hooks=st.deactivate(neurons, lang, value), batch_size=batch_size, progress=False)
+        )
     return base, rows
 
 
 def loss_matrix(
-    model: HookedModel, neurons: NeuronSet, corpus: LanguageCorpus, *, value: float = 0.0, batch_size: int = 8, progress: bool = True
+    model: HookedModel,
+    neurons: NeuronSet,
+    corpus: LanguageCorpus,
+    *,
+    value: float = 0.0,
+    batch_size: int = 8,
+    progress: bool = True,
 ) -> LossMatrix:
     """Tang et al.: mean token loss of every language's text with each language's neurons set to ``value``."""
     corpus = corpus.subset([x for x in neurons.langs if x in corpus.langs])
@@ -221,23 +274,40 @@ def evaluate(
         if m not in EVAL_METHODS:
             raise LangNeuronsError(f"unknown method {m!r}: choose from {', '.join(EVAL_METHODS)}")
     if deactivate not in DEACTIVATE:
-        raise LangNeuronsError(f"deactivate is whose neurons go off, one of {', '.join(DEACTIVATE)}; got {deactivate!r}")
+        raise LangNeuronsError(
+            f"deactivate is whose neurons go off, one of {', '.join(DEACTIVATE)}; got {deactivate!r}"
+        )
     if deactivate == "source" and source not in neurons.langs:
-        raise LangNeuronsError(f"deactivate='source' switches off the source language's neurons, but {source!r} has no neuron set")
+        raise LangNeuronsError(
+            f"deactivate='source' switches off the source language's neurons, but {source!r} has no neuron set"
+        )
     if prompts not in PROMPT_KINDS:
         raise LangNeuronsError(f"unknown prompts {prompts!r}: choose from {', '.join(PROMPT_KINDS)}")
     if isinstance(controls, bool) or not isinstance(controls, int) or controls < 0:
         raise LangNeuronsError(f"controls is the number of random-control seeds (0: none), got {controls!r}")
     if residual and stats.resid_sums is None:
-        raise LangNeuronsError("these statistics have no residual-stream sums (recorded before they existed): "
-                               "record them again, or evaluate without the residual baseline (residual=False, --no-residual)")
-    split = forcing_prompts(held_out, prompts, source=source, tokenizer=model.tokenizer, prompt_tokens=prompt_tokens,
-                            dev_share=dev_share, seed=seed)
+        raise LangNeuronsError(
+            "these statistics have no residual-stream sums (recorded before they existed): "
+            "record them again, or evaluate without the residual baseline (residual=False, --no-residual)"
+        )
+    split = forcing_prompts(
+        held_out,
+        prompts,
+        source=source,
+        tokenizer=model.tokenizer,
+        prompt_tokens=prompt_tokens,
+        dev_share=dev_share,
+        seed=seed,
+    )
     if not do_sample and prompts == "source" and samples > len(split.test):
-        raise LangNeuronsError(f"greedy decoding gives one continuation per prompt, but samples={samples} is more than the "
-                               f"{len(split.test)} test prompts: lower samples, lower dev_share, hold out more texts, or sample")
+        raise LangNeuronsError(
+            f"greedy decoding gives one continuation per prompt, but samples={samples} is more than the "
+            f"{len(split.test)} test prompts: lower samples, lower dev_share, hold out more texts, or sample"
+        )
     if not do_sample and prompts == "bos":
-        raise LangNeuronsError("greedy decoding from BOS gives one and the same sample every time: sample (do_sample=True) or use prompts='source'")
+        raise LangNeuronsError(
+            "greedy decoding from BOS gives one and the same sample every time: sample (do_sample=True) or use prompts='source'"
+        )
     test_prompts = split.take("test", samples)
     decoding = dict(do_sample=do_sample, temperature=temperature, repetition_penalty=repetition_penalty)
     gen = dict(max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, progress=False, **decoding)
@@ -248,23 +318,55 @@ def evaluate(
     rows = _rows(neurons, stats, methods, alpha, controls, off, deactivate_value)
     chosen = None
     if residual:
-        chosen = choose_residual(model, stats, targets, lid, layers=residual_layers, alphas=residual_alphas,
-                                 samples=dev_samples, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
-                                 prompts=split if prompts == "source" else None, generation=decoding, progress=progress)
+        chosen = choose_residual(
+            model,
+            stats,
+            targets,
+            lid,
+            layers=residual_layers,
+            alphas=residual_alphas,
+            samples=dev_samples,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+            batch_size=batch_size,
+            prompts=split if prompts == "source" else None,
+            generation=decoding,
+            progress=progress,
+        )
         rows[RESIDUAL] = lambda target: [st.residual_diffmean(stats, target, chosen["layer"], chosen["alpha"])]
     settings: dict[str, Any] = {
-        "methods": list(rows), "neuron_methods": list(methods), "alpha": alpha, "samples": samples,
-        "prompts": prompts, "prompt_tokens": prompt_tokens, "dev_share": dev_share,
-        "max_new_tokens": max_new_tokens, **decoding, "deactivate": deactivate, "deactivate_value": deactivate_value,
-        "translation_items": translation_items, "translation_template": translation_template,
-        "translation_tokens": translation_tokens, "source": source, "seed": seed,
-        "site": neurons.site, "method": neurons.method, "controls": controls, "residual": residual, "batch_size": batch_size,
+        "methods": list(rows),
+        "neuron_methods": list(methods),
+        "alpha": alpha,
+        "samples": samples,
+        "prompts": prompts,
+        "prompt_tokens": prompt_tokens,
+        "dev_share": dev_share,
+        "max_new_tokens": max_new_tokens,
+        **decoding,
+        "deactivate": deactivate,
+        "deactivate_value": deactivate_value,
+        "translation_items": translation_items,
+        "translation_template": translation_template,
+        "translation_tokens": translation_tokens,
+        "source": source,
+        "seed": seed,
+        "site": neurons.site,
+        "method": neurons.method,
+        "controls": controls,
+        "residual": residual,
+        "batch_size": batch_size,
         "splits": {"test": "every reported number", "dev": "the residual layer and alpha"},
     }
     if intervals:
-        settings["intervals"] = {"level": iv.LEVEL, "resamples": resamples, "rate": "Wilson score",
-                                 "forcing": "paired bootstrap over samples",
-                                 "translation": "paired bootstrap over items", "loss_matrix": "paired bootstrap over texts"}
+        settings["intervals"] = {
+            "level": iv.LEVEL,
+            "resamples": resamples,
+            "rate": "Wilson score",
+            "forcing": "paired bootstrap over samples",
+            "translation": "paired bootstrap over items",
+            "loss_matrix": "paired bootstrap over texts",
+        }
     results: dict[str, Any] = {"targets": {}, "settings": settings, "prompts": split.to_dict()}
     if chosen is not None:
         results["residual"] = chosen
@@ -275,24 +377,49 @@ def evaluate(
         base_rate = lid.rate(baseline_texts, target)
         base_cell = (base_rate.hits, base_fluency.sums, base_fluency.counts, base_fluency.sums, base_fluency.counts)
         cells["baseline"].append(base_cell)
-        entry: dict[str, Any] = {"baseline_rate": base_rate.rate, "baseline_fluency_loss": base_fluency.mean_loss,
-                                 "baseline_forcing_score": harmonic_mean(base_rate.rate, 1.0), "methods": {}}
+        entry: dict[str, Any] = {
+            "baseline_rate": base_rate.rate,
+            "baseline_fluency_loss": base_fluency.mean_loss,
+            "baseline_forcing_score": harmonic_mean(base_rate.rate, 1.0),
+            "methods": {},
+        }
         if intervals:
             entry["baseline_interval"] = _rate_interval(base_rate)
             entry["baseline_forcing_interval"] = iv.forcing_interval(base_cell, **boot).to_dict()
         items = []
         if translation_items > 0 and can_translate and target in held_out.langs:
             shots = 0 if translation_template == "kojima" else 1
-            items = translation_task(held_out, source, target, n=min(translation_items, len(held_out[target]) - shots), seed=seed,
-                                     shots=shots, template=translation_template)
+            items = translation_task(
+                held_out,
+                source,
+                target,
+                n=min(translation_items, len(held_out[target]) - shots),
+                seed=seed,
+                shots=shots,
+                template=translation_template,
+            )
             prompts_tr, refs = [i.prompt for i in items], [i.reference for i in items]
-            base_hyps = [clean_completion(h) for h in generate(model, prompts_tr, do_sample=False, max_new_tokens=translation_tokens,
-                                                               stop_at_newline=True, batch_size=batch_size, progress=False)]
+            base_hyps = [
+                clean_completion(h)
+                for h in generate(
+                    model,
+                    prompts_tr,
+                    do_sample=False,
+                    max_new_tokens=translation_tokens,
+                    stop_at_newline=True,
+                    batch_size=batch_size,
+                    progress=False,
+                )
+            ]
             entry["translation_baseline"] = asdict(translation_scores(base_hyps, refs, target))
             if intervals:
                 both = iv.paired_translation_bootstrap(base_hyps, base_hyps, refs, target, **boot).to_dict()
                 entry["translation_baseline_interval"] = {
-                    "bleu": both["bleu"]["baseline"], "chrf": both["chrf"]["baseline"], "n": both["n"], "resamples": both["resamples"]}
+                    "bleu": both["bleu"]["baseline"],
+                    "chrf": both["chrf"]["baseline"],
+                    "n": both["n"],
+                    "resamples": both["resamples"],
+                }
         for method, make in rows.items():
             hook_sets = make(target)
             hooks = hook_sets[0]
@@ -301,9 +428,16 @@ def evaluate(
             fl = fluency(model, texts)
             q = quality(fl, base_fluency)
             touched = getattr(hooks, "n_neurons", 0)
-            row: dict[str, Any] = {"rate": rate.rate, "quality": q, "forcing_score": harmonic_mean(rate.rate, q),
-                                   "fluency_loss": fl.mean_loss, "split": "test", "neurons": touched,
-                                   "share": touched / neurons.n_neurons, "examples": texts[:3]}
+            row: dict[str, Any] = {
+                "rate": rate.rate,
+                "quality": q,
+                "forcing_score": harmonic_mean(rate.rate, q),
+                "fluency_loss": fl.mean_loss,
+                "split": "test",
+                "neurons": touched,
+                "share": touched / neurons.n_neurons,
+                "examples": texts[:3],
+            }
             cell = (rate.hits, fl.sums, fl.counts, base_fluency.sums, base_fluency.counts)
             cells[method].append(cell)
             if method == RESIDUAL:
@@ -312,12 +446,24 @@ def evaluate(
                 row["rate_interval"] = _rate_interval(rate)
                 row["forcing_interval"] = iv.forcing_interval(cell, **boot).to_dict()
             if items:
-                hyps = [clean_completion(h) for h in generate(model, prompts_tr, hooks=hooks, do_sample=False,
-                                                              max_new_tokens=translation_tokens, stop_at_newline=True,
-                                                              batch_size=batch_size, progress=False)]
+                hyps = [
+                    clean_completion(h)
+                    for h in generate(
+                        model,
+                        prompts_tr,
+                        hooks=hooks,
+                        do_sample=False,
+                        max_new_tokens=translation_tokens,
+                        stop_at_newline=True,
+                        batch_size=batch_size,
+                        progress=False,
+                    )
+                ]
                 row["translation"] = asdict(translation_scores(hyps, refs, target))
                 if intervals:
-                    row["translation_interval"] = iv.paired_translation_bootstrap(base_hyps, hyps, refs, target, **boot).to_dict()
+                    row["translation_interval"] = iv.paired_translation_bootstrap(
+                        base_hyps, hyps, refs, target, **boot
+                    ).to_dict()
             entry["methods"][method] = row
             bar.update(1)
         results["targets"][target] = entry
@@ -326,7 +472,9 @@ def evaluate(
         corpus = held_out.take(loss_texts, seed=seed)
         corpus = corpus.subset([x for x in neurons.langs if x in corpus.langs])
         base, ablated = _text_loss_matrix(model, neurons, corpus, 0.0, 8, progress)
-        results["loss_matrix"] = LossMatrix(list(corpus.langs), base.mean(), torch.stack([r.mean() for r in ablated])).to_dict()
+        results["loss_matrix"] = LossMatrix(
+            list(corpus.langs), base.mean(), torch.stack([r.mean() for r in ablated])
+        ).to_dict()
         if intervals:
             results["loss_matrix"]["change_interval"] = iv.loss_change_intervals(base, ablated, **boot).to_dict()
     _summaries(results, targets, rows, cells, intervals, boot)
@@ -334,28 +482,42 @@ def evaluate(
 
 
 def _summaries(
-    results: dict[str, Any], targets: Sequence[str], rows: dict[str, Any], cells: dict[str, list[iv.ForcingCell]],
-    intervals: bool, boot: dict[str, Any],
+    results: dict[str, Any],
+    targets: Sequence[str],
+    rows: dict[str, Any],
+    cells: dict[str, list[iv.ForcingCell]],
+    intervals: bool,
+    boot: dict[str, Any],
 ) -> None:
     """The means over targets of every row's rate and forcing score, with pooled intervals."""
     per_target = results["targets"]
     n = max(len(targets), 1)
     results["summary"] = {m: sum(per_target[t]["methods"][m]["rate"] for t in targets) / n for m in rows}
     results["summary"]["baseline"] = sum(per_target[t]["baseline_rate"] for t in targets) / n
-    results["summary_forcing"] = {m: sum(per_target[t]["methods"][m]["forcing_score"] for t in targets) / n for m in rows}
+    results["summary_forcing"] = {
+        m: sum(per_target[t]["methods"][m]["forcing_score"] for t in targets) / n for m in rows
+    }
     results["summary_forcing"]["baseline"] = sum(per_target[t]["baseline_forcing_score"] for t in targets) / n
     if intervals and targets:
         pooled = {m: [per_target[t]["methods"][m]["rate_interval"] for t in targets] for m in rows}
         pooled["baseline"] = [per_target[t]["baseline_interval"] for t in targets]
         results["summary_interval"] = {
-            name: iv.wilson_interval(sum(c["k"] for c in cs), sum(c["n"] for c in cs)).to_dict() for name, cs in pooled.items()
+            name: iv.wilson_interval(sum(c["k"] for c in cs), sum(c["n"] for c in cs)).to_dict()
+            for name, cs in pooled.items()
         }
-        results["summary_forcing_interval"] = {name: iv.pooled_forcing_interval(cs, **boot).to_dict() for name, cs in cells.items()}
+        results["summary_forcing_interval"] = {
+            name: iv.pooled_forcing_interval(cs, **boot).to_dict() for name, cs in cells.items()
+        }
 
 
 def _rows(
-    neurons: NeuronSet, stats: ActivationStats, methods: Sequence[str], alpha: float, controls: int,
-    source: str | None = None, deactivate_value: float = 0.0,
+    neurons: NeuronSet,
+    stats: ActivationStats,
+    methods: Sequence[str],
+    alpha: float,
+    controls: int,
+    source: str | None = None,
+    deactivate_value: float = 0.0,
 ) -> dict[str, Any]:
     """Row name → (target → the hook sets whose samples are pooled), methods then their controls."""
     rows: dict[str, Any] = {}
@@ -379,8 +541,10 @@ def format_table(results: dict[str, Any]) -> str:
     if "summary_interval" in results:
         return _format_with_intervals(results)
     methods = results["settings"]["methods"]
-    lines = [f"{'target':<8}{'method':<19}{'base rate':>10}{'rate':>7}{'quality':>9}{'score':>7}{'BLEU base':>11}{'BLEU':>7}"
-             f"{'chrF base':>11}{'chrF':>7}{'neurons':>9}{'share':>8}"]
+    lines = [
+        f"{'target':<8}{'method':<19}{'base rate':>10}{'rate':>7}{'quality':>9}{'score':>7}{'BLEU base':>11}{'BLEU':>7}"
+        f"{'chrF base':>11}{'chrF':>7}{'neurons':>9}{'share':>8}"
+    ]
     for target, entry in results["targets"].items():
         tb = entry.get("translation_baseline", {})
         for m in methods:
@@ -398,7 +562,9 @@ def format_table(results: dict[str, Any]) -> str:
         lines.append("mean forcing score: " + ", ".join(f"{k} {v:.2f}" for k, v in results["summary_forcing"].items()))
     if "loss_matrix" in results:
         lm = results["loss_matrix"]
-        lines.append(f"loss matrix: diagonal dominant for {sum(lm['diagonal_dominance'].values())}/{len(lm['diagonal_dominance'])} languages")
+        lines.append(
+            f"loss matrix: diagonal dominant for {sum(lm['diagonal_dominance'].values())}/{len(lm['diagonal_dominance'])} languages"
+        )
     return "\n".join(lines)
 
 
@@ -416,38 +582,62 @@ def format_interval(interval: dict[str, Any], digits: int = 1, signed: bool = Fa
 def _format_with_intervals(results: dict[str, Any]) -> str:
     methods = results["settings"]["methods"]
     level = results["settings"]["intervals"]["level"]
-    lines = [f"{level:.0%} intervals: Wilson for rates, paired bootstrap over items for BLEU/chrF "
-             f"({results['settings']['intervals']['resamples']} resamples)",
-             f"{'target':<8}{'method':<19}{'base rate':<24}{'rate':<24}{'quality':<20}{'forcing score':<20}{'neurons':>9}{'share':>8}"]
+    lines = [
+        f"{level:.0%} intervals: Wilson for rates, paired bootstrap over items for BLEU/chrF "
+        f"({results['settings']['intervals']['resamples']} resamples)",
+        f"{'target':<8}{'method':<19}{'base rate':<24}{'rate':<24}{'quality':<20}{'forcing score':<20}{'neurons':>9}{'share':>8}",
+    ]
     for target, entry in results["targets"].items():
         for m in methods:
             row = entry["methods"][m]
             fi = row.get("forcing_interval")
             forcing = [format_interval(fi[k], 2) if fi else "" for k in ("quality", "score")]
-            lines.append(f"{target:<8}{m:<19}{format_rate(entry['baseline_interval']):<24}{format_rate(row['rate_interval']):<24}"
-                         f"{forcing[0]:<20}{forcing[1]:<20}{row['neurons']:>9}{row['share']:>8.2%}")
-    translated = [(t, m) for t, e in results["targets"].items() for m in methods if "translation_interval" in e["methods"][m]]
+            lines.append(
+                f"{target:<8}{m:<19}{format_rate(entry['baseline_interval']):<24}{format_rate(row['rate_interval']):<24}"
+                f"{forcing[0]:<20}{forcing[1]:<20}{row['neurons']:>9}{row['share']:>8.2%}"
+            )
+    translated = [
+        (t, m) for t, e in results["targets"].items() for m in methods if "translation_interval" in e["methods"][m]
+    ]
     if translated:
-        lines.append(f"{'target':<8}{'method':<19}" + "".join(f"{h:<22}" for h in ("BLEU base", "BLEU", "BLEU steered-base",
-                                                                                 "chrF base", "chrF", "chrF steered-base")))
+        lines.append(
+            f"{'target':<8}{'method':<19}"
+            + "".join(
+                f"{h:<22}" for h in ("BLEU base", "BLEU", "BLEU steered-base", "chrF base", "chrF", "chrF steered-base")
+            )
+        )
         for t, m in translated:
             ti = results["targets"][t]["methods"][m]["translation_interval"]
-            cells = [format_interval(ti[k][part], signed=part == "difference") for k in ("bleu", "chrf")
-                     for part in ("baseline", "steered", "difference")]
+            cells = [
+                format_interval(ti[k][part], signed=part == "difference")
+                for k in ("bleu", "chrf")
+                for part in ("baseline", "steered", "difference")
+            ]
             lines.append(f"{t:<8}{m:<19}" + "".join(f"{c:<22}" for c in cells) + f"n={ti['n']}")
     lines.append("mean rate: " + ", ".join(f"{k} {format_rate(v)}" for k, v in results["summary_interval"].items()))
     if "summary_forcing_interval" in results:
-        lines.append("mean forcing score: " + ", ".join(f"{k} {format_interval(v, 2)}" for k, v in results["summary_forcing_interval"].items()))
+        lines.append(
+            "mean forcing score: "
+            + ", ".join(f"{k} {format_interval(v, 2)}" for k, v in results["summary_forcing_interval"].items())
+        )
     if "loss_matrix" in results:
         lm = results["loss_matrix"]
         if "diagonal_dominance" in lm:
-            lines.append(f"loss matrix: diagonal dominant for {sum(lm['diagonal_dominance'].values())}/{len(lm['diagonal_dominance'])} languages")
+            lines.append(
+                f"loss matrix: diagonal dominant for {sum(lm['diagonal_dominance'].values())}/{len(lm['diagonal_dominance'])} languages"
+            )
         if "change_interval" in lm:
             ci = lm["change_interval"]
-            lines.append(f"loss change (ablated - base), {level:.0%} bootstrap over texts; rows: ablated, columns: evaluated")
+            lines.append(
+                f"loss change (ablated - base), {level:.0%} bootstrap over texts; rows: ablated, columns: evaluated"
+            )
             lines.append(f"{'':<8}" + "".join(f"{lang:<26}" for lang in lm["langs"]))
             for a, lang in enumerate(lm["langs"]):
-                cells = [format_interval({"estimate": lm["change"][a][e], "low": ci["low"][a][e], "high": ci["high"][a][e]}, 3, True)
-                         for e in range(len(lm["langs"]))]
+                cells = [
+                    format_interval(
+                        {"estimate": lm["change"][a][e], "low": ci["low"][a][e], "high": ci["high"][a][e]}, 3, True
+                    )
+                    for e in range(len(lm["langs"]))
+                ]
                 lines.append(f"{lang:<8}" + "".join(f"{c:<26}" for c in cells))
     return "\n".join(line.rstrip() for line in lines)

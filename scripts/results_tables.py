@@ -37,41 +37,77 @@ def tables(results: dict[str, Any]) -> str:
     n = next(iter(results["targets"].values()))["baseline_interval"]["n"]
     out += [f"### Target-language rate (n = {n} per cell)", "", head, sep]
     for t, e in results["targets"].items():
-        out.append(f"| {t} | {_ci(e['baseline_interval'], 'rate')} | "
-                   + " | ".join(_ci(e["methods"][m]["rate_interval"], "rate") for m in rows) + " |")
+        out.append(
+            f"| {t} | {_ci(e['baseline_interval'], 'rate')} | "
+            + " | ".join(_ci(e["methods"][m]["rate_interval"], "rate") for m in rows)
+            + " |"
+        )
     si = results["summary_interval"]
-    out.append("| pooled | " + _ci(si["baseline"], "rate") + " | " + " | ".join(_ci(si[m], "rate") for m in rows) + " |")
-    out += ["", "### Quality and forcing score (harmonic mean of rate and quality)", "",
-            "| target | " + " | ".join(f"{m} quality | {m} score" for m in rows) + " |", "|---" * (2 * len(rows) + 1) + "|"]
+    out.append(
+        "| pooled | " + _ci(si["baseline"], "rate") + " | " + " | ".join(_ci(si[m], "rate") for m in rows) + " |"
+    )
+    out += [
+        "",
+        "### Quality and forcing score (harmonic mean of rate and quality)",
+        "",
+        "| target | " + " | ".join(f"{m} quality | {m} score" for m in rows) + " |",
+        "|---" * (2 * len(rows) + 1) + "|",
+    ]
     for t, e in results["targets"].items():
-        cells = [f"{_ci(e['methods'][m]['forcing_interval']['quality'])} | {_ci(e['methods'][m]['forcing_interval']['score'])}"
-                 for m in rows]
+        cells = [
+            f"{_ci(e['methods'][m]['forcing_interval']['quality'])} | {_ci(e['methods'][m]['forcing_interval']['score'])}"
+            for m in rows
+        ]
         out.append(f"| {t} | " + " | ".join(cells) + " |")
     fi = results["summary_forcing_interval"]
     out.append("| pooled (score) | " + " | ".join(f"- | {_ci(fi[m])}" for m in rows) + " |")
-    out += ["", f"### {method} against its random control and residual DiffMean (intervals not overlapping)", "",
-            "| target | rate vs random | rate vs DiffMean | score vs random | score vs DiffMean |", "|---|---|---|---|---|"]
+    out += [
+        "",
+        f"### {method} against its random control and residual DiffMean (intervals not overlapping)",
+        "",
+        "| target | rate vs random | rate vs DiffMean | score vs random | score vs DiffMean |",
+        "|---|---|---|---|---|",
+    ]
     for t, e in results["targets"].items():
         r = {m: e["methods"][m] for m in rows}
         ctrl, res = f"{method}:random", "residual_diffmean"
         cells = []
         for kind in ("rate", "score"):
-            get = (lambda m: r[m]["rate_interval"]) if kind == "rate" else (lambda m: r[m]["forcing_interval"]["score"])
+            get = (
+                (lambda m, r=r: r[m]["rate_interval"])
+                if kind == "rate"
+                else (lambda m, r=r: r[m]["forcing_interval"]["score"])
+            )
             cells += [_verdict(get(method), get(other)) if other in r else "-" for other in (ctrl, res)]
         out.append(f"| {t} | " + " | ".join(cells) + " |")
     if "residual" in results:
         ch = results["residual"]
-        out += ["", f"Residual DiffMean chosen on the dev split by {ch.get('criterion', 'rate')}: layer {ch['layer']}, alpha {ch['alpha']}.",
-                "", "| layer | alpha | dev rate | dev quality | dev score | n |", "|---|---|---|---|---|---|"]
+        out += [
+            "",
+            f"Residual DiffMean chosen on the dev split by {ch.get('criterion', 'rate')}: layer {ch['layer']}, alpha {ch['alpha']}.",
+            "",
+            "| layer | alpha | dev rate | dev quality | dev score | n |",
+            "|---|---|---|---|---|---|",
+        ]
         for g in ch["grid"]:
-            out.append(f"| {g['layer']} | {g['alpha']} | {g['rate']:.2f} | {g.get('quality', float('nan')):.2f} | "
-                       f"{g.get('score', float('nan')):.2f} | {g['n']} |")
+            out.append(
+                f"| {g['layer']} | {g['alpha']} | {g['rate']:.2f} | {g.get('quality', float('nan')):.2f} | "
+                f"{g.get('score', float('nan')):.2f} | {g['n']} |"
+            )
     if "loss_matrix" in results and "change_interval" in results["loss_matrix"]:
         lm, ci = results["loss_matrix"], results["loss_matrix"]["change_interval"]
-        out += ["", "### Loss change when a language's neurons are set to 0", "",
-                "| ablated \\ eval | " + " | ".join(lm["langs"]) + " |", "|---" * (len(lm["langs"]) + 1) + "|"]
+        out += [
+            "",
+            "### Loss change when a language's neurons are set to 0",
+            "",
+            "| ablated \\ eval | " + " | ".join(lm["langs"]) + " |",
+            "|---" * (len(lm["langs"]) + 1) + "|",
+        ]
         for a, lang in enumerate(lm["langs"]):
-            cells = [f"{lm['change'][a][j]:+.3f} [{ci['low'][a][j]:+.3f}, {ci['high'][a][j]:+.3f}]" for j in range(len(lm["langs"]))]
+            cells = [
+                f"{lm['change'][a][j]:+.3f} [{ci['low'][a][j]:+.3f}, {ci['high'][a][j]:+.3f}]"
+                for j in range(len(lm["langs"]))
+            ]
             cells[a] = f"**{cells[a]}**"
             out.append(f"| {lang} | " + " | ".join(cells) + " |")
     return "\n".join(out)

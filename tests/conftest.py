@@ -22,11 +22,11 @@ from types import SimpleNamespace
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
-import pytest  # noqa: E402
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tiny_models import TINY_ARCHS, make_tiny_model  # noqa: E402
+from tiny_models import TINY_ARCHS, make_tiny_model
 
 _BUILT: dict[str, Path] = {}
 
@@ -75,13 +75,19 @@ def broken_cache(monkeypatch: pytest.MonkeyPatch) -> None:
 def tiny_study(llama_dir: Path) -> SimpleNamespace:
     """The tiny Llama with statistics of 8 texts each of en/de/ja, a LAPE set (top 10 %), an AP set
     (5 + 5) and 14 held-out aligned texts per language: what the evaluation tests share."""
+    from tiny_models import SENTENCES
+
     import lang_neurons as ln
     from lang_neurons.corpora import LanguageCorpus
-    from tiny_models import SENTENCES
 
     langs = ("en", "de", "ja")
     model = ln.load_model(llama_dir, device="cpu")
     stats = ln.record(model, {lang: SENTENCES[lang][:8] for lang in langs}, progress=False)
     held = LanguageCorpus({lang: SENTENCES[lang][8:22] for lang in langs}, name="held", aligned=True)
-    return SimpleNamespace(model=model, stats=stats, held=held, lape=ln.lape(stats, top_rate=0.1),
-                           ap=ln.average_precision(stats, top_k=5, bottom_k=5, progress=False))
+    return SimpleNamespace(
+        model=model,
+        stats=stats,
+        held=held,
+        lape=ln.lape(stats, top_rate=0.1),
+        ap=ln.average_precision(stats, top_k=5, bottom_k=5, progress=False),
+    )

@@ -20,9 +20,9 @@ from pathlib import Path
 os.environ["HF_HUB_OFFLINE"] = "1"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tiny_models import SENTENCES  # noqa: E402
+from tiny_models import SENTENCES
 
-import lang_neurons as ln  # noqa: E402
+import lang_neurons as ln
 
 TEXTS = {lang: SENTENCES[lang][:12] for lang in ("en", "de", "ja")}
 SETTINGS = dict(batch_size=2, reduce_every=1, progress=False)

@@ -127,7 +127,13 @@ def test_tensor_shape_changed_consistently(saved, tmp_path):
     path = _copy(saved[0], tmp_path, "lape")
     st = path.with_suffix(".safetensors")
     mask = ln.NeuronSet.load(path).mask
-    save_file({"mask": mask[:, :, :-1].to(torch.uint8).contiguous(), "bottom": torch.zeros_like(mask[:, :, :-1], dtype=torch.uint8)}, str(st))
+    save_file(
+        {
+            "mask": mask[:, :, :-1].to(torch.uint8).contiguous(),
+            "bottom": torch.zeros_like(mask[:, :, :-1], dtype=torch.uint8),
+        },
+        str(st),
+    )
     meta = json.loads(path.with_suffix(".json").read_text())
     meta.update(bytes=st.stat().st_size, tensors_sha256=_io.file_sha256(st))
     meta["meta_sha256"] = _io._meta_sha256(meta)
@@ -267,8 +273,13 @@ def test_same_inputs_give_byte_identical_files(gpt2_dir, tmp_path):
     for i in range(2):
         out = tmp_path / f"run{i}"
         out.mkdir()
-        proc = subprocess.run([sys.executable, "-c", _SCRIPT, str(gpt2_dir), str(out), json.dumps(TEXTS)],
-                              capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        proc = subprocess.run(
+            [sys.executable, "-c", _SCRIPT, str(gpt2_dir), str(out), json.dumps(TEXTS)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         runs.append(_digests(out))
     assert runs[0] == runs[1]
@@ -284,9 +295,37 @@ def test_cli_refuses_damaged_run_folder(llama_dir, tmp_path, capsys):
     for lang in ("en", "de"):
         (texts / f"{lang}.txt").write_text("\n".join(SENTENCES[lang][:6]), encoding="utf-8")
     run = tmp_path / "run"
-    assert cli.main(["identify", "--model", str(llama_dir), "--corpus", str(texts), "--langs", "en,de", "--out", str(run),
-                     "--top-rate", "0.1", "--no-progress"]) == 0
-    steer = ["steer", "--neurons", str(run), "--target", "de", "--samples", "1", "--max-new-tokens", "2", "--no-progress"]
+    assert (
+        cli.main(
+            [
+                "identify",
+                "--model",
+                str(llama_dir),
+                "--corpus",
+                str(texts),
+                "--langs",
+                "en,de",
+                "--out",
+                str(run),
+                "--top-rate",
+                "0.1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    steer = [
+        "steer",
+        "--neurons",
+        str(run),
+        "--target",
+        "de",
+        "--samples",
+        "1",
+        "--max-new-tokens",
+        "2",
+        "--no-progress",
+    ]
     originals = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
 
     def damage(name, change):

@@ -19,10 +19,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _run(script: str, *args: str) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / script), *args],
-        capture_output=True, text=True, env=env, timeout=600, check=True,
-    ).stdout.strip().splitlines()
+    out = (
+        subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks" / script), *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+            check=True,
+        )
+        .stdout.strip()
+        .splitlines()
+    )
     assert len(out) == 1, out  # ONE JSON line
     return json.loads(out[0])
 
@@ -52,7 +60,17 @@ def test_batches_cut_the_long_tail():
 def test_bench_recording_tiny():
     r = _run("bench_recording.py", "--model", "tiny", "--every", "12", "--repeats", "1")
     assert r["bench"] == "recording" and r["model"] == "tiny"
-    for key in ("a_tok_s", "b_tok_s", "b_same_stop_tok_s", "c_tok_s", "c_over_a", "c_over_b", "peak_rss_mb_end", "cpu_count", "torch"):
+    for key in (
+        "a_tok_s",
+        "b_tok_s",
+        "b_same_stop_tok_s",
+        "c_tok_s",
+        "c_over_a",
+        "c_over_b",
+        "peak_rss_mb_end",
+        "cpu_count",
+        "torch",
+    ):
         assert r[key] > 0 if not isinstance(r[key], str) else r[key]
     assert 0 <= r["padding_share_corpus"] <= 0.05  # the default corpus with record's batching
     assert r["timed_tokens"] > 0 and r["timed_batches"] >= 6
@@ -71,7 +89,9 @@ def test_bench_steering_tiny():
     assert r["none_tok_s"] > 0 and r["add_tok_s"] > 0 and r["override_tok_s"] > 0
 
 
-@pytest.mark.parametrize("args", [("--neurons", "512", "--sentences", "300", "--sklearn-neurons", "8", "--repeats", "1")])
+@pytest.mark.parametrize(
+    "args", [("--neurons", "512", "--sentences", "300", "--sklearn-neurons", "8", "--repeats", "1")]
+)
 def test_bench_ap_small(args):
     r = _run("bench_ap.py", *args, "--threads", "1")
     assert r["max_abs_diff"] <= 1e-6
@@ -87,7 +107,16 @@ def test_bench_scale_tiny():
     r = _run("bench_scale.py", "--shape", "tiny", "--device", "cpu")
     assert r["bench"] == "scale" and r["shape"] == "tiny" and r["device"] == "cpu" and r["dtype"] == "float32"
     assert r["timed_tokens"] == r["batch_size"] * r["seq_len"] * r["timed_batches"]  # full-length synthetic texts
-    for key in ("a_tok_s", "b_tok_s", "b_same_stop_tok_s", "c_tok_s", "gen_none_tok_s", "gen_add_tok_s", "peak_mem_mb_record", "ap_s"):
+    for key in (
+        "a_tok_s",
+        "b_tok_s",
+        "b_same_stop_tok_s",
+        "c_tok_s",
+        "gen_none_tok_s",
+        "gen_add_tok_s",
+        "peak_mem_mb_record",
+        "ap_s",
+    ):
         assert r[key] > 0, key
     for key in ("c_over_a", "c_over_b", "c_over_b_same_stop"):
         assert 0.05 < r[key] < 20, (key, r[key])  # the same work timed: a ratio, not noise
@@ -98,8 +127,20 @@ def test_bench_scale_tiny():
 def test_bench_scale_refuses_an_8b_model_without_the_memory():
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_scale.py"), "--shape", "llama-3.1-8b", "--device", "cpu", "--available-gb", "8"],
-        capture_output=True, text=True, env=env, timeout=120,
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_scale.py"),
+            "--shape",
+            "llama-3.1-8b",
+            "--device",
+            "cpu",
+            "--available-gb",
+            "8",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert out.returncode == 1 and out.stdout == ""
     assert out.stderr.strip().splitlines() == [

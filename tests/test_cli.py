@@ -22,8 +22,21 @@ def text_dir(tmp_path_factory):
 
 
 def _identify(model_dir, text_dir, out, *extra):
-    return cli.main(["identify", "--model", str(model_dir), "--corpus", str(text_dir), "--langs", "en,de,ja",
-                     "--out", str(out), "--no-progress", *extra])
+    return cli.main(
+        [
+            "identify",
+            "--model",
+            str(model_dir),
+            "--corpus",
+            str(text_dir),
+            "--langs",
+            "en,de,ja",
+            "--out",
+            str(out),
+            "--no-progress",
+            *extra,
+        ]
+    )
 
 
 def test_identify_lape_then_ap_reuses_statistics(llama_dir, text_dir, tmp_path, capsys):
@@ -53,9 +66,24 @@ def test_identify_lape_then_ap_reuses_statistics(llama_dir, text_dir, tmp_path, 
 
 def test_console_script_runs(llama_dir, text_dir, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "lang_neurons.cli", "identify", "--model", str(llama_dir), "--corpus", str(text_dir),
-         "--langs", "en,de", "--out", str(tmp_path / "o"), "--no-progress"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "lang_neurons.cli",
+            "identify",
+            "--model",
+            str(llama_dir),
+            "--corpus",
+            str(text_dir),
+            "--langs",
+            "en,de",
+            "--out",
+            str(tmp_path / "o"),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert "wrote" in proc.stdout
@@ -76,8 +104,19 @@ def test_console_script_runs(llama_dir, text_dir, tmp_path):
 def test_bad_input_gets_one_line_and_no_files(llama_dir, text_dir, tmp_path, capsys, args, message):
     out = tmp_path / "out"
     # Later flags override earlier ones, so the case's arguments replace the defaults.
-    argv = ["identify", "--model", str(llama_dir), "--corpus", str(text_dir), "--langs", "en,de,ja",
-            "--out", str(out), "--no-progress", *args]
+    argv = [
+        "identify",
+        "--model",
+        str(llama_dir),
+        "--corpus",
+        str(text_dir),
+        "--langs",
+        "en,de,ja",
+        "--out",
+        str(out),
+        "--no-progress",
+        *args,
+    ]
     try:
         code = cli.main(argv)
     except SystemExit as e:  # argparse errors exit with 2 after printing usage + one error line
@@ -111,8 +150,27 @@ def test_long_texts_are_truncated_with_a_count(llama_dir, tmp_path, capsys):
     (d / "en.txt").write_text("\n".join(["word " * 400] + SENTENCES["en"][:4]))
     (d / "de.txt").write_text("\n".join(SENTENCES["de"][:5]))
     with pytest.warns(UserWarning, match="1 of 10 texts were longer than 64 tokens"):
-        assert cli.main(["identify", "--model", str(llama_dir), "--corpus", str(d), "--langs", "en,de", "--held-out", "0",
-                         "--out", str(tmp_path / "o"), "--max-length", "64", "--no-progress"]) == 0
+        assert (
+            cli.main(
+                [
+                    "identify",
+                    "--model",
+                    str(llama_dir),
+                    "--corpus",
+                    str(d),
+                    "--langs",
+                    "en,de",
+                    "--held-out",
+                    "0",
+                    "--out",
+                    str(tmp_path / "o"),
+                    "--max-length",
+                    "64",
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
 
 
 def test_empty_language_file(llama_dir, tmp_path, capsys):
@@ -120,8 +178,23 @@ def test_empty_language_file(llama_dir, tmp_path, capsys):
     d.mkdir()
     (d / "en.txt").write_text("\n".join(SENTENCES["en"][:4]))
     (d / "de.txt").write_text("\n\n")
-    assert cli.main(["identify", "--model", str(llama_dir), "--corpus", str(d), "--langs", "en,de",
-                     "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    assert (
+        cli.main(
+            [
+                "identify",
+                "--model",
+                str(llama_dir),
+                "--corpus",
+                str(d),
+                "--langs",
+                "en,de",
+                "--out",
+                str(tmp_path / "o"),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert "de" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
@@ -134,8 +207,23 @@ def test_steer_and_evaluate_commands(llama_dir, tmp_path, capsys):
     run = tmp_path / "run"
     assert _identify(llama_dir, d, run, "--top-rate", "0.1") == 0
     capsys.readouterr()
-    assert cli.main(["steer", "--neurons", str(run), "--target", "de", "--samples", "2", "--max-new-tokens", "4",
-                     "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "steer",
+                "--neurons",
+                str(run),
+                "--target",
+                "de",
+                "--samples",
+                "2",
+                "--max-new-tokens",
+                "4",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "unsteered:" in out and "steered:" in out and "Steering(" in out
     assert cli.main(["steer", "--neurons", str(run), "--target", "fr", "--no-progress"]) == 2
@@ -143,23 +231,70 @@ def test_steer_and_evaluate_commands(llama_dir, tmp_path, capsys):
     assert cli.main(["steer", "--neurons", str(run), "--target", "de", "--method", "teleport"]) == 2
     assert "unknown method" in capsys.readouterr().err
     metrics = tmp_path / "metrics"
-    assert cli.main(["evaluate", "--neurons", str(run), "--out", str(metrics), "--samples", "10", "--max-new-tokens", "4",
-                     "--translation-items", "0", "--loss-texts", "3", "--methods", "add,scale", "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "evaluate",
+                "--neurons",
+                str(run),
+                "--out",
+                str(metrics),
+                "--samples",
+                "10",
+                "--max-new-tokens",
+                "4",
+                "--translation-items",
+                "0",
+                "--loss-texts",
+                "3",
+                "--methods",
+                "add,scale",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     results = json.loads((metrics / "metrics.json").read_text())
     assert set(results["targets"]) == {"de", "ja"}
     row = results["targets"]["de"]["methods"]["add"]
     assert 0 <= row["rate"] <= 1 and row["neurons"] > 0 and 0 < row["share"] < 1
     assert results["loss_matrix"]["langs"] == ["en", "de", "ja"]
     assert "mean rate" in (metrics / "metrics.txt").read_text()
-    assert row["rate_interval"]["n"] == 10 and row["rate_interval"]["low"] <= row["rate"] <= row["rate_interval"]["high"]
-    assert len(results["loss_matrix"]["change_interval"]["low"]) == 3 and "n=10" in (metrics / "metrics.txt").read_text()
+    assert (
+        row["rate_interval"]["n"] == 10 and row["rate_interval"]["low"] <= row["rate"] <= row["rate_interval"]["high"]
+    )
+    assert (
+        len(results["loss_matrix"]["change_interval"]["low"]) == 3 and "n=10" in (metrics / "metrics.txt").read_text()
+    )
     capsys.readouterr()
     few = tmp_path / "few"
     assert cli.main(["evaluate", "--neurons", str(run), "--out", str(few), "--samples", "5", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "intervals need at least 10 samples per cell, got 5" in err and not few.exists()
-    assert cli.main(["evaluate", "--neurons", str(run), "--out", str(few), "--samples", "2", "--max-new-tokens", "3",
-                     "--translation-items", "0", "--loss-texts", "0", "--methods", "add", "--no-intervals", "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "evaluate",
+                "--neurons",
+                str(run),
+                "--out",
+                str(few),
+                "--samples",
+                "2",
+                "--max-new-tokens",
+                "3",
+                "--translation-items",
+                "0",
+                "--loss-texts",
+                "0",
+                "--methods",
+                "add",
+                "--no-intervals",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "rate_interval" not in json.loads((few / "metrics.json").read_text())["targets"]["de"]["methods"]["add"]
     assert cli.main(["evaluate", "--neurons", str(tmp_path), "--out", str(metrics)]) == 2
     assert "holds no lang-neurons run" in capsys.readouterr().err
@@ -169,9 +304,26 @@ def test_a_corpus_file_that_is_not_utf8_names_the_file_and_line(llama_dir, tmp_p
     d = tmp_path / "texts"
     d.mkdir()
     (d / "en.txt").write_text("\n".join(SENTENCES["en"][:4]), encoding="utf-8")
-    (d / "de.txt").write_bytes("Guten Tag.\nDas Haus ist gro\u00df.\n".encode("utf-8") + "Sch\u00f6n.\n".encode("latin-1"))
-    assert cli.main(["identify", "--model", str(llama_dir), "--corpus", str(d), "--langs", "en,de",
-                     "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    (d / "de.txt").write_bytes(
+        "Guten Tag.\nDas Haus ist gro\u00df.\n".encode("utf-8") + "Sch\u00f6n.\n".encode("latin-1")
+    )
+    assert (
+        cli.main(
+            [
+                "identify",
+                "--model",
+                str(llama_dir),
+                "--corpus",
+                str(d),
+                "--langs",
+                "en,de",
+                "--out",
+                str(tmp_path / "o"),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "de.txt is not UTF-8: line 3 has the byte 0xf6" in err and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "o").exists()
@@ -187,18 +339,71 @@ def test_parallel_folder_and_bos_flags(llama_dir, tmp_path, capsys):
     settings = json.loads((run / "run.json").read_text())
     assert settings["parallel"] is True and settings["skip_bos"] is True
     metrics = tmp_path / "metrics"
-    assert cli.main(["evaluate", "--neurons", str(run), "--out", str(metrics), "--samples", "2", "--max-new-tokens", "3",
-                     "--translation-items", "2", "--translation-tokens", "3", "--loss-texts", "0", "--methods", "add",
-                     "--controls", "0", "--no-residual", "--no-intervals", "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "evaluate",
+                "--neurons",
+                str(run),
+                "--out",
+                str(metrics),
+                "--samples",
+                "2",
+                "--max-new-tokens",
+                "3",
+                "--translation-items",
+                "2",
+                "--translation-tokens",
+                "3",
+                "--loss-texts",
+                "0",
+                "--methods",
+                "add",
+                "--controls",
+                "0",
+                "--no-residual",
+                "--no-intervals",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     results = json.loads((metrics / "metrics.json").read_text())
     assert "translation" in results["targets"]["de"]["methods"]["add"], "BLEU/chrF on the user's own parallel files"
     # Without --parallel the same folder is not aligned, so evaluate leaves translation out.
     plain = tmp_path / "plain"
     assert _identify(llama_dir, d, plain, "--top-rate", "0.1") == 0
-    assert cli.main(["evaluate", "--neurons", str(plain), "--out", str(tmp_path / "m2"), "--samples", "2",
-                     "--max-new-tokens", "3", "--translation-items", "2", "--loss-texts", "0", "--methods", "add",
-                     "--controls", "0", "--no-residual", "--no-intervals", "--no-progress"]) == 0
-    assert "translation" not in json.loads((tmp_path / "m2" / "metrics.json").read_text())["targets"]["de"]["methods"]["add"]
+    assert (
+        cli.main(
+            [
+                "evaluate",
+                "--neurons",
+                str(plain),
+                "--out",
+                str(tmp_path / "m2"),
+                "--samples",
+                "2",
+                "--max-new-tokens",
+                "3",
+                "--translation-items",
+                "2",
+                "--loss-texts",
+                "0",
+                "--methods",
+                "add",
+                "--controls",
+                "0",
+                "--no-residual",
+                "--no-intervals",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert (
+        "translation"
+        not in json.loads((tmp_path / "m2" / "metrics.json").read_text())["targets"]["de"]["methods"]["add"]
+    )
     # --no-skip-bos counts the BOS position too: one more token per text, and another run.
     kept = tmp_path / "kept"
     assert _identify(llama_dir, d, kept, "--parallel", "--no-skip-bos") == 0

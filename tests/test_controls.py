@@ -11,7 +11,15 @@ import lang_neurons as ln
 from lang_neurons import steering as st
 from lang_neurons.controls import random_control, random_controls
 
-MODEL = {"architecture": "test", "n_layers": 4, "d_mlp": 64, "d_model": 16, "gated": False, "act_fn": "gelu", "weights_sha256": "0" * 16}
+MODEL = {
+    "architecture": "test",
+    "n_layers": 4,
+    "d_mlp": 64,
+    "d_model": 16,
+    "gated": False,
+    "act_fn": "gelu",
+    "weights_sha256": "0" * 16,
+}
 
 
 def _neurons(seed: int = 0, rate: float = 0.08) -> ln.NeuronSet:
@@ -70,7 +78,9 @@ def test_too_few_neurons_outside_the_sets_is_a_clear_error():
     mask = neurons.mask.clone()
     mask[1, 1, :40] = True  # layer 1: 'de' has >= 40 of 64 neurons, fewer than 40 are outside every set
     crowded = ln.NeuronSet(neurons.langs, mask, "act", "lape", model=MODEL)
-    with pytest.raises(ln.LangNeuronsError, match=r"^layer 1 has \d+ neurons outside every language's set but 'de' has \d+ there"):
+    with pytest.raises(
+        ln.LangNeuronsError, match=r"^layer 1 has \d+ neurons outside every language's set but 'de' has \d+ there"
+    ):
         random_control(crowded)
 
 
@@ -91,7 +101,9 @@ def test_control_steers_like_the_method_on_a_real_model(llama_dir):
     control = random_control(neurons, 0)
     hooks = st.language_arithmetic(control, stats, target="de", alpha=2.0)
     method = st.language_arithmetic(neurons, stats, target="de", alpha=2.0)
-    assert [name for name, _ in hooks] == [name for name, _ in method]  # the same hook points (both sets span every layer)
+    assert [name for name, _ in hooks] == [
+        name for name, _ in method
+    ]  # the same hook points (both sets span every layer)
     mean = stats.mean()[1]
     t = control.mask[1]
     for layer, edit in hooks.layers.items():

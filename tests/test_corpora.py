@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from lang_neurons.corpora import catalogues, hub
 from lang_neurons.corpora import (
     DEFAULT_LANGS,
     CorpusError,
     LanguageCorpus,
     MissingLanguageError,
+    catalogues,
     default_corpus_languages,
+    hub,
     load_corpus,
     load_default_corpus,
     load_text_files,
@@ -38,8 +39,16 @@ from lang_neurons.languages import (
 
 @pytest.mark.parametrize(
     ("code", "expected"),
-    [("de", "de"), (" DE ", "de"), ("zh", "zh"), ("deu_Latn", "deu_Latn"), ("deu_latn", "deu_Latn"),
-     ("ZHO_HANT", "zho_Hant"), ("jpn_Jpan", "jpn_Jpan"), ("cmn_Hans", "cmn_Hans")],
+    [
+        ("de", "de"),
+        (" DE ", "de"),
+        ("zh", "zh"),
+        ("deu_Latn", "deu_Latn"),
+        ("deu_latn", "deu_Latn"),
+        ("ZHO_HANT", "zho_Hant"),
+        ("jpn_Jpan", "jpn_Jpan"),
+        ("cmn_Hans", "cmn_Hans"),
+    ],
 )
 def test_validate_lang_accepts_and_normalises(code, expected):
     assert validate_lang(code) == expected
@@ -47,8 +56,16 @@ def test_validate_lang_accepts_and_normalises(code, expected):
 
 @pytest.mark.parametrize(
     ("bad", "suggestion"),
-    [("german", "de"), ("Chinese", "zh"), ("deu", "deu_Latn"), ("jp", "ja"), ("ger", "de"),
-     ("zh-TW", "zho_Hant"), ("pt_BR", "pt"), ("frnch", "fr")],
+    [
+        ("german", "de"),
+        ("Chinese", "zh"),
+        ("deu", "deu_Latn"),
+        ("jp", "ja"),
+        ("ger", "de"),
+        ("zh-TW", "zho_Hant"),
+        ("pt_BR", "pt"),
+        ("frnch", "fr"),
+    ],
 )
 def test_validate_lang_suggests(bad, suggestion):
     with pytest.raises(UnknownLanguageError) as info:
@@ -101,8 +118,11 @@ def test_parse_langs():
 
 def _corpus(n: int = 10, aligned: bool = True) -> LanguageCorpus:
     return LanguageCorpus(
-        {"en": [f"english {i}" for i in range(n)], "de": [f"deutsch {i}" for i in range(n)],
-         "ja": [f"日本語 {i}" for i in range(n)]},
+        {
+            "en": [f"english {i}" for i in range(n)],
+            "de": [f"deutsch {i}" for i in range(n)],
+            "ja": [f"日本語 {i}" for i in range(n)],
+        },
         name="toy",
         aligned=aligned,
     )
@@ -301,7 +321,12 @@ def test_text_files_parallel(tmp_path):
 
 
 def test_split_paragraphs():
-    doc = "Title\n\n" + "A first paragraph that is long enough to keep. " * 2 + "\nshort\n" + "Sentence one is here. " * 100
+    doc = (
+        "Title\n\n"
+        + "A first paragraph that is long enough to keep. " * 2
+        + "\nshort\n"
+        + "Sentence one is here. " * 100
+    )
     parts = split_paragraphs(doc, min_chars=40, max_chars=300)
     assert parts[0].startswith("A first paragraph") and "Title" not in parts and "short" not in parts
     assert all(len(p) <= 300 for p in parts) and len(parts) > 3
@@ -329,8 +354,7 @@ def _hub_folder(root: Path, configs: dict[str, dict[str, list[dict]]]) -> Path:
 def test_flores_loader_on_local_copy(tmp_path):
     words = {"eng_Latn": "sentence", "deu_Latn": "Satz", "cmn_Hans": "句子"}
     configs = {
-        code: {split: [{"id": i, "text": f"{w} {split} {i}"} for i in order]
-               for split in ("dev", "devtest")}
+        code: {split: [{"id": i, "text": f"{w} {split} {i}"} for i in order] for split in ("dev", "devtest")}
         for code, w in words.items()
         for order in [[3, 1, 2, 0] if code == "deu_Latn" else [0, 1, 2, 3]]
     }
@@ -374,8 +398,10 @@ def test_paws_x_loader_on_local_copy(tmp_path):
 def test_wikipedia_and_culturax_loaders_on_local_copy(tmp_path):
     para = "This paragraph is long enough to be kept as one text of the corpus."
     docs = {
-        "en": [{"id": "1", "title": "A", "text": f"Heading\n{para}\n\n{para} Again.\n{para}"},
-               {"id": "2", "title": "B", "text": f"{para} Two."}],
+        "en": [
+            {"id": "1", "title": "A", "text": f"Heading\n{para}\n\n{para} Again.\n{para}"},
+            {"id": "2", "title": "B", "text": f"{para} Two."},
+        ],
         "de": [{"id": "1", "title": "A", "text": "Dieser Absatz ist lang genug, um behalten zu werden, ja."}],
         "zh": [{"id": "1", "title": "A", "text": "这是一个足够长的中文段落，应该被保留下来。"}],
     }
@@ -393,10 +419,12 @@ def test_wikipedia_and_culturax_loaders_on_local_copy(tmp_path):
 
 @pytest.mark.parametrize(
     ("name", "needle"),
-    [("flores", "log in with a token (load_corpus('flores', token=...))"),
-     ("paws-x", "check your internet connection"),
-     ("wikipedia", "check your internet connection"),
-     ("culturax", "load_corpus('culturax', token=...)")],
+    [
+        ("flores", "log in with a token (load_corpus('flores', token=...))"),
+        ("paws-x", "check your internet connection"),
+        ("wikipedia", "check your internet connection"),
+        ("culturax", "load_corpus('culturax', token=...)"),
+    ],
 )
 def test_hub_offline_is_a_clear_corpus_error(monkeypatch, tmp_path, name, needle):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -20,7 +20,10 @@ import lang_neurons as ln
 TEXTS = {lang: SENTENCES[lang][:12] for lang in ("en", "de", "ja")}
 # 18 batches in chunks of 2 (an odd number of chunks: the last round has one rank idle), and
 # 12 batches in chunks of 1 with capped AP rows (batches whose texts are not all pooled).
-CONFIGS = {"a": dict(batch_size=2, reduce_every=2), "b": dict(batch_size=3, reduce_every=1, ap_sentences=5, pooling="max")}
+CONFIGS = {
+    "a": dict(batch_size=2, reduce_every=2),
+    "b": dict(batch_size=3, reduce_every=1, ap_sentences=5, pooling="max"),
+}
 
 
 def _rank(rank: int, world: int, model_dir: str, out: str) -> None:
@@ -96,13 +99,35 @@ def test_torchrun_cli_identify_equals_single_process(llama_dir, tmp_path):
     texts.mkdir()
     for lang, lines in TEXTS.items():
         (texts / f"{lang}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    args = ["-m", "lang_neurons.cli", "identify", "--model", str(llama_dir), "--corpus", str(texts), "--langs", "en,de,ja",
-            "--batch-size", "2", "--device", "cpu", "--no-progress", "--top-rate", "0.05"]
+    args = [
+        "-m",
+        "lang_neurons.cli",
+        "identify",
+        "--model",
+        str(llama_dir),
+        "--corpus",
+        str(texts),
+        "--langs",
+        "en,de,ja",
+        "--batch-size",
+        "2",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--top-rate",
+        "0.05",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     for cmd, out in ((torchrun, "two"), ([sys.executable], "one")):
-        proc = subprocess.Popen([*cmd, *args, "--out", str(tmp_path / out)], env=env, text=True, start_new_session=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [*cmd, *args, "--out", str(tmp_path / out)],
+            env=env,
+            text=True,
+            start_new_session=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         try:
             stdout, stderr = proc.communicate(timeout=120)
         finally:  # torchrun's workers too, if it hangs
@@ -111,7 +136,12 @@ def test_torchrun_cli_identify_equals_single_process(llama_dir, tmp_path):
                 proc.communicate()
         assert proc.returncode == 0, stderr[-3000:]
         assert stdout.count("wrote ") == 1  # rank 0 alone reports and writes
-    _assert_identical(ln.ActivationStats.load(tmp_path / "two" / "stats"), ln.ActivationStats.load(tmp_path / "one" / "stats"))
-    two, one = ln.NeuronSet.load(tmp_path / "two" / "neurons_lape"), ln.NeuronSet.load(tmp_path / "one" / "neurons_lape")
+    _assert_identical(
+        ln.ActivationStats.load(tmp_path / "two" / "stats"), ln.ActivationStats.load(tmp_path / "one" / "stats")
+    )
+    two, one = (
+        ln.NeuronSet.load(tmp_path / "two" / "neurons_lape"),
+        ln.NeuronSet.load(tmp_path / "one" / "neurons_lape"),
+    )
     assert two.langs == one.langs and torch.equal(two.mask, one.mask)
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())

@@ -68,8 +68,14 @@ def _public_api() -> list[tuple[str, object]]:
 def test_public_api_is_found():
     names = {q for q, _ in _public_api()}
     # a few anchors, so that a broken walk cannot pass by finding nothing
-    for expected in ("lang_neurons.recording", "lang_neurons.scoring.lape_select", "lang_neurons.neurons.NeuronSet.jaccard",
-                     "lang_neurons.steering.neurons.add", "lang_neurons.cli.build_parser", "lang_neurons.plots.neurons.layer_distribution"):
+    for expected in (
+        "lang_neurons.recording",
+        "lang_neurons.scoring.lape_select",
+        "lang_neurons.neurons.NeuronSet.jaccard",
+        "lang_neurons.steering.neurons.add",
+        "lang_neurons.cli.build_parser",
+        "lang_neurons.plots.neurons.layer_distribution",
+    ):
         assert expected in names
     assert len(names) > 100
 
@@ -106,8 +112,9 @@ def test_cli_reference_covers_every_command_and_option():
     hooks = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(hooks)
     text = hooks.cli_reference()
-    from lang_neurons.cli import build_parser
     import argparse
+
+    from lang_neurons.cli import build_parser
 
     parser = build_parser()
     subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
@@ -126,7 +133,11 @@ def test_mkdocs_build_strict(tmp_path):
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(ROOT / "mkdocs.yml"), "-d", str(site)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (site / "index.html").is_file()

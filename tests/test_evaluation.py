@@ -216,7 +216,7 @@ def test_missing_model_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "content",
-    [b"", b"hello\n", "__label__en this is a fastText training file, not a model\n".encode() * 20, bytes(range(256)) * 40],
+    [b"", b"hello\n", b"__label__en this is a fastText training file, not a model\n" * 20, bytes(range(256)) * 40],
     ids=["empty", "short-text", "training-text", "binary-garbage"],
 )
 def test_not_a_model(tmp_path: Path, content: bytes) -> None:
@@ -376,7 +376,10 @@ def test_small_corpus_all_but_shots(corpus: LanguageCorpus) -> None:
 
 
 def test_newlines_in_texts_are_flattened() -> None:
-    texts = {"en": [f"line one {i}\nline two" for i in range(4)], "de": [f"Zeile eins {i}\nZeile zwei" for i in range(4)]}
+    texts = {
+        "en": [f"line one {i}\nline two" for i in range(4)],
+        "de": [f"Zeile eins {i}\nZeile zwei" for i in range(4)],
+    }
     items = translation_task(LanguageCorpus(texts, "toy", aligned=True), "en", "de", n=2, shots=1)
     for item in items:
         assert item.prompt.count("\n") == 4 and "\n" not in item.reference

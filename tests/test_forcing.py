@@ -15,14 +15,15 @@ from lang_neurons import intervals as iv
 from lang_neurons.corpora import LanguageCorpus
 
 
-
 @pytest.fixture(scope="module")
 def tiny(tiny_study):
     return tiny_study.model, tiny_study.lape, tiny_study.stats, tiny_study.held
 
 
 def _held(n: int) -> LanguageCorpus:
-    return LanguageCorpus({"en": [f"text number {i}" for i in range(n)], "de": [f"Text {i}" for i in range(n)]}, name="h")
+    return LanguageCorpus(
+        {"en": [f"text number {i}" for i in range(n)], "de": [f"Text {i}" for i in range(n)]}, name="h"
+    )
 
 
 def test_prompt_split_is_disjoint_seeded_and_cycles():
@@ -40,8 +41,12 @@ def test_prompt_split_is_disjoint_seeded_and_cycles():
 
 
 def test_prompt_split_errors_are_one_line():
-    for kwargs, match in [(dict(kind="nope"), "unknown prompts 'nope'"), (dict(source="fr"), "lacks"),
-                          (dict(dev_share=1.0), "dev_share must be in"), (dict(prompt_tokens=0), "prompt_tokens")]:
+    for kwargs, match in [
+        (dict(kind="nope"), "unknown prompts 'nope'"),
+        (dict(source="fr"), "lacks"),
+        (dict(dev_share=1.0), "dev_share must be in"),
+        (dict(prompt_tokens=0), "prompt_tokens"),
+    ]:
         with pytest.raises(ln.LangNeuronsError, match=match) as e:
             forcing.forcing_prompts(_held(20), **{"source": "en", **kwargs})
         assert "\n" not in str(e.value)
@@ -58,7 +63,9 @@ def test_prompts_are_cut_to_prompt_tokens(tiny):
 
 def test_quality_and_harmonic_mean_by_hand():
     base = forcing.Fluency(torch.tensor([2.0, 4.0], dtype=torch.float64), torch.tensor([1.0, 2.0], dtype=torch.float64))
-    worse = forcing.Fluency(torch.tensor([6.0, 3.0], dtype=torch.float64), torch.tensor([2.0, 1.0], dtype=torch.float64))
+    worse = forcing.Fluency(
+        torch.tensor([6.0, 3.0], dtype=torch.float64), torch.tensor([2.0, 1.0], dtype=torch.float64)
+    )
     assert base.mean_loss == pytest.approx(2.0) and worse.mean_loss == pytest.approx(3.0)
     assert forcing.quality(worse, base) == pytest.approx(math.exp(-1.0))
     assert forcing.quality(base, worse) == 1.0  # more fluent than the unsteered text is capped at 1
@@ -117,13 +124,26 @@ def test_the_unsteered_row_has_quality_one():
 
 def test_evaluate_rows_carry_quality_score_and_split(tiny):
     model, neurons, stats, held = tiny
-    res = study.evaluate(model, neurons, stats, held, methods=["add"], samples=10, max_new_tokens=4, translation_items=0,
-                         loss_texts=0, resamples=50, dev_samples=2, controls=2, progress=False)
+    res = study.evaluate(
+        model,
+        neurons,
+        stats,
+        held,
+        methods=["add"],
+        samples=10,
+        max_new_tokens=4,
+        translation_items=0,
+        loss_texts=0,
+        resamples=50,
+        dev_samples=2,
+        controls=2,
+        progress=False,
+    )
     assert res["settings"]["prompts"] == "source" and res["prompts"]["kind"] == "source"
     assert res["prompts"]["dev"] + res["prompts"]["test"] == len(held["en"])
     for entry in res["targets"].values():
         assert entry["baseline_forcing_interval"]["quality"]["estimate"] == 1.0
-        for name, row in entry["methods"].items():
+        for row in entry["methods"].values():
             assert row["split"] == "test" and 0 <= row["quality"] <= 1
             assert row["forcing_score"] == pytest.approx(forcing.harmonic_mean(row["rate"], row["quality"]))
             fi = row["forcing_interval"]
@@ -134,13 +154,29 @@ def test_evaluate_rows_carry_quality_score_and_split(tiny):
 
 def test_unconditional_samples_and_greedy_limits(tiny):
     model, neurons, stats, held = tiny
-    res = study.evaluate(model, neurons, stats, held, methods=["pin"], prompts="bos", samples=10, max_new_tokens=3,
-                         translation_items=0, loss_texts=0, resamples=20, controls=0, residual=False, progress=False)
+    res = study.evaluate(
+        model,
+        neurons,
+        stats,
+        held,
+        methods=["pin"],
+        prompts="bos",
+        samples=10,
+        max_new_tokens=3,
+        translation_items=0,
+        loss_texts=0,
+        resamples=20,
+        controls=0,
+        residual=False,
+        progress=False,
+    )
     assert res["prompts"] == {"kind": "bos", "source": None, "dev": 0, "test": 0}
     assert res["targets"]["de"]["methods"]["pin"]["neurons"] == int(neurons.mask[neurons.lang_index("de")].sum())
     with pytest.raises(ln.LangNeuronsError, match="greedy decoding gives one continuation per prompt"):
         study.evaluate(model, neurons, stats, held, methods=["add"], samples=50, do_sample=False, progress=False)
     with pytest.raises(ln.LangNeuronsError, match="greedy decoding from BOS"):
-        study.evaluate(model, neurons, stats, held, methods=["add"], prompts="bos", samples=10, do_sample=False, progress=False)
+        study.evaluate(
+            model, neurons, stats, held, methods=["add"], prompts="bos", samples=10, do_sample=False, progress=False
+        )
     with pytest.raises(ln.LangNeuronsError, match="deactivate is whose neurons"):
         study.evaluate(model, neurons, stats, held, methods=["add"], samples=10, deactivate="all", progress=False)

@@ -19,12 +19,19 @@ def test_full_comparison_script(llama_dir, tmp_path):
     texts.mkdir()
     for lang in ("en", "de", "ja"):
         (texts / f"{lang}.txt").write_text("\n".join(SENTENCES[lang][:20]) + "\n", encoding="utf-8")
-    flags = (f"--model {llama_dir} --corpus {texts} --langs en,de,ja --samples 10 --max-new-tokens 3 --top-rate 0.1 "
-             "--top-k 5 --bottom-k 5 --loss-texts 2 --dev-samples 2 --controls 1 --held-out 0.6 --no-progress --no-images")
+    flags = (
+        f"--model {llama_dir} --corpus {texts} --langs en,de,ja --samples 10 --max-new-tokens 3 --top-rate 0.1 "
+        "--top-k 5 --bottom-k 5 --loss-texts 2 --dev-samples 2 --controls 1 --held-out 0.6 --no-progress --no-images"
+    )
     env = {**os.environ, "LN": f"{sys.executable} -m lang_neurons.cli", "LN_FLAGS": flags}
     out = tmp_path / "full"
-    done = subprocess.run(["bash", str(ROOT / "scripts" / "full-comparison.sh"), str(out)], env=env, capture_output=True,
-                          text=True, timeout=900)
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "full-comparison.sh"), str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     times = dict(line.split() for line in (out / "times.txt").read_text().splitlines())
     assert list(times) == ["methods", "kojima", "tang", "gurgurov"]

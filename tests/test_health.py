@@ -27,7 +27,8 @@ def test_lock_mismatches_name_wrong_and_missing_packages(tmp_path):
     lock = tmp_path / "lock.txt"
     lock.write_text(f"torch=={metadata.version('torch')}\ntransformers==0.0.1\nno-such-package-here==1.0\n")
     assert health.lock_mismatches(lock) == [
-        f"transformers {metadata.version('transformers')} (locked 0.0.1)", "no-such-package-here missing (locked 1.0)",
+        f"transformers {metadata.version('transformers')} (locked 0.0.1)",
+        "no-such-package-here missing (locked 1.0)",
     ]
 
 

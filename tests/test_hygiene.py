@@ -121,7 +121,9 @@ def test_steering_reused_after_interrupt_in_mid_layer(setup):
     Steering object later gives exactly what a fresh one gives."""
     model, neurons, stats, logits, greedy = setup
     steering = _steering(neurons, stats)
-    name = "blocks.1.mlp.hook_pre_linear" if "blocks.1.mlp.hook_pre_linear" in model.hook_dict else "blocks.1.mlp.hook_pre"
+    name = (
+        "blocks.1.mlp.hook_pre_linear" if "blocks.1.mlp.hook_pre_linear" in model.hook_dict else "blocks.1.mlp.hook_pre"
+    )
     tokens = model.to_tokens(PROMPTS[0])
     with torch.inference_mode():
         with pytest.raises(KeyboardInterrupt):
@@ -138,12 +140,19 @@ def test_generate_with_hooks(setup, ending):
     exc = RuntimeError("boom") if ending == "exception" else KeyboardInterrupt()
     stop = Interrupter(4, exc)
     with pytest.raises(type(exc)):
-        ln.generate(model, n=3, hooks=list(_steering(neurons, stats)) + [("blocks.0.hook_resid_pre", stop)],
-                    max_new_tokens=10, progress=False)
+        ln.generate(
+            model,
+            n=3,
+            hooks=list(_steering(neurons, stats)) + [("blocks.0.hook_resid_pre", stop)],
+            max_new_tokens=10,
+            progress=False,
+        )
     assert stop.calls == 4
     _assert_clean(model, logits, greedy)
     # A steering whose hook raises itself mid-generation (neuron index out of range) cleans up too.
-    wide = ln.NeuronSet(["de"], torch.ones(1, neurons.n_layers, 10_000, dtype=torch.bool), "post", "test", model=neurons.model)
+    wide = ln.NeuronSet(
+        ["de"], torch.ones(1, neurons.n_layers, 10_000, dtype=torch.bool), "post", "test", model=neurons.model
+    )
     with pytest.raises(ln.LangNeuronsError, match="out of range"):
         ln.generate(model, PROMPTS, hooks=st.deactivate(wide, "de"), max_new_tokens=4, progress=False)
     _assert_clean(model, logits, greedy)
@@ -164,8 +173,12 @@ def test_steering_calls_keep_user_hooks(setup):
             with ln.steer(model, steering, [("blocks.0.hook_resid_pre", Interrupter(2))]):
                 ln.generate(model, PROMPTS, max_new_tokens=8, progress=False)
         with pytest.raises(KeyboardInterrupt):
-            ln.language_loss(model, {lang: SENTENCES[lang][4:6] for lang in LANGS},
-                             hooks=list(steering) + [("blocks.0.hook_resid_pre", Interrupter(2))], progress=False)
+            ln.language_loss(
+                model,
+                {lang: SENTENCES[lang][4:6] for lang in LANGS},
+                hooks=list(steering) + [("blocks.0.hook_resid_pre", Interrupter(2))],
+                progress=False,
+            )
         with torch.inference_mode():
             model.run_with_hooks(model.to_tokens(PROMPTS[1]), fwd_hooks=steering)
         seen = permanent.calls, temporary.calls
@@ -190,9 +203,24 @@ def test_study_loops_interrupted(setup, loop, lid):
         run = lambda: study.loss_matrix(model, neurons, held, progress=False)  # noqa: E731
     else:
         ln.generate(model, n=2, max_new_tokens=3, progress=False)
-        run = lambda: study.evaluate(model, neurons, stats, held, targets=["de"], methods=["add"], samples=2,  # noqa: E731
-                                     max_new_tokens=3, translation_items=0, loss_texts=0, lid=lid, intervals=False,
-                                     progress=False)
+
+        def run():
+            return study.evaluate(
+                model,
+                neurons,
+                stats,
+                held,
+                targets=["de"],
+                methods=["add"],
+                samples=2,
+                max_new_tokens=3,
+                translation_items=0,
+                loss_texts=0,
+                lid=lid,
+                intervals=False,
+                progress=False,
+            )
+
     per_pass = counter.calls // 2 if loop == "loss_matrix" else counter.calls
     hook_point = model.hook_dict["blocks.0.hook_resid_pre"]
     stop = Interrupter(per_pass + 2)

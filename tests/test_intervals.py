@@ -31,8 +31,16 @@ def _wilson_reference(k: int, n: int) -> tuple[float, float]:
 
 # Newcombe (1998), Statistics in Medicine 17:857-872, Table I, method 3 (Wilson score, no
 # continuity correction), to 4 decimals; plus 7/10, 0/10, 10/10 and 50/100 from the formula.
-PUBLISHED = [(81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 20, 0.0, 0.1611), (1, 29, 0.0061, 0.1718),
-             (7, 10, 0.3968, 0.8922), (0, 10, 0.0, 0.2775), (10, 10, 0.7225, 1.0), (50, 100, 0.4038, 0.5962)]
+PUBLISHED = [
+    (81, 263, 0.2553, 0.3662),
+    (15, 148, 0.0624, 0.1605),
+    (0, 20, 0.0, 0.1611),
+    (1, 29, 0.0061, 0.1718),
+    (7, 10, 0.3968, 0.8922),
+    (0, 10, 0.0, 0.2775),
+    (10, 10, 0.7225, 1.0),
+    (50, 100, 0.4038, 0.5962),
+]
 
 
 @pytest.mark.parametrize(("k", "n", "low", "high"), PUBLISHED)
@@ -40,7 +48,9 @@ def test_wilson_matches_published_values_and_the_formula(k, n, low, high):
     ci = iv.wilson_interval(k, n)
     assert (round(ci.low, 4), round(ci.high, 4)) == (low, high)
     ref = _wilson_reference(k, n)
-    assert ci.low == pytest.approx(max(ref[0], 0.0), abs=1e-12) and ci.high == pytest.approx(min(ref[1], 1.0), abs=1e-12)
+    assert ci.low == pytest.approx(max(ref[0], 0.0), abs=1e-12) and ci.high == pytest.approx(
+        min(ref[1], 1.0), abs=1e-12
+    )
     assert ci.k == k and ci.n == n and ci.rate == k / n and ci.low <= ci.rate <= ci.high
     assert ci.to_dict() == {"rate": k / n, "low": ci.low, "high": ci.high, "k": k, "n": n, "level": 0.95}
     assert str(ci) == f"{k / n:.2f} [{ci.low:.2f}, {ci.high:.2f}] n={n}"
@@ -49,11 +59,15 @@ def test_wilson_matches_published_values_and_the_formula(k, n, low, high):
 def test_hundred_samples_give_a_half_width_of_at_most_a_tenth():
     widths = [(lambda c: (c.high - c.low) / 2)(iv.wilson_interval(k, 100)) for k in range(101)]
     assert max(widths) <= 0.10 and max(widths) == pytest.approx(0.0962, abs=1e-4)  # widest at k = 50
-    assert max((lambda c: (c.high - c.low) / 2)(iv.wilson_interval(k, 30)) for k in range(31)) > 0.16  # why 30 was too few
+    assert (
+        max((lambda c: (c.high - c.low) / 2)(iv.wilson_interval(k, 30)) for k in range(31)) > 0.16
+    )  # why 30 was too few
 
 
-@pytest.mark.parametrize(("k", "n", "message"), [(11, 10, "0 <= k <= n"), (-1, 10, "0 <= k <= n"), (0, 0, "n >= 1"),
-                                                 (1.5, 10, "whole counts")])
+@pytest.mark.parametrize(
+    ("k", "n", "message"),
+    [(11, 10, "0 <= k <= n"), (-1, 10, "0 <= k <= n"), (0, 0, "n >= 1"), (1.5, 10, "whole counts")],
+)
 def test_wilson_bad_input(k, n, message):
     with pytest.raises(ln.LangNeuronsError, match=message):
         iv.wilson_interval(k, n)
@@ -115,10 +129,17 @@ def test_paired_translation_bootstrap_resamples_are_sacrebleu_corpus_scores():
     out = iv.paired_translation_bootstrap(NOISY, steered, REFS, "de", resamples=60, seed=11)
     idx = iv.resample_indices(len(REFS), 60, 11)
     for metric, paired in ((BLEU(tokenize="13a"), out.bleu), (CHRF(), out.chrf)):
-        score = lambda hyps, rows: np.array([metric.corpus_score([hyps[i] for i in r], [[REFS[i] for i in r]]).score for r in rows])  # noqa: E731
+
+        def score(hyps, rows, metric=metric):
+            return np.array([metric.corpus_score([hyps[i] for i in r], [[REFS[i] for i in r]]).score for r in rows])
+
         base, steer = score(NOISY, idx), score(steered, idx)
-        assert (paired.baseline.low, paired.baseline.high) == pytest.approx(tuple(np.quantile(base, [0.025, 0.975])), abs=1e-9)
-        assert (paired.steered.low, paired.steered.high) == pytest.approx(tuple(np.quantile(steer, [0.025, 0.975])), abs=1e-9)
+        assert (paired.baseline.low, paired.baseline.high) == pytest.approx(
+            tuple(np.quantile(base, [0.025, 0.975])), abs=1e-9
+        )
+        assert (paired.steered.low, paired.steered.high) == pytest.approx(
+            tuple(np.quantile(steer, [0.025, 0.975])), abs=1e-9
+        )
         diff = tuple(np.quantile(steer - base, [0.025, 0.975]))
         assert (paired.difference.low, paired.difference.high) == pytest.approx(diff, abs=1e-9)
     assert iv.paired_translation_bootstrap(NOISY, steered, REFS, "de", resamples=60, seed=11) == out
@@ -132,16 +153,21 @@ def test_paired_translation_bootstrap_bad_input():
 
 
 def _losses(sums: list[list[float]], counts: list[list[float]]) -> TextLosses:
-    return TextLosses(["en", "de"], [torch.tensor(s, dtype=torch.float64) for s in sums],
-                      [torch.tensor(c, dtype=torch.float64) for c in counts])
+    return TextLosses(
+        ["en", "de"],
+        [torch.tensor(s, dtype=torch.float64) for s in sums],
+        [torch.tensor(c, dtype=torch.float64) for c in counts],
+    )
 
 
 def test_loss_change_intervals_known_cases():
     counts = [[3.0, 5.0, 4.0, 0.0], [2.0, 6.0, 1.0]]
     base = _losses([[3.0, 10.0, 4.0, 0.0], [4.0, 6.0, 3.0]], counts)
     # ablating "en" adds 0.5 nats to every token of every text: the change is 0.5 in every resample
-    shifted = _losses([[s + 0.5 * c for s, c in zip(ss, cc)] for ss, cc in zip(
-        [[3.0, 10.0, 4.0, 0.0], [4.0, 6.0, 3.0]], counts)], counts)
+    shifted = _losses(
+        [[s + 0.5 * c for s, c in zip(ss, cc)] for ss, cc in zip([[3.0, 10.0, 4.0, 0.0], [4.0, 6.0, 3.0]], counts)],
+        counts,
+    )
     noisy = _losses([[6.0, 10.0, 4.0, 0.0], [4.0, 12.0, 3.0]], counts)
     out = iv.loss_change_intervals(base, [shifted, noisy], resamples=500, seed=2)
     assert out.low[0].tolist() == pytest.approx([0.5, 0.5]) and out.high[0].tolist() == pytest.approx([0.5, 0.5])
@@ -150,7 +176,9 @@ def test_loss_change_intervals_known_cases():
     c, b, s = np.array([3.0, 5.0, 4.0]), np.array([3.0, 10.0, 4.0]), np.array([6.0, 10.0, 4.0])
     idx = iv.resample_indices(3, 500, (2, 0))
     diffs = s[idx].sum(1) / c[idx].sum(1) - b[idx].sum(1) / c[idx].sum(1)
-    assert (float(out.low[1, 0]), float(out.high[1, 0])) == pytest.approx(tuple(np.quantile(diffs, [0.025, 0.975])), rel=1e-6)
+    assert (float(out.low[1, 0]), float(out.high[1, 0])) == pytest.approx(
+        tuple(np.quantile(diffs, [0.025, 0.975])), rel=1e-6
+    )
     change = ln.LossMatrix(["en", "de"], base.mean(), torch.stack([shifted.mean(), noisy.mean()])).change
     assert bool(((out.low <= change + 1e-6) & (change <= out.high + 1e-6)).all())
     assert set(out.to_dict()) == {"low", "high", "texts", "resamples", "level"}
@@ -185,16 +213,32 @@ def tiny_study(llama_dir):
 
 def test_evaluate_gives_every_number_its_interval(tiny_study):
     model, neurons, stats, held = tiny_study
-    res = study.evaluate(model, neurons, stats, held, methods=["add"], samples=10, max_new_tokens=4, translation_items=10,
-                         loss_texts=12, resamples=200, seed=1, progress=False)
+    res = study.evaluate(
+        model,
+        neurons,
+        stats,
+        held,
+        methods=["add"],
+        samples=10,
+        max_new_tokens=4,
+        translation_items=10,
+        loss_texts=12,
+        resamples=200,
+        seed=1,
+        progress=False,
+    )
     assert res["settings"]["intervals"]["resamples"] == 200 and res["settings"]["intervals"]["level"] == 0.95
     ks = {}
     for target, entry in res["targets"].items():
         base = entry["baseline_interval"]
-        assert base["n"] == 10 and base["rate"] == entry["baseline_rate"] and base["low"] <= base["rate"] <= base["high"]
+        assert (
+            base["n"] == 10 and base["rate"] == entry["baseline_rate"] and base["low"] <= base["rate"] <= base["high"]
+        )
         row = entry["methods"]["add"]
         ri = row["rate_interval"]
-        assert ri["rate"] == row["rate"] and ri["k"] == round(row["rate"] * 10) and ri["low"] <= ri["rate"] <= ri["high"]
+        assert (
+            ri["rate"] == row["rate"] and ri["k"] == round(row["rate"] * 10) and ri["low"] <= ri["rate"] <= ri["high"]
+        )
         assert (ri["low"], ri["high"]) == (iv.wilson_interval(ri["k"], 10).low, iv.wilson_interval(ri["k"], 10).high)
         ks[target] = (ri["k"], base["k"])
         ti = row["translation_interval"]
@@ -202,7 +246,9 @@ def test_evaluate_gives_every_number_its_interval(tiny_study):
         for metric in ("bleu", "chrf"):
             assert ti[metric]["baseline"]["estimate"] == entry["translation_baseline"][metric]
             assert ti[metric]["steered"]["estimate"] == row["translation"][metric]
-            assert ti[metric]["difference"]["estimate"] == pytest.approx(row["translation"][metric] - entry["translation_baseline"][metric])
+            assert ti[metric]["difference"]["estimate"] == pytest.approx(
+                row["translation"][metric] - entry["translation_baseline"][metric]
+            )
             assert entry["translation_baseline_interval"][metric] == ti[metric]["baseline"]  # same resamples
             for part in ("baseline", "steered", "difference"):
                 assert ti[metric][part]["low"] <= ti[metric][part]["estimate"] + 1e-9 <= ti[metric][part]["high"] + 2e-9
@@ -213,27 +259,59 @@ def test_evaluate_gives_every_number_its_interval(tiny_study):
     lm = res["loss_matrix"]
     ci = lm["change_interval"]
     assert np.array(ci["low"]).shape == (3, 3) == np.array(ci["high"]).shape and ci["texts"] == [12, 12, 12]
-    assert (np.array(ci["low"]) <= np.array(lm["change"]) + 1e-5).all() and (np.array(lm["change"]) <= np.array(ci["high"]) + 1e-5).all()
-    again = study.evaluate(model, neurons, stats, held, methods=["add"], samples=10, max_new_tokens=4, translation_items=10,
-                           loss_texts=12, resamples=200, seed=1, progress=False)
+    assert (np.array(ci["low"]) <= np.array(lm["change"]) + 1e-5).all() and (
+        np.array(lm["change"]) <= np.array(ci["high"]) + 1e-5
+    ).all()
+    again = study.evaluate(
+        model,
+        neurons,
+        stats,
+        held,
+        methods=["add"],
+        samples=10,
+        max_new_tokens=4,
+        translation_items=10,
+        loss_texts=12,
+        resamples=200,
+        seed=1,
+        progress=False,
+    )
     assert again == res  # seeded: the same intervals
     table = study.format_table(res)
     assert "95% intervals" in table and "n=10" in table and "mean rate: add " in table and "BLEU steered-base" in table
     assert "loss change (ablated - base)" in table
     html = report.steering_table(res).to_html() + report.loss_matrix_table(lm).to_html()
-    assert html.count("<table") == 2 and "n=10" in html and "mean rate" in html and "paired bootstrap over texts" in html
+    assert (
+        html.count("<table") == 2 and "n=10" in html and "mean rate" in html and "paired bootstrap over texts" in html
+    )
     fig = ln.plots.steering_rates(res)
     bars = fig.data[1]
-    assert list(bars.error_y.array) == pytest.approx([res["targets"][t]["methods"]["add"]["rate_interval"]["high"]
-                                                      - res["targets"][t]["methods"]["add"]["rate"] for t in res["targets"]])
+    assert list(bars.error_y.array) == pytest.approx(
+        [
+            res["targets"][t]["methods"]["add"]["rate_interval"]["high"] - res["targets"][t]["methods"]["add"]["rate"]
+            for t in res["targets"]
+        ]
+    )
 
 
 def test_evaluate_refuses_intervals_over_few_samples(tiny_study):
     model, neurons, stats, held = tiny_study
     with pytest.raises(ln.LangNeuronsError, match="at least 10 samples per cell, got 4"):
         study.evaluate(model, neurons, stats, held, methods=["add"], samples=4, progress=False)
-    res = study.evaluate(model, neurons, stats, held, methods=["add"], targets=["de"], samples=4, max_new_tokens=3,
-                         translation_items=0, loss_texts=0, intervals=False, progress=False)
+    res = study.evaluate(
+        model,
+        neurons,
+        stats,
+        held,
+        methods=["add"],
+        targets=["de"],
+        samples=4,
+        max_new_tokens=3,
+        translation_items=0,
+        loss_texts=0,
+        intervals=False,
+        progress=False,
+    )
     assert "summary_interval" not in res and "rate_interval" not in res["targets"]["de"]["methods"]["add"]
     assert "intervals" not in res["settings"] and "[" not in study.format_table(res)
     assert "No intervals" in report.steering_table(res).note

@@ -39,8 +39,9 @@ def test_broken_cache_warns_once_falls_back_and_equals_uncached(llama_dir, monke
     reference = ln.generate(healthy, PROMPTS, **GREEDY)
     with torch.inference_mode():
         tokens = healthy.to_tokens(PROMPTS[0])
-        uncached = healthy.generate(tokens, max_new_tokens=8, do_sample=False, use_past_kv_cache=False,
-                                    return_type="tokens", verbose=False)
+        uncached = healthy.generate(
+            tokens, max_new_tokens=8, do_sample=False, use_past_kv_cache=False, return_type="tokens", verbose=False
+        )
     request.getfixturevalue("broken_cache")
 
     unguarded = ln.load_model(llama_dir, device="cpu", cache_check="off")

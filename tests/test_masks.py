@@ -96,7 +96,7 @@ class _Evil:
     ("make", "message"),
     [
         (lambda n, d, p: [[torch.tensor([0])] * n] * 6, "hold 6 languages but 7 were named"),
-        (lambda n, d, p: [[torch.tensor([0])] * (n + 1)] * 7, f"has {{n1}} layers but the model has {{n}}"),
+        (lambda n, d, p: [[torch.tensor([0])] * (n + 1)] * 7, "has {n1} layers but the model has {n}"),
         (lambda n, d, p: [[torch.tensor([d])] * n] * 7, "holds neuron {d}, out of range for {d} neurons"),
         (lambda n, d, p: [[torch.tensor([-1])] * n] * 7, "holds neuron -1, out of range"),
         (lambda n, d, p: [[torch.tensor([0.5])] * n] * 7, "torch.float32 values, not integer"),
@@ -183,5 +183,21 @@ def test_cli_import_masks_then_steer(llama_dir, llama, tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
     neurons = ln.NeuronSet.load(out / "neurons_lape", model=llama)
     assert torch.equal(neurons.mask, masks.from_lape_masks(mask_file, ["en", "de", "ja"], llama).mask)
-    assert cli.main(["steer", "--neurons", str(out), "--target", "de", "--samples", "2", "--max-new-tokens", "3", "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "steer",
+                "--neurons",
+                str(out),
+                "--target",
+                "de",
+                "--samples",
+                "2",
+                "--max-new-tokens",
+                "3",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "de" in capsys.readouterr().out

@@ -40,7 +40,9 @@ def test_plan_matches_what_record_allocates(llama_dir, monkeypatch, site, ap_sen
     partials = _bytes(acc.active, acc.sums, acc.sq_sums, acc.nonfinite, acc.resid_sums)
     on_device = partials + _bytes(*(getattr(tot, f) for f in Totals.FIELDS))
     assert plan.device_accumulators == on_device
-    assert plan.pooled == _bytes(stats.pooled, stats.pooled_lang) and plan.fixed + plan.pooled == sum(plan.stats.values())
+    assert plan.pooled == _bytes(stats.pooled, stats.pooled_lang) and plan.fixed + plan.pooled == sum(
+        plan.stats.values()
+    )
     assert plan.device_transient >= partials
 
 

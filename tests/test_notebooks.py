@@ -39,7 +39,9 @@ def test_notebooks_exist_and_are_stored_without_outputs():
         assert any("<details>" in c.source for c in book.cells if c.cell_type == "markdown"), f"{path.name}: exercises?"
         for cell in book.cells:
             if cell.cell_type == "code":
-                assert not cell.outputs and cell.execution_count is None, f"{path.name}: clear outputs before committing"
+                assert not cell.outputs and cell.execution_count is None, (
+                    f"{path.name}: clear outputs before committing"
+                )
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +50,9 @@ def kernel_dir(tmp_path_factory) -> Path:
     spec = root / KERNEL
     spec.mkdir()
     argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "lang_neurons test", "language": "python"}))
+    (spec / "kernel.json").write_text(
+        json.dumps({"argv": argv, "display_name": "lang_neurons test", "language": "python"})
+    )
     return root
 
 

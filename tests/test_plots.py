@@ -24,13 +24,24 @@ def _stats(n_layers: int = 2, width: int = 4, seed: int = 0) -> ln.ActivationSta
     active = torch.randint(0, 11, (3, n_layers, width), generator=g)
     pooled = torch.randn(9, n_layers, width, generator=g)
     return ln.ActivationStats(
-        langs=list(LANGS), site="act", pooling="mean", tokens=torch.tensor([10, 10, 10]), active=active,
-        sums=active.double(), sq_sums=active.double(), sentences=torch.tensor([3, 3, 3]), pooled=pooled,
-        pooled_lang=torch.arange(3).repeat_interleave(3), model={"n_layers": n_layers}, corpus="synthetic",
+        langs=list(LANGS),
+        site="act",
+        pooling="mean",
+        tokens=torch.tensor([10, 10, 10]),
+        active=active,
+        sums=active.double(),
+        sq_sums=active.double(),
+        sentences=torch.tensor([3, 3, 3]),
+        pooled=pooled,
+        pooled_lang=torch.arange(3).repeat_interleave(3),
+        model={"n_layers": n_layers},
+        corpus="synthetic",
     )
 
 
-def _neurons(method: str = "lape", members: dict[str, list[tuple[int, int]]] | None = None, shape=(2, 4), site="act") -> ln.NeuronSet:
+def _neurons(
+    method: str = "lape", members: dict[str, list[tuple[int, int]]] | None = None, shape=(2, 4), site="act"
+) -> ln.NeuronSet:
     """en: (0,0) (0,1) (1,2); de: (0,1) (1,3); fr: (1,0) unless ``members`` says otherwise."""
     members = members or {"en": [(0, 0), (0, 1), (1, 2)], "de": [(0, 1), (1, 3)], "fr": [(1, 0)]}
     mask = torch.zeros(len(members), *shape, dtype=torch.bool)
@@ -41,8 +52,10 @@ def _neurons(method: str = "lape", members: dict[str, list[tuple[int, int]]] | N
 
 
 ROWS = ["add", "add:random", "residual_diffmean"]
-HITS = {"de": {"baseline": 1, "add": 16, "add:random": 3, "residual_diffmean": 12},
-        "fr": {"baseline": 0, "add": 10, "add:random": 2, "residual_diffmean": 14}}
+HITS = {
+    "de": {"baseline": 1, "add": 16, "add:random": 3, "residual_diffmean": 12},
+    "fr": {"baseline": 0, "add": 10, "add:random": 2, "residual_diffmean": 14},
+}
 QUALITY = {"baseline": 1.0, "add": 0.8, "add:random": 0.95, "residual_diffmean": 0.5}
 
 
@@ -55,11 +68,23 @@ def _results(forcing: bool = True, intervals: bool = True, samples: int = 20) ->
     """Results shaped like lang_neurons.study.evaluate's: targets de and fr, rows add, add:random and
     residual_diffmean (layer 2, alpha 2 chosen on dev); with ``forcing`` the quality / forcing-score
     keys of the prompted evaluation (an older metrics.json lacks them), with ``intervals`` every interval."""
-    settings: dict[str, Any] = {"methods": list(ROWS), "neuron_methods": ["add"], "alpha": 1.0, "samples": samples,
-                                "method": "lape", "source": "en", "controls": 3, "residual": True}
+    settings: dict[str, Any] = {
+        "methods": list(ROWS),
+        "neuron_methods": ["add"],
+        "alpha": 1.0,
+        "samples": samples,
+        "method": "lape",
+        "source": "en",
+        "controls": 3,
+        "residual": True,
+    }
     if intervals:
         settings["intervals"] = {"level": 0.95, "resamples": 200, "rate": "Wilson score"}
-    results: dict[str, Any] = {"settings": settings, "targets": {}, "residual": {"layer": 2, "alpha": 2.0, "grid": [], "split": "dev"}}
+    results: dict[str, Any] = {
+        "settings": settings,
+        "targets": {},
+        "residual": {"layer": 2, "alpha": 2.0, "grid": [], "split": "dev"},
+    }
     if forcing:
         settings["prompts"] = "source"
         results["prompts"] = {"kind": "source", "source": "en", "dev": 5, "test": samples}
@@ -68,7 +93,12 @@ def _results(forcing: bool = True, intervals: bool = True, samples: int = 20) ->
         for name in ["baseline", *ROWS]:
             rate, q = hits[name] / samples, QUALITY[name]
             score = 2 * rate * q / (rate + q) if rate + q else 0.0
-            cells: dict[str, Any] = {"rate": rate, "neurons": 0 if name == "residual_diffmean" else 30, "share": 0.0, "examples": []}
+            cells: dict[str, Any] = {
+                "rate": rate,
+                "neurons": 0 if name == "residual_diffmean" else 30,
+                "share": 0.0,
+                "examples": [],
+            }
             if name == "residual_diffmean":
                 cells["layer"], cells["alpha"] = 2, 2.0
             if intervals:
@@ -76,8 +106,15 @@ def _results(forcing: bool = True, intervals: bool = True, samples: int = 20) ->
             if forcing:
                 cells.update(quality=q, forcing_score=score, fluency_loss=3.0 - math.log(q), split="test")
                 if intervals:
-                    quality = {"estimate": 1.0, "low": 1.0, "high": 1.0, "level": 0.95} if name == "baseline" else _boot(q)
-                    cells["forcing_interval"] = {"quality": quality, "score": _boot(score), "n": samples, "resamples": 200}
+                    quality = (
+                        {"estimate": 1.0, "low": 1.0, "high": 1.0, "level": 0.95} if name == "baseline" else _boot(q)
+                    )
+                    cells["forcing_interval"] = {
+                        "quality": quality,
+                        "score": _boot(score),
+                        "n": samples,
+                        "resamples": 200,
+                    }
             if name != "baseline":
                 entry["methods"][name] = cells
                 continue
@@ -89,13 +126,23 @@ def _results(forcing: bool = True, intervals: bool = True, samples: int = 20) ->
                     entry["baseline_forcing_interval"] = cells["forcing_interval"]
         results["targets"][target] = entry
     names = [*ROWS, "baseline"]
-    rate_of = {n: [e["baseline_rate"] if n == "baseline" else e["methods"][n]["rate"] for e in results["targets"].values()] for n in names}
+    rate_of = {
+        n: [e["baseline_rate"] if n == "baseline" else e["methods"][n]["rate"] for e in results["targets"].values()]
+        for n in names
+    }
     results["summary"] = {n: sum(r) / len(r) for n, r in rate_of.items()}
     if intervals:
-        results["summary_interval"] = {n: wilson_interval(sum(HITS[t][n] for t in HITS), samples * len(HITS)).to_dict() for n in names}
+        results["summary_interval"] = {
+            n: wilson_interval(sum(HITS[t][n] for t in HITS), samples * len(HITS)).to_dict() for n in names
+        }
     if forcing:
-        score_of = {n: [e["baseline_forcing_score"] if n == "baseline" else e["methods"][n]["forcing_score"]
-                        for e in results["targets"].values()] for n in names}
+        score_of = {
+            n: [
+                e["baseline_forcing_score"] if n == "baseline" else e["methods"][n]["forcing_score"]
+                for e in results["targets"].values()
+            ]
+            for n in names
+        }
         results["summary_forcing"] = {n: sum(s) / len(s) for n, s in score_of.items()}
         if intervals:
             results["summary_forcing_interval"] = {n: _boot(v) for n, v in results["summary_forcing"].items()}
@@ -206,7 +253,11 @@ def test_entropy_scatter_draws_every_neuron_and_highlights_the_selected():
     for trace in fig.data:
         for (layer, index), x, y in zip(trace.customdata, trace.x, trace.y):
             assert x == pytest.approx(float(entropy[layer, index])) and y == pytest.approx(float(top[layer, index]))
-    assert [[tuple(c) for c in t.customdata] for t in fig.data[1:]] == [[(0, 0), (0, 1), (1, 2)], [(0, 1), (1, 3)], [(1, 0)]]
+    assert [[tuple(c) for c in t.customdata] for t in fig.data[1:]] == [
+        [(0, 0), (0, 1), (1, 2)],
+        [(0, 1), (1, 3)],
+        [(1, 0)],
+    ]
     assert fig.data[0].marker.color == plots.BACKGROUND
     assert "layer %{customdata[0]}, neuron %{customdata[1]}" in fig.data[1].hovertemplate
     assert "entropy" in fig.layout.xaxis.title.text and "max activation probability" in fig.layout.yaxis.title.text
@@ -250,8 +301,9 @@ def test_loss_matrix_heatmap_from_object_and_dict():
     from_dict = plots.loss_matrix_heatmap(matrix.to_dict())
     assert [list(r) for r in from_dict.data[0].z] == [list(r) for r in hm.z]
     assert from_dict.data[0].customdata is None and "customdata" not in from_dict.data[0].hovertemplate
-    with_ci = plots.loss_matrix_heatmap({**matrix.to_dict(), "change_interval": {"low": [[0.25, -0.5], [-0.1, 1.0]],
-                                                                                   "high": [[0.75, 0.5], [0.1, 1.5]]}})
+    with_ci = plots.loss_matrix_heatmap(
+        {**matrix.to_dict(), "change_interval": {"low": [[0.25, -0.5], [-0.1, 1.0]], "high": [[0.75, 0.5], [0.1, 1.5]]}}
+    )
     assert with_ci.data[0].customdata[0][0] == " [+0.250, +0.750]" and "%{customdata}" in with_ci.data[0].hovertemplate
     with pytest.raises(ln.LangNeuronsError, match="missing ablated"):
         plots.loss_matrix_heatmap({"langs": ["en"], "base": [1.0]})
@@ -284,8 +336,10 @@ def test_steering_sweep_rates_and_bleu_by_alpha():
 
 
 def test_steering_sweep_by_neurons_without_bleu_and_methods():
-    points = [{"target": "de", "method": m, "n_neurons": n, "rate": r}
-              for m, n, r in [("add", 100, 0.5), ("add", 10, 0.1), ("scale", 10, 0.3)]]
+    points = [
+        {"target": "de", "method": m, "n_neurons": n, "rate": r}
+        for m, n, r in [("add", 100, 0.5), ("add", 10, 0.1), ("scale", 10, 0.3)]
+    ]
     fig = plots.steering_sweep(points, x="n_neurons")
     assert len(fig.data) == 2 and {t.xaxis for t in fig.data} == {"x"}  # one panel: no BLEU anywhere
     assert [t.name for t in fig.data] == ["de add", "de scale"]
@@ -320,7 +374,11 @@ def test_method_comparison_counts_and_jaccard():
     assert list(fig.data[0].customdata) == pytest.approx([0.25, 1.0, 0.0])
     assert "Jaccard %{customdata:.3f}" in fig.data[0].hovertemplate
     assert fig.layout.barmode == "stack"
-    assert [t.name for t in plots.method_comparison(a, a).data] == ["A (LAPE) and B (LAPE)", "A (LAPE) only", "B (LAPE) only"]
+    assert [t.name for t in plots.method_comparison(a, a).data] == [
+        "A (LAPE) and B (LAPE)",
+        "A (LAPE) only",
+        "B (LAPE) only",
+    ]
     assert plots.method_comparison(a, b, names=("x", "y")).data[1].name == "x only"
 
 
@@ -338,8 +396,11 @@ def test_steering_rates_from_evaluation_results():
     results = {
         "settings": {"methods": ["add", "override"], "alpha": 1.0},
         "targets": {
-            "de": {"baseline_rate": 0.1, "translation_baseline": {"bleu": 3.0},
-                   "methods": {"add": {"rate": 0.6, "translation": {"bleu": 4.5}}, "override": {"rate": 0.4}}},
+            "de": {
+                "baseline_rate": 0.1,
+                "translation_baseline": {"bleu": 3.0},
+                "methods": {"add": {"rate": 0.6, "translation": {"bleu": 4.5}}, "override": {"rate": 0.4}},
+            },
             "fr": {"baseline_rate": 0.0, "methods": {"add": {"rate": 0.3}, "override": {"rate": 0.2}}},
         },
     }
@@ -355,18 +416,33 @@ def test_steering_rates_from_evaluation_results():
 
 
 def test_steering_rates_draw_intervals_as_error_bars():
-    ci = lambda k: {"rate": k / 10, "low": wilson_interval(k, 10).low,  # noqa: E731
-                    "high": wilson_interval(k, 10).high, "k": k, "n": 10}
+    def ci(k):
+        return {
+            "rate": k / 10,
+            "low": wilson_interval(k, 10).low,
+            "high": wilson_interval(k, 10).high,
+            "k": k,
+            "n": 10,
+        }
+
     results = {
         "settings": {"methods": ["add"], "alpha": 1.0},
-        "targets": {t: {"baseline_rate": b / 10, "baseline_interval": ci(b), "methods": {"add": {"rate": k / 10, "rate_interval": ci(k)}}}
-                    for t, b, k in (("de", 0, 7), ("fr", 1, 10))},
+        "targets": {
+            t: {
+                "baseline_rate": b / 10,
+                "baseline_interval": ci(b),
+                "methods": {"add": {"rate": k / 10, "rate_interval": ci(k)}},
+            }
+            for t, b, k in (("de", 0, 7), ("fr", 1, 10))
+        },
     }
     fig = plots.steering_rates(results)
     add = fig.data[1]
     assert list(add.error_y.array) == pytest.approx([ci(7)["high"] - 0.7, 0.0])
     assert list(add.error_y.arrayminus) == pytest.approx([0.7 - ci(7)["low"], 1.0 - ci(10)["low"]])
-    assert add.error_y.symmetric is False and list(fig.data[0].error_y.arrayminus) == pytest.approx([0.0, 0.1 - ci(1)["low"]])
+    assert add.error_y.symmetric is False and list(fig.data[0].error_y.arrayminus) == pytest.approx(
+        [0.0, 0.1 - ci(1)["low"]]
+    )
     assert add.hovertext[0] == f" [{ci(7)['low']:.2f}, {ci(7)['high']:.2f}] n=10" and "Wilson" in fig.layout.title.text
 
 
@@ -381,24 +457,45 @@ def test_steering_sweep_draws_intervals_as_shaded_bands():
     assert list(de.x) == [0.5, 2.0, 2.0, 0.5]  # along the upper edge, back along the lower one
     assert list(de.y) == pytest.approx([0.25, 0.95, 0.8, 0.1])
     assert de.line.width == 0 and de.showlegend is False and de.hoverinfo == "skip" and de.legendgroup == "de"
-    assert de.fillcolor == "rgba({}, {}, {}, 0.18)".format(*plotly.colors.hex_to_rgb(plots.language_colors(LANGS)["de"]))
+    assert de.fillcolor == "rgba({}, {}, {}, 0.18)".format(
+        *plotly.colors.hex_to_rgb(plots.language_colors(LANGS)["de"])
+    )
     assert sweep.data.index(de) < sweep.data.index(lines[0])  # the band lies under its line
     assert all(t.error_y.array is None for t in lines)  # bands instead of error bars
     assert lines[0].customdata[0] == " [0.10, 0.25]"  # the interval in the hover text
     partial = [dict(points[0], rate_low=None), *points[1:]]  # a line with a point lacking its interval gets no band
-    assert [t.name for t in plots.steering_sweep(partial, langs=LANGS).data if t.fill] == ["de target-language rate interval"]
+    assert [t.name for t in plots.steering_sweep(partial, langs=LANGS).data if t.fill] == [
+        "de target-language rate interval"
+    ]
 
 
 def test_steering_sweep_quality_and_forcing_score_panels():
-    points = [{"target": t, "alpha": a, "rate": r, "quality": q, "forcing_score": 2 * r * q / (r + q),
-               "rate_low": r - 0.1, "rate_high": r + 0.05, "quality_low": q - 0.1, "quality_high": q, "score_low": 0.1, "score_high": 0.9}
-              for t, a, r, q in [("de", 0.5, 0.2, 0.9), ("de", 2.0, 0.9, 0.6), ("fr", 0.5, 0.1, 1.0), ("fr", 2.0, 0.8, 0.7)]]
+    points = [
+        {
+            "target": t,
+            "alpha": a,
+            "rate": r,
+            "quality": q,
+            "forcing_score": 2 * r * q / (r + q),
+            "rate_low": r - 0.1,
+            "rate_high": r + 0.05,
+            "quality_low": q - 0.1,
+            "quality_high": q,
+            "score_low": 0.1,
+            "score_high": 0.9,
+        }
+        for t, a, r, q in [("de", 0.5, 0.2, 0.9), ("de", 2.0, 0.9, 0.6), ("fr", 0.5, 0.1, 1.0), ("fr", 2.0, 0.8, 0.7)]
+    ]
     fig = plots.steering_sweep(points, langs=LANGS)
     titles = [fig.layout[f"yaxis{i if i > 1 else ''}"].title.text for i in (1, 2, 3)]
-    assert titles == ["target-language rate", "quality", "forcing score"] and "yaxis4" not in fig.layout  # no BLEU: 3 panels
+    assert (
+        titles == ["target-language rate", "quality", "forcing score"] and "yaxis4" not in fig.layout
+    )  # no BLEU: 3 panels
     by_axis = {axis: [t for t in fig.data if t.yaxis == axis] for axis in ("y", "y2", "y3")}
     assert [[t.fill for t in traces] for traces in by_axis.values()] == [["toself", None] * 2] * 3
-    assert list(by_axis["y2"][1].y) == [0.9, 0.6] and list(by_axis["y3"][1].y) == pytest.approx([2 * 0.18 / 1.1, 2 * 0.54 / 1.5])
+    assert list(by_axis["y2"][1].y) == [0.9, 0.6] and list(by_axis["y3"][1].y) == pytest.approx(
+        [2 * 0.18 / 1.1, 2 * 0.54 / 1.5]
+    )
     assert list(by_axis["y2"][0].y) == pytest.approx([0.9, 0.6, 0.5, 0.8])
     assert [t.showlegend for t in fig.data if t.fill is None] == [True, False, False] * 2  # one legend entry per line
     assert fig.layout.height == 720 and fig.layout.xaxis3.title.text == "alpha (steering strength)"
@@ -419,13 +516,19 @@ def test_languages_keep_order_and_colour_across_figures():
         assert [t.marker.color for t in traces] == [colors[x] for x in LANGS]
     sweep = plots.steering_sweep(POINTS, langs=LANGS)
     assert {t.name: t.line.color for t in sweep.data} == {"de": colors["de"], "fr": colors["fr"]}
-    for fig in (plots.overlap_heatmap(neurons), plots.loss_matrix_heatmap({"langs": LANGS, "base": [1.0] * 3, "ablated": [[1.0] * 3] * 3})):
+    for fig in (
+        plots.overlap_heatmap(neurons),
+        plots.loss_matrix_heatmap({"langs": LANGS, "base": [1.0] * 3, "ablated": [[1.0] * 3] * 3}),
+    ):
         assert list(fig.data[0].x) == LANGS and list(fig.data[0].y) == LANGS
     assert not any(math.isnan(v) for t in figs[0].data for v in t.y)
 
 
 def test_headline_rows_pair_each_method_with_its_control():
-    results = {"settings": {"methods": ["add", "diffmean", "add:random", "diffmean:random", "residual_diffmean"]}, "targets": {}}
+    results = {
+        "settings": {"methods": ["add", "diffmean", "add:random", "diffmean:random", "residual_diffmean"]},
+        "targets": {},
+    }
     assert plots.headline_rows(results) == ["add", "add:random", "diffmean", "diffmean:random", "residual_diffmean"]
     no_settings = {"targets": {"de": {"methods": {"residual_diffmean": {}, "add:random": {}, "add": {}, "pin": {}}}}}
     assert plots.headline_rows(no_settings) == ["add", "add:random", "pin", "residual_diffmean"]
@@ -440,18 +543,27 @@ def test_headline_figure_bars_of_forcing_scores_with_their_intervals():
     assert all(t.type == "bar" and list(t.x) == ["de", "fr"] for t in fig.data) and fig.layout.barmode == "group"
     for trace in fig.data:
         entries = [results["targets"][t] for t in ("de", "fr")]
-        cells = [e["baseline_forcing_interval"] if trace.name == "baseline" else e["methods"][trace.name]["forcing_interval"] for e in entries]
+        cells = [
+            e["baseline_forcing_interval"] if trace.name == "baseline" else e["methods"][trace.name]["forcing_interval"]
+            for e in entries
+        ]
         scores = [c["score"]["estimate"] for c in cells]
         assert list(trace.y) == pytest.approx(scores)
         assert trace.error_y.symmetric is False
         assert list(trace.error_y.array) == pytest.approx([c["score"]["high"] - s for c, s in zip(cells, scores)])
         assert list(trace.error_y.arrayminus) == pytest.approx([s - c["score"]["low"] for c, s in zip(cells, scores)])
     add, control, residual, baseline = fig.data
-    assert control.marker.color == add.marker.color and control.marker.pattern.shape == "/" and add.marker.pattern.shape == ""
+    assert (
+        control.marker.color == add.marker.color
+        and control.marker.pattern.shape == "/"
+        and add.marker.pattern.shape == ""
+    )
     assert len({add.marker.color, residual.marker.color, baseline.marker.color}) == 3
     rate = results["targets"]["de"]["methods"]["add"]["rate_interval"]
-    assert add.hovertext[0] == (f"rate {rate['rate']:.2f} [{rate['low']:.2f}, {rate['high']:.2f}] n=20<br>quality 0.80 [0.70, 0.85]"
-                                f"<br>forcing score {add.y[0]:.2f} [{add.y[0] - 0.1:.2f}, {add.y[0] + 0.05:.2f}]")
+    assert add.hovertext[0] == (
+        f"rate {rate['rate']:.2f} [{rate['low']:.2f}, {rate['high']:.2f}] n=20<br>quality 0.80 [0.70, 0.85]"
+        f"<br>forcing score {add.y[0]:.2f} [{add.y[0] - 0.1:.2f}, {add.y[0] + 0.05:.2f}]"
+    )
     assert fig.layout.title.text.startswith("Forcing score") and "95 % intervals" in fig.layout.title.text
     assert fig.layout.yaxis.title.text == "forcing score"
 
@@ -463,9 +575,13 @@ def test_headline_figure_of_old_results_shows_rates():
     add, baseline = fig.data[0], fig.data[3]
     assert list(add.y) == [0.8, 0.5] and list(baseline.y) == [0.05, 0.0]
     de = old["targets"]["de"]["methods"]["add"]["rate_interval"]
-    assert add.error_y.array[0] == pytest.approx(de["high"] - 0.8) and add.error_y.arrayminus[0] == pytest.approx(0.8 - de["low"])
+    assert add.error_y.array[0] == pytest.approx(de["high"] - 0.8) and add.error_y.arrayminus[0] == pytest.approx(
+        0.8 - de["low"]
+    )
     assert add.hovertext[0].endswith("quality n/a<br>forcing score n/a")
-    assert fig.layout.yaxis.title.text == "target-language rate" and fig.layout.title.text.startswith("Target-language rate")
+    assert fig.layout.yaxis.title.text == "target-language rate" and fig.layout.title.text.startswith(
+        "Target-language rate"
+    )
     bare = plots.headline_figure(_results(forcing=False, intervals=False))
     assert all(t.error_y.array is None for t in bare.data) and "intervals" not in bare.layout.title.text
     with pytest.raises(ln.LangNeuronsError, match="no steering targets"):

@@ -71,8 +71,13 @@ def counts(draw):
     tokens = torch.tensor(draw(hs.lists(hs.integers(1, 30), min_size=n_langs, max_size=n_langs)))
     active = torch.zeros(n_langs, n_layers, width, dtype=torch.long)
     for lang in range(n_langs):
-        values = draw(hs.lists(hs.sampled_from([0, 0, 1, int(tokens[lang]) // 2, int(tokens[lang])]),
-                               min_size=n_layers * width, max_size=n_layers * width))
+        values = draw(
+            hs.lists(
+                hs.sampled_from([0, 0, 1, int(tokens[lang]) // 2, int(tokens[lang])]),
+                min_size=n_layers * width,
+                max_size=n_layers * width,
+            )
+        )
         active[lang] = torch.tensor(values).reshape(n_layers, width)
     return active, tokens
 
@@ -107,7 +112,9 @@ def test_lape_rejects_bad_probabilities(c, bad, data):
     prob = scoring.activation_probability(active, tokens)
     layer = data.draw(hs.integers(0, prob.shape[1] - 1))
     prob[0, layer, 0] = bad
-    with pytest.raises(ln.LangNeuronsError, match=f"layer {layer}: 1" if not -1 < bad < 2 or math.isnan(bad) else "in \\[0, 1\\]"):
+    with pytest.raises(
+        ln.LangNeuronsError, match=f"layer {layer}: 1" if not -1 < bad < 2 or math.isnan(bad) else "in \\[0, 1\\]"
+    ):
         scoring.lape_select(prob)
 
 
@@ -120,7 +127,11 @@ def test_ap_reports_non_finite_by_layer(inputs, bad, data):
         pooled[data.draw(hs.integers(0, len(labels) - 1)), layer, 0] = bad
     with pytest.raises(ln.LangNeuronsError, match="non-finite") as err:
         scoring.ap_scores(pooled, labels, n_langs)
-    reported = {int(part.split()[1].rstrip(":")) for part in str(err.value).split(" in ", 1)[1].split(", ") if part.startswith("layer")}
+    reported = {
+        int(part.split()[1].rstrip(":"))
+        for part in str(err.value).split(" in ", 1)[1].split(", ")
+        if part.startswith("layer")
+    }
     assert reported == set(layers)
 
 
@@ -135,7 +146,10 @@ def test_scoring_rejects_bad_shapes_and_labels():
         (lambda: scoring.ap_scores(pooled, torch.tensor([0, 0, -1, 1]), 2), "must be in \\[0, 2\\)"),
         (lambda: scoring.ap_scores(pooled, torch.tensor([0, 0, 0, 0]), 2), "every language"),
         (lambda: scoring.ap_scores(torch.zeros(0, 2, 3), torch.zeros(0, dtype=torch.long), 2), "every language"),
-        (lambda: scoring.activation_probability(torch.ones(2, 2, 2, dtype=torch.long), torch.tensor([1, 0])), "at least one token"),
+        (
+            lambda: scoring.activation_probability(torch.ones(2, 2, 2, dtype=torch.long), torch.tensor([1, 0])),
+            "at least one token",
+        ),
         (lambda: scoring.activation_probability(torch.full((2, 2, 2), 5), torch.tensor([4, 9])), "between 0 and"),
         (lambda: scoring.activation_probability(torch.ones(2, 2, 2), torch.tensor([4])), "need active"),
         (lambda: scoring.activation_probability(torch.full((2, 1, 1), math.nan), torch.tensor([4, 4])), "NaN/inf"),
@@ -154,7 +168,9 @@ def test_scoring_rejects_bad_shapes_and_labels():
 
 # -- CLI arguments ---------------------------------------------------------------------------------
 
-CLI = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+CLI = settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 WORDS = hs.text(alphabet="abcxyz.%_", min_size=1, max_size=6)  # never a number
 
 
@@ -184,8 +200,19 @@ def _one_line_exit_2(argv, capsys, out) -> str:
 
 
 def _identify(tmp_path, *extra):
-    return ["identify", "--model", str(tmp_path / "no-model-needed"), "--corpus", str(tmp_path), "--langs", "en,de",
-            "--out", str(tmp_path / "out"), "--no-progress", *extra]
+    return [
+        "identify",
+        "--model",
+        str(tmp_path / "no-model-needed"),
+        "--corpus",
+        str(tmp_path),
+        "--langs",
+        "en,de",
+        "--out",
+        str(tmp_path / "out"),
+        "--no-progress",
+        *extra,
+    ]
 
 
 BAD_NUMBERS = {
@@ -193,8 +220,12 @@ BAD_NUMBERS = {
     "--max-length": hs.one_of(hs.integers(max_value=0), WORDS),
     "--max-per-lang": hs.one_of(hs.integers(max_value=0), WORDS),
     "--ap-sentences": hs.one_of(hs.integers(max_value=0), WORDS),
-    "--held-out": hs.one_of(hs.floats(min_value=1.0), hs.floats(max_value=-1e-9), hs.sampled_from(["nan", "inf", "-inf"]), WORDS),
-    "--top-rate": hs.one_of(hs.floats(min_value=1.0, exclude_min=True), hs.floats(max_value=0.0), hs.sampled_from(["nan", "inf"]), WORDS),
+    "--held-out": hs.one_of(
+        hs.floats(min_value=1.0), hs.floats(max_value=-1e-9), hs.sampled_from(["nan", "inf", "-inf"]), WORDS
+    ),
+    "--top-rate": hs.one_of(
+        hs.floats(min_value=1.0, exclude_min=True), hs.floats(max_value=0.0), hs.sampled_from(["nan", "inf"]), WORDS
+    ),
     "--filter-rate": hs.one_of(hs.floats(max_value=0.0), hs.sampled_from(["nan", "-inf"]), WORDS),
     "--activation-bar": hs.one_of(hs.floats(min_value=1.0, exclude_min=True), WORDS),
     "--seed": hs.one_of(hs.integers(max_value=-1), hs.integers(min_value=2**32), WORDS),
@@ -222,7 +253,10 @@ def test_cli_bad_language_lists_get_one_line(tmp_path, capsys, codes, data):
 
 
 @CLI
-@given(hs.text(alphabet="abcdefghijklmnopqrstuvwxyz_-", min_size=1, max_size=10), hs.sampled_from(["method", "site", "steer", "evaluate"]))
+@given(
+    hs.text(alphabet="abcdefghijklmnopqrstuvwxyz_-", min_size=1, max_size=10),
+    hs.sampled_from(["method", "site", "steer", "evaluate"]),
+)
 def test_cli_bad_method_and_site_names_get_one_line(tmp_path, capsys, name, where):
     from lang_neurons import steering as st
 
@@ -234,7 +268,14 @@ def test_cli_bad_method_and_site_names_get_one_line(tmp_path, capsys, name, wher
         if where == "steer":
             argv = ["steer", "--neurons", str(tmp_path / "none"), "--target", "de", f"--method={name}"]
         else:
-            argv = ["evaluate", "--neurons", str(tmp_path / "none"), "--out", str(tmp_path / "out"), f"--methods=add,{name}"]
+            argv = [
+                "evaluate",
+                "--neurons",
+                str(tmp_path / "none"),
+                "--out",
+                str(tmp_path / "out"),
+                f"--methods=add,{name}",
+            ]
         assert "unknown method" in _one_line_exit_2(argv, capsys, tmp_path / "out")
 
 

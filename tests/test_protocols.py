@@ -37,20 +37,46 @@ def test_presets_set_what_they_document():
         json.dumps(p.to_dict())
     k = ln.protocol("kojima")
     assert dict(k.identify) == {"method": "ap", "top_k": 1000, "bottom_k": 1000} and k.neuron_set == "ap"
-    assert {key: k.evaluate[key] for key in ("methods", "prompts", "samples", "max_new_tokens", "do_sample", "temperature",
-                                             "translation_template", "translation_tokens")} == {
-        "methods": ("pin",), "prompts": "bos", "samples": 100, "max_new_tokens": 64, "do_sample": True, "temperature": 0.8,
-        "translation_template": "kojima", "translation_tokens": 128}
+    assert {
+        key: k.evaluate[key]
+        for key in (
+            "methods",
+            "prompts",
+            "samples",
+            "max_new_tokens",
+            "do_sample",
+            "temperature",
+            "translation_template",
+            "translation_tokens",
+        )
+    } == {
+        "methods": ("pin",),
+        "prompts": "bos",
+        "samples": 100,
+        "max_new_tokens": 64,
+        "do_sample": True,
+        "temperature": 0.8,
+        "translation_template": "kojima",
+        "translation_tokens": 128,
+    }
     assert k.evaluate["repetition_penalty"] == 1.0 and k.deactivation_generation is None
     lape = {"method": "lape", "top_rate": 0.01, "filter_rate": 0.95, "activation_bar_ratio": 0.95}
     t, g = ln.protocol("tang"), ln.protocol("gurgurov")
     assert dict(t.identify) == lape and dict(g.identify) == lape
     assert t.deactivation_generation["value"] == 0.0 and "{text}" in t.deactivation_generation["template"]
     for p in (t, g):
-        assert (p.evaluate["do_sample"], p.evaluate["repetition_penalty"], p.evaluate["prompts"]) == (False, 1.1, "source")
+        assert (p.evaluate["do_sample"], p.evaluate["repetition_penalty"], p.evaluate["prompts"]) == (
+            False,
+            1.1,
+            "source",
+        )
         assert p.evaluate["samples"] == 100 and p.evaluate["dev_share"] == 0.1
     assert (g.evaluate["methods"], g.evaluate["alpha"], g.evaluate["deactivate"], g.evaluate["deactivate_value"]) == (
-        ("add",), 1.0, "source", 0.0)
+        ("add",),
+        1.0,
+        "source",
+        0.0,
+    )
     with pytest.raises(TypeError):
         k.identify["top_k"] = 5  # the presets are read-only
 
@@ -73,7 +99,9 @@ def test_kojima_translation_prompt_does_not_name_the_target():
             assert name not in item.prompt and item.prompt.endswith("\nTarget Language:")
             assert item.prompt.startswith("Translate an English sentence into a target language.\nEnglish: ")
         assert name in translation_task(corpus, "en", target, n=3)[0].prompt  # the few-shot default names it
-    assert translation_task(corpus, "de", "en", n=1, template="kojima")[0].prompt.startswith("Translate a German sentence")
+    assert translation_task(corpus, "de", "en", n=1, template="kojima")[0].prompt.startswith(
+        "Translate a German sentence"
+    )
     with pytest.raises(ln.LangNeuronsError, match="zero-shot"):
         translation_task(corpus, "en", "de", n=3, shots=1, template="kojima")
     with pytest.raises(ln.LangNeuronsError, match="unknown translation template"):
@@ -113,11 +141,16 @@ def test_each_preset_runs_through_the_api(tiny, name):
 
 def test_deactivation_generation(tiny):
     model, stats, held, sets = tiny
-    res = protocols.deactivation_generation(model, sets["lape"], held, samples=12, max_new_tokens=4, controls=2,
-                                            progress=False)
+    res = protocols.deactivation_generation(
+        model, sets["lape"], held, samples=12, max_new_tokens=4, controls=2, progress=False
+    )
     assert set(res) == {"settings", "langs", "per_language", "summary", "summary_interval"}
-    assert res["langs"] == list(LANGS) and res["settings"]["do_sample"] is False and res["settings"]["repetition_penalty"] == 1.1
-    for lang, entry in res["per_language"].items():
+    assert (
+        res["langs"] == list(LANGS)
+        and res["settings"]["do_sample"] is False
+        and res["settings"]["repetition_penalty"] == 1.1
+    )
+    for entry in res["per_language"].values():
         assert entry["n"] == 12 and entry["neurons"] > 0 and len(entry["examples"]) == 3
         assert entry["examples"][0]["prompt"].startswith("Q: ") and entry["examples"][0]["prompt"].endswith("\nA:")
         for row in ("unsteered", "deactivated", "control"):
@@ -126,8 +159,17 @@ def test_deactivation_generation(tiny):
     for row, rate in res["summary"].items():
         assert 0 <= rate <= 1 and res["summary_interval"][row]["n"] == 12 * len(LANGS)
     # greedy uses each held-out text once: 14 per language here
-    few = protocols.deactivation_generation(model, sets["lape"], held, langs=["de"], samples=50, max_new_tokens=2,
-                                            controls=0, intervals=False, progress=False)
+    few = protocols.deactivation_generation(
+        model,
+        sets["lape"],
+        held,
+        langs=["de"],
+        samples=50,
+        max_new_tokens=2,
+        controls=0,
+        intervals=False,
+        progress=False,
+    )
     assert few["per_language"]["de"]["n"] == 14 and set(few["summary"]) == {"unsteered", "deactivated"}
     assert "summary_interval" not in few and "deactivated" in protocols.format_deactivation(few)
     with pytest.raises(ln.LangNeuronsError, match="must contain"):
@@ -140,16 +182,39 @@ def identified(llama_dir, tmp_path_factory):
     for lang in LANGS:
         (texts / f"{lang}.txt").write_text("\n".join(SENTENCES[lang]) + "\n", encoding="utf-8")
     run = tmp_path_factory.mktemp("identified") / "run"
-    common = ["identify", "--model", str(llama_dir), "--corpus", str(texts), "--langs", ",".join(LANGS), "--held-out", "0.5",
-              "--out", str(run), "--no-progress"]
+    common = [
+        "identify",
+        "--model",
+        str(llama_dir),
+        "--corpus",
+        str(texts),
+        "--langs",
+        ",".join(LANGS),
+        "--held-out",
+        "0.5",
+        "--out",
+        str(run),
+        "--no-progress",
+    ]
     with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
         assert cli.main([*common, "--method", "lape", "--top-rate", "0.1"]) == 0
         assert cli.main([*common, "--method", "ap", "--top-k", "5", "--bottom-k", "5"]) == 0
     return texts, run
 
 
-CLI_FAST = ["--samples", "10", "--max-new-tokens", "4", "--dev-samples", "2", "--loss-texts", "0", "--controls", "1",
-            "--no-progress"]
+CLI_FAST = [
+    "--samples",
+    "10",
+    "--max-new-tokens",
+    "4",
+    "--dev-samples",
+    "2",
+    "--loss-texts",
+    "0",
+    "--controls",
+    "1",
+    "--no-progress",
+]
 
 
 @pytest.mark.parametrize("name", ["kojima", "tang", "gurgurov"])
@@ -157,14 +222,23 @@ def test_each_preset_runs_through_the_cli(identified, tmp_path, capsys, name):
     _, run = identified
     out = tmp_path / "metrics"
     extra = ["--translation-items", "2", "--translation-tokens", "4"] if name == "kojima" else []
-    assert cli.main(["evaluate", "--neurons", str(run), "--out", str(out), "--protocol", name, *CLI_FAST, *extra]) == 0, \
-        capsys.readouterr().err
+    assert (
+        cli.main(["evaluate", "--neurons", str(run), "--out", str(out), "--protocol", name, *CLI_FAST, *extra]) == 0
+    ), capsys.readouterr().err
     p = ln.protocol(name)
     metrics = json.loads((out / "metrics.json").read_text())
     s = metrics["settings"]
     assert s["protocol"] == name and s["method"] == p.neuron_set  # kojima: the AP set, without --set
     assert s["samples"] == 10 and s["max_new_tokens"] == 4  # the explicit flags won
-    for key in ("prompts", "do_sample", "temperature", "repetition_penalty", "deactivate", "deactivate_value", "dev_share"):
+    for key in (
+        "prompts",
+        "do_sample",
+        "temperature",
+        "repetition_penalty",
+        "deactivate",
+        "deactivate_value",
+        "dev_share",
+    ):
         assert s[key] == p.evaluate[key], key
     assert s["neuron_methods"] == list(p.evaluate["methods"])
     assert "samples=10 given (the preset: 100)" in s["departures"]
@@ -197,13 +271,36 @@ def test_run_with_the_kojima_protocol_evaluates_ap_neurons(identified, llama_dir
     out = tmp_path / "run"
     stdout, stderr = io.StringIO(), io.StringIO()
     with redirect_stdout(stdout), redirect_stderr(stderr):
-        code = cli.main(["run", "--model", str(llama_dir), "--corpus", str(texts), "--langs", ",".join(LANGS), "--out", str(out),
-                         "--protocol", "kojima", "--top-k", "5", "--bottom-k", "5", "--translation-items", "0",
-                         "--no-images", *CLI_FAST])
+        code = cli.main(
+            [
+                "run",
+                "--model",
+                str(llama_dir),
+                "--corpus",
+                str(texts),
+                "--langs",
+                ",".join(LANGS),
+                "--out",
+                str(out),
+                "--protocol",
+                "kojima",
+                "--top-k",
+                "5",
+                "--bottom-k",
+                "5",
+                "--translation-items",
+                "0",
+                "--no-images",
+                *CLI_FAST,
+            ]
+        )
     assert code == 0, stderr.getvalue()
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["settings"]["method"] == "ap" and metrics["settings"]["protocol"] == "kojima"
-    assert metrics["evaluation"]["evaluate_set"] == "ap" and metrics["evaluation"]["neurons"] == {"top_k": 5, "bottom_k": 5}
+    assert metrics["evaluation"]["evaluate_set"] == "ap" and metrics["evaluation"]["neurons"] == {
+        "top_k": 5,
+        "bottom_k": 5,
+    }
     assert "steering evaluation (AP neurons)" in stderr.getvalue()
     page = (out / "index.html").read_text(encoding="utf-8")
     assert "Steering (AP neurons)" in page and "departures" in page and "translation_items=0 given" in page

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import lang_neurons as ln
-from lang_neurons.neurons import ap_k
 from lang_neurons import cli, scoring
+from lang_neurons.neurons import ap_k
 
 pytestmark = pytest.mark.real_model
 
@@ -63,15 +63,20 @@ def test_cached_and_uncached_greedy_generation_agree(gemma):
         cached = gemma.generate(tokens, use_past_kv_cache=True, **kwargs)
         uncached = gemma.generate(tokens, use_past_kv_cache=False, **kwargs)
     assert torch.equal(cached, uncached)
-    text = gemma.tokenizer.decode(cached[0, tokens.shape[1]:])
+    text = gemma.tokenizer.decode(cached[0, tokens.shape[1] :])
     assert text.startswith(" Berlin.") and "Berlin Berlin" not in text, text
 
 
 def test_identify_writes_artifacts(run_dir, gemma):
     names = sorted(p.name for p in run_dir.iterdir())
     assert names == [
-        "neurons_ap.json", "neurons_ap.safetensors", "neurons_lape.json", "neurons_lape.safetensors",
-        "run.json", "stats.json", "stats.safetensors",
+        "neurons_ap.json",
+        "neurons_ap.safetensors",
+        "neurons_lape.json",
+        "neurons_lape.safetensors",
+        "run.json",
+        "stats.json",
+        "stats.safetensors",
     ]
     stats = ln.ActivationStats.load(run_dir / "stats")
     assert stats.langs == list(ln.DEFAULT_LANGS) and stats.model == ln.model_fingerprint(gemma)
@@ -102,7 +107,7 @@ def test_top_ap_neurons_separate_held_out_languages(run_dir, held_out_stats):
     ap = ln.NeuronSet.load(run_dir / "neurons_ap")
     held = scoring.ap_scores(held_out_stats.pooled, held_out_stats.pooled_lang, len(ap.langs))
     per_lang = []
-    for i, lang in enumerate(ap.langs):
+    for i in range(len(ap.langs)):
         top100 = ap.scores[i].flatten().topk(100).indices
         per_lang.append(float(held[i].flatten()[top100].mean()))
     print("held-out AP of top-100 neurons:", dict(zip(ap.langs, per_lang)))

@@ -220,7 +220,9 @@ def test_all_archs_are_listed():
 def _poisoned_llama(llama_dir, layer: int, rows: dict[int, float]):
     """A fresh tiny Llama whose gate projection rows ``rows`` at ``layer`` are set to NaN/inf."""
     model = ln.load_model(llama_dir, device="cpu")
-    gate = dict(model.named_parameters())[f"model.layers.{layer}._original_component.mlp._original_component.gate_proj._original_component.weight"]
+    gate = dict(model.named_parameters())[
+        f"model.layers.{layer}._original_component.mlp._original_component.gate_proj._original_component.weight"
+    ]
     with torch.no_grad():
         for row, value in rows.items():
             gate[row] = value
@@ -235,13 +237,19 @@ def test_nonfinite_activations_are_counted_and_left_out(llama, llama_dir, tmp_pa
         with pytest.warns(UserWarning, match=r"non-finite activation values .*\(layer 1: \d+;"):
             stats = ln.record(model, TEXTS, batch_size=4, progress=False)
     # The residual stream is not cleaned: NaN from layer 1's MLP stays in its sums, layer 0 is clean.
-    assert torch.equal(stats.resid_sums[:, 0], clean.resid_sums[:, 0]) and not torch.isfinite(stats.resid_sums[:, 1]).any()
+    assert (
+        torch.equal(stats.resid_sums[:, 0], clean.resid_sums[:, 0]) and not torch.isfinite(stats.resid_sums[:, 1]).any()
+    )
     assert stats.nonfinite[:, 0].tolist() == [0, 0, 0]
     assert stats.nonfinite[:, 1].tolist() == (2 * clean.tokens).tolist()  # two neurons, every counted token
     for t in (stats.sums, stats.sq_sums, stats.pooled):
         assert torch.isfinite(t).all()
     bad = torch.tensor([5, 9])
-    assert stats.active[:, 1, bad].eq(0).all() and stats.sums[:, 1, bad].eq(0).all() and stats.pooled[:, 1, bad].eq(0).all()
+    assert (
+        stats.active[:, 1, bad].eq(0).all()
+        and stats.sums[:, 1, bad].eq(0).all()
+        and stats.pooled[:, 1, bad].eq(0).all()
+    )
     # Every other neuron is exactly what the clean model gives: the poison stays out.
     good = torch.ones(stats.width, dtype=torch.bool)
     good[bad] = False

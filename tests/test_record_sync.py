@@ -154,10 +154,21 @@ def test_statistics_equal_a_plain_forward_on_the_same_batches(llama, pooling):
     for li, lang in enumerate(TEXTS):
         encoded, _ = batching.encode(llama, TEXTS[lang], 512)
         for batch in batching.batches([len(x) for x in encoded], 4):
-            ids, mask = batching.pad([encoded[i] for i in batch], llama.tokenizer.pad_token_id, "right", torch.device("cpu"))
+            ids, mask = batching.pad(
+                [encoded[i] for i in batch], llama.tokenizer.pad_token_id, "right", torch.device("cpu")
+            )
             seen: dict[str, torch.Tensor] = {}
-            names = [h for layer in range(site.n_layers) for h in (*site.read_hooks(layer), f"blocks.{layer}.hook_resid_post")]
-            with torch.inference_mode(), llama.hooks(fwd_hooks=[(n, lambda v, hook, n=n: seen.__setitem__(n, v.clone())) for n in names]):
+            names = [
+                h
+                for layer in range(site.n_layers)
+                for h in (*site.read_hooks(layer), f"blocks.{layer}.hook_resid_post")
+            ]
+            with (
+                torch.inference_mode(),
+                llama.hooks(
+                    fwd_hooks=[(n, lambda v, hook, n=n, seen=seen: seen.__setitem__(n, v.clone())) for n in names]
+                ),
+            ):
                 llama(ids, attention_mask=mask.long())
             counted = (mask & (ids != bos))[..., None]
             for layer in range(site.n_layers):
@@ -166,7 +177,9 @@ def test_statistics_equal_a_plain_forward_on_the_same_batches(llama, pooling):
                 active[li, layer] += (masked > 0).sum((0, 1))
                 sums[li, layer] += masked.sum((0, 1)).double()
                 sq_sums[li, layer] += (masked * masked).sum((0, 1)).double()
-                resid_sums[li, layer] += (seen[f"blocks.{layer}.hook_resid_post"].float() * counted).sum((0, 1)).double()
+                resid_sums[li, layer] += (
+                    (seen[f"blocks.{layer}.hook_resid_post"].float() * counted).sum((0, 1)).double()
+                )
                 if pooling == "mean":
                     p = masked.sum(1) / counted.sum(1).clamp(min=1)
                 elif pooling == "max":

@@ -35,12 +35,46 @@ from tiny_models import SENTENCES
 import lang_neurons as ln
 from lang_neurons import cli, pipeline, report
 
-RUN_ARGS = ["--langs", "en,de,ja", "--samples", "10", "--max-new-tokens", "4", "--top-rate", "0.1", "--top-k", "5",
-            "--bottom-k", "5", "--methods", "add", "--translation-items", "0", "--loss-texts", "3",
-            "--sweep-alphas", "0.5,1", "--no-progress", "--no-images"]
+RUN_ARGS = [
+    "--langs",
+    "en,de,ja",
+    "--samples",
+    "10",
+    "--max-new-tokens",
+    "4",
+    "--top-rate",
+    "0.1",
+    "--top-k",
+    "5",
+    "--bottom-k",
+    "5",
+    "--methods",
+    "add",
+    "--translation-items",
+    "0",
+    "--loss-texts",
+    "3",
+    "--sweep-alphas",
+    "0.5,1",
+    "--no-progress",
+    "--no-images",
+]
 FIGURES = {
-    "headline", "layers_lape", "overlap_lape", "jaccard_lape", "layers_ap", "overlap_ap", "jaccard_ap", "lape_vs_ap", "entropy_lape",
-    "entropy_ap", "profile_probability", "profile_pooled", "steering_rates", "steering_sweep", "loss_matrix",
+    "headline",
+    "layers_lape",
+    "overlap_lape",
+    "jaccard_lape",
+    "layers_ap",
+    "overlap_ap",
+    "jaccard_ap",
+    "lape_vs_ap",
+    "entropy_lape",
+    "entropy_ap",
+    "profile_probability",
+    "profile_pooled",
+    "steering_rates",
+    "steering_sweep",
+    "loss_matrix",
 }
 PLOTLY_JS = plotly.offline.get_plotlyjs()
 
@@ -48,7 +82,9 @@ PLOTLY_JS = plotly.offline.get_plotlyjs()
 def _run(model_dir: Path, texts: Path, out: Path, *extra: str) -> tuple[int, str, str]:
     stdout, stderr = io.StringIO(), io.StringIO()
     with redirect_stdout(stdout), redirect_stderr(stderr):
-        code = cli.main(["run", "--model", str(model_dir), "--corpus", str(texts), "--out", str(out), *RUN_ARGS, *extra])
+        code = cli.main(
+            ["run", "--model", str(model_dir), "--corpus", str(texts), "--out", str(out), *RUN_ARGS, *extra]
+        )
     return code, stdout.getvalue(), stderr.getvalue()
 
 
@@ -62,13 +98,22 @@ def study(llama_dir, tmp_path_factory) -> types.SimpleNamespace:
     start = time.perf_counter()
     code, stdout, stderr = _run(llama_dir, texts, out)
     assert code == 0, stderr
-    return types.SimpleNamespace(out=out, texts=texts, model=llama_dir, stdout=stdout, stderr=stderr, seconds=time.perf_counter() - start)
+    return types.SimpleNamespace(
+        out=out, texts=texts, model=llama_dir, stdout=stdout, stderr=stderr, seconds=time.perf_counter() - start
+    )
 
 
 # -- the run and its files ---------------------------------------------------------------------
 def test_run_writes_the_study_and_one_self_contained_page(study):
     out = study.out
-    for name in ("run.json", "stats.safetensors", "neurons_lape.safetensors", "neurons_ap.safetensors", "metrics.json", "metrics.txt"):
+    for name in (
+        "run.json",
+        "stats.safetensors",
+        "neurons_lape.safetensors",
+        "neurons_ap.safetensors",
+        "metrics.json",
+        "metrics.txt",
+    ):
         assert (out / name).is_file(), name
     page = (out / "index.html").read_text(encoding="utf-8")
     assert page.count(PLOTLY_JS) == 1  # plotly.js inlined exactly once...
@@ -83,10 +128,18 @@ def test_run_writes_the_study_and_one_self_contained_page(study):
     for name in FIGURES:
         single = (out / "figures" / f"{name}.html").read_text(encoding="utf-8")
         assert 'src="plotly.min.js"' in single and PLOTLY_JS not in single and "plotly-graph-div" in single
-    for text in ("Settings", "Statistics", "LAPE neurons", "AP neurons", "Steering (LAPE neurons)", "mean rate", "Loss matrix"):
+    for text in (
+        "Settings",
+        "Statistics",
+        "LAPE neurons",
+        "AP neurons",
+        "Steering (LAPE neurons)",
+        "mean rate",
+        "Loss matrix",
+    ):
         assert text in page
     assert re.findall(r'<div id="figure-([\w-]+)"', page)[0] == "headline"  # the headline figure comes first
-    headline = page[page.index("<h2>Headline</h2>"):page.index("<h2>Statistics</h2>")]  # and its table leads the page
+    headline = page[page.index("<h2>Headline</h2>") : page.index("<h2>Statistics</h2>")]  # and its table leads the page
     assert page.index("<h2>Headline</h2>") < page.index("<h2>Settings</h2>")
     assert '<th scope="col">rate [95 % interval] n</th>' in headline and '<th scope="row">add:random</th>' in headline
     assert "chosen on dev</td>" in headline and '<th scope="row">baseline</th>' in headline
@@ -94,18 +147,21 @@ def test_run_writes_the_study_and_one_self_contained_page(study):
     assert set(metrics["targets"]) == {"de", "ja"} and metrics["settings"]["method"] == "lape"
     assert sorted({p["alpha"] for p in metrics["sweep"]}) == [0.5, 1.0]
     assert {p["target"] for p in metrics["sweep"]} == {"de", "ja"}
-    assert {p["method"] for p in metrics["sweep"]} == {"add", "residual_diffmean"}  # a DiffMean curve beside the method's
+    assert {p["method"] for p in metrics["sweep"]} == {
+        "add",
+        "residual_diffmean",
+    }  # a DiffMean curve beside the method's
     assert {p["alpha"] for p in metrics["sweep"] if p["method"] == "residual_diffmean"} == {0.5, 1.0}
     assert metrics["loss_matrix"]["langs"] == ["en", "de", "ja"]
     assert "mean rate" in (out / "metrics.txt").read_text()
     # the steering and loss tables are HTML tables with intervals; the settings are a table, not JSON
     assert page.count('<table class="data">') == 3 and "<pre>" in page  # statistics and neuron summaries stay text
-    steering = page[page.index("<h2>Steering (LAPE neurons)</h2>"):page.index("<h2>Loss matrix (LAPE neurons)</h2>")]
+    steering = page[page.index("<h2>Steering (LAPE neurons)</h2>") : page.index("<h2>Loss matrix (LAPE neurons)</h2>")]
     assert '<th scope="col">rate</th>' in steering and "n=10</td>" in steering and "Wilson" in steering
     assert "<pre>" not in steering
-    loss = page[page.index("<h2>Loss matrix (LAPE neurons)</h2>"):]
+    loss = page[page.index("<h2>Loss matrix (LAPE neurons)</h2>") :]
     assert '<th scope="row">de ablated</th>' in loss and "bootstrap over texts" in loss
-    assert "<td>intervals</td><td><table class=\"settings\">" in page and "<td>resamples</td><td>1000</td>" in page
+    assert '<td>intervals</td><td><table class="settings">' in page and "<td>resamples</td><td>1000</td>" in page
     assert all("rate_low" in p and "rate_high" in p for p in metrics["sweep"])
     assert f"report: {(out / 'index.html').resolve()}" in study.stdout
     assert [f"[{i}/5]" in study.stderr for i in range(1, 6)] == [True] * 5
@@ -160,8 +216,9 @@ def _figure(title: str) -> go.Figure:
 def test_write_report_page_and_files(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "kaleido", None)  # as if not installed
     figures = {"first": _figure("First <figure>"), "second-2": _figure("Second")}
-    path = report.write_report(tmp_path / "r", figures, {"model": "tiny", "langs": ["en", "de"]},
-                               {"Counts & <things>": "a  b\n1  2"})
+    path = report.write_report(
+        tmp_path / "r", figures, {"model": "tiny", "langs": ["en", "de"]}, {"Counts & <things>": "a  b\n1  2"}
+    )
     assert path == tmp_path / "r" / "index.html"
     page = path.read_text(encoding="utf-8")
     assert page.count(PLOTLY_JS) == 1
@@ -171,12 +228,23 @@ def test_write_report_page_and_files(tmp_path, monkeypatch):
     assert "<td>langs</td><td>en, de</td>" in page
     assert "kaleido is not installed" in page
     table = report.Table(["target", "rate <x>"], [["de & fr", "0.71 [0.53, 0.85] n=30"]], note="Wilson <95%>")
-    page = report.write_report(tmp_path / "t", {}, {"steering": {"alpha": 1.0, "methods": ["add"]}}, {"Steering": table}).read_text()
-    assert ('<table class="data"><thead><tr><th scope="col">target</th><th scope="col">rate &lt;x&gt;</th></tr></thead>'
-            '<tbody><tr><th scope="row">de &amp; fr</th><td>0.71 [0.53, 0.85] n=30</td></tr></tbody></table>'
-            '<p class="table-note">Wilson &lt;95%&gt;</p>') in page
-    assert '<td>steering</td><td><table class="settings"><tr><td>alpha</td><td>1.0</td></tr><tr><td>methods</td><td>add</td>' in page
-    assert sorted(p.name for p in (tmp_path / "r" / "figures").iterdir()) == ["first.html", "plotly.min.js", "second-2.html"]
+    page = report.write_report(
+        tmp_path / "t", {}, {"steering": {"alpha": 1.0, "methods": ["add"]}}, {"Steering": table}
+    ).read_text()
+    assert (
+        '<table class="data"><thead><tr><th scope="col">target</th><th scope="col">rate &lt;x&gt;</th></tr></thead>'
+        '<tbody><tr><th scope="row">de &amp; fr</th><td>0.71 [0.53, 0.85] n=30</td></tr></tbody></table>'
+        '<p class="table-note">Wilson &lt;95%&gt;</p>'
+    ) in page
+    assert (
+        '<td>steering</td><td><table class="settings"><tr><td>alpha</td><td>1.0</td></tr><tr><td>methods</td><td>add</td>'
+        in page
+    )
+    assert sorted(p.name for p in (tmp_path / "r" / "figures").iterdir()) == [
+        "first.html",
+        "plotly.min.js",
+        "second-2.html",
+    ]
     assert not list((tmp_path / "r").rglob("*.tmp"))  # atomic writes leave no temporary files
 
 
@@ -212,8 +280,19 @@ def test_build_figures_makes_what_the_data_allows():
     ap = _neurons("ap", members={"en": [(0, 0), (1, 1)], "de": [(0, 1)], "fr": [(0, 3)]})
     assert set(report.build_figures({"lape": lape})) == {"layers_lape", "overlap_lape", "jaccard_lape"}
     with_stats = report.build_figures({"lape": lape, "ap": ap}, stats)
-    assert set(with_stats) == {"layers_lape", "overlap_lape", "jaccard_lape", "layers_ap", "overlap_ap", "jaccard_ap",
-                               "lape_vs_ap", "entropy_lape", "entropy_ap", "profile_probability", "profile_pooled"}
+    assert set(with_stats) == {
+        "layers_lape",
+        "overlap_lape",
+        "jaccard_lape",
+        "layers_ap",
+        "overlap_ap",
+        "jaccard_ap",
+        "lape_vs_ap",
+        "entropy_lape",
+        "entropy_ap",
+        "profile_probability",
+        "profile_pooled",
+    }
     metrics = {
         "settings": {"methods": ["add"], "alpha": 1.0},
         "targets": {"de": {"baseline_rate": 0.0, "methods": {"add": {"rate": 0.5}}}},
@@ -221,13 +300,28 @@ def test_build_figures_makes_what_the_data_allows():
         "loss_matrix": ln.LossMatrix(["en", "de", "fr"], [1.0, 1.0, 1.0], [[1.0] * 3] * 3).to_dict(),
     }
     all_figures = report.build_figures({"lape": lape}, None, metrics)
-    assert set(all_figures) == {"headline", "layers_lape", "overlap_lape", "jaccard_lape", "steering_rates", "steering_sweep", "loss_matrix"}
+    assert set(all_figures) == {
+        "headline",
+        "layers_lape",
+        "overlap_lape",
+        "jaccard_lape",
+        "steering_rates",
+        "steering_sweep",
+        "loss_matrix",
+    }
     assert next(iter(all_figures)) == "headline"  # the first figure of the page
     sweep = all_figures["steering_sweep"].data[0]
     assert sweep.line.color == ln.plots.language_colors(lape.langs)["de"]  # the neuron set's colours
 
 
-HEADLINE_COLUMNS = ["target", "row", "rate [95 % interval] n", "quality [95 % interval]", "forcing score [95 % interval]", "split"]
+HEADLINE_COLUMNS = [
+    "target",
+    "row",
+    "rate [95 % interval] n",
+    "quality [95 % interval]",
+    "forcing score [95 % interval]",
+    "split",
+]
 
 
 def test_headline_table_rows_columns_and_values():
@@ -235,22 +329,40 @@ def test_headline_table_rows_columns_and_values():
     table = report.headline_table(results)
     assert table.columns == HEADLINE_COLUMNS and table.row_headers == 2
     names = [*ROWS, "baseline"]
-    assert [r[:2] for r in table.rows] == [[t, n] for t in ("de", "fr", "mean") for n in names]  # the order of the headline
+    assert [r[:2] for r in table.rows] == [
+        [t, n] for t in ("de", "fr", "mean") for n in names
+    ]  # the order of the headline
     add = table.rows[0]
     rate = results["targets"]["de"]["methods"]["add"]["rate_interval"]
     score = results["targets"]["de"]["methods"]["add"]["forcing_score"]
-    assert add[2:] == [f"0.80 [{rate['low']:.2f}, {rate['high']:.2f}] n=20", "0.80 [0.70, 0.85]",
-                       f"{score:.2f} [{score - 0.1:.2f}, {score + 0.05:.2f}]", "test"]
+    assert add[2:] == [
+        f"0.80 [{rate['low']:.2f}, {rate['high']:.2f}] n=20",
+        "0.80 [0.70, 0.85]",
+        f"{score:.2f} [{score - 0.1:.2f}, {score + 0.05:.2f}]",
+        "test",
+    ]
     assert table.rows[2][5] == "test; layer 2, alpha 2 chosen on dev"  # residual_diffmean
     baseline = table.rows[3]
     assert baseline[3] == "1.00 [1.00, 1.00]" and baseline[5] == "test"
     mean_add = table.rows[8]
     pooled = results["summary_interval"]["add"]
-    assert mean_add[2] == f"0.65 [{pooled['low']:.2f}, {pooled['high']:.2f}] n=40" and mean_add[3] == "" and mean_add[5] == ""
-    assert mean_add[4] == f"{results['summary_forcing']['add']:.2f} [{results['summary_forcing']['add'] - 0.1:.2f}, " \
-                          f"{results['summary_forcing']['add'] + 0.05:.2f}]"
-    for text in ("LAPE neurons.", "continue held-out en texts (20 test prompts; 5 dev)", "harmonic mean of rate and quality",
-                 "95 % intervals: Wilson for rates", "(200 resamples)", "bootstrap of the mean over targets"):
+    assert (
+        mean_add[2] == f"0.65 [{pooled['low']:.2f}, {pooled['high']:.2f}] n=40"
+        and mean_add[3] == ""
+        and mean_add[5] == ""
+    )
+    assert (
+        mean_add[4] == f"{results['summary_forcing']['add']:.2f} [{results['summary_forcing']['add'] - 0.1:.2f}, "
+        f"{results['summary_forcing']['add'] + 0.05:.2f}]"
+    )
+    for text in (
+        "LAPE neurons.",
+        "continue held-out en texts (20 test prompts; 5 dev)",
+        "harmonic mean of rate and quality",
+        "95 % intervals: Wilson for rates",
+        "(200 resamples)",
+        "bootstrap of the mean over targets",
+    ):
         assert text in table.note
     page = table.to_html()
     assert page.startswith('<table class="data">') and page.count("<tr>") == 1 + 12
@@ -263,10 +375,16 @@ def test_headline_table_of_older_results():
     assert [r[3] for r in old.rows[:4]] == ["n/a", "n/a", "layer 2, alpha 2 chosen on dev", "n/a"]  # no split recorded
     assert old.rows[0][2].endswith("n=20") and "quality" not in old.note and "Samples" not in old.note
     bare = report.headline_table(_results(forcing=False, intervals=False))
-    assert bare.columns == ["target", "row", "rate", "split"] and bare.rows[0][2] == "0.80" and bare.rows[-1][:3] == ["mean", "baseline", "0.03"]
+    assert (
+        bare.columns == ["target", "row", "rate", "split"]
+        and bare.rows[0][2] == "0.80"
+        and bare.rows[-1][:3] == ["mean", "baseline", "0.03"]
+    )
     assert "No intervals" in bare.note
     no_ci = report.headline_table(_results(intervals=False))
-    assert no_ci.columns == ["target", "row", "rate", "quality", "forcing score", "split"] and no_ci.rows[0][3] == "0.80"
+    assert (
+        no_ci.columns == ["target", "row", "rate", "quality", "forcing score", "split"] and no_ci.rows[0][3] == "0.80"
+    )
     bos = _results()
     bos["prompts"]["kind"] = "bos"
     assert "unconditional" in report.headline_table(bos).note
@@ -278,7 +396,9 @@ def test_report_of_old_and_new_results_renders(tmp_path):
         figures = report.build_figures({}, None, metrics)
         assert list(figures) == ["headline", "steering_rates", "steering_sweep"]
         tables = {"Headline": report.headline_table(metrics), "Steering": report.steering_table(metrics)}
-        page = report.write_report(tmp_path / str(forcing), figures, metrics["settings"], tables, images=False).read_text()
+        page = report.write_report(
+            tmp_path / str(forcing), figures, metrics["settings"], tables, images=False
+        ).read_text()
         assert page.index("<h2>Headline</h2>") < page.index("<h2>Steering</h2>") < page.index("<h2>Settings</h2>")
         assert page.count('<table class="data">') == 2
         assert ("forcing score [95 % interval]" in page) is forcing
@@ -289,11 +409,22 @@ def test_sweep_points_carry_quality_and_forcing_score():
     points = pipeline.sweep_points(results, "add", 1.5)
     row = results["targets"]["de"]["methods"]["add"]
     fi = row["forcing_interval"]
-    assert points[0] == {"target": "de", "method": "add", "alpha": 1.5, "rate": 0.8, "bleu": None, "n_neurons": 30,
-                         "quality": 0.8, "forcing_score": row["forcing_score"],
-                         "rate_low": row["rate_interval"]["low"], "rate_high": row["rate_interval"]["high"],
-                         "quality_low": fi["quality"]["low"], "quality_high": fi["quality"]["high"],
-                         "score_low": fi["score"]["low"], "score_high": fi["score"]["high"]}
+    assert points[0] == {
+        "target": "de",
+        "method": "add",
+        "alpha": 1.5,
+        "rate": 0.8,
+        "bleu": None,
+        "n_neurons": 30,
+        "quality": 0.8,
+        "forcing_score": row["forcing_score"],
+        "rate_low": row["rate_interval"]["low"],
+        "rate_high": row["rate_interval"]["high"],
+        "quality_low": fi["quality"]["low"],
+        "quality_high": fi["quality"]["high"],
+        "score_low": fi["score"]["low"],
+        "score_high": fi["score"]["high"],
+    }
     old = pipeline.sweep_points(_results(forcing=False, intervals=False), "add", 1.5)[1]
     assert old == {"target": "fr", "method": "add", "alpha": 1.5, "rate": 0.5, "bleu": None, "n_neurons": 30}
 
@@ -311,9 +442,17 @@ def test_representative_neurons_pick_the_most_specific_member():
 
 # -- the page in a real browser --------------------------------------------------------------------
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run", "--disable-dev-shm-usage", "--window-size=1280,1000",
-    "--host-resolver-rules=MAP * ~NOTFOUND", "--remote-debugging-pipe",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+    "--window-size=1280,1000",
+    "--host-resolver-rules=MAP * ~NOTFOUND",
+    "--remote-debugging-pipe",
 ]
 
 
@@ -433,7 +572,9 @@ def test_report_renders_offline_in_headless_chromium(study, tmp_path):
     try:
         session = browser.open_page()
         control = tmp_path / "control.html"
-        control.write_text('<img src="http://example.com/x.png"><script>fetch("https://example.org/y").catch(() => 0)</script>')
+        control.write_text(
+            '<img src="http://example.com/x.png"><script>fetch("https://example.org/y").catch(() => 0)</script>'
+        )
         browser.load(session, control.as_uri())
         browser.evaluate(session, "1")
         assert {"http://example.com/x.png", "https://example.org/y"} <= set(browser.requests())  # the detector works

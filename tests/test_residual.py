@@ -82,8 +82,15 @@ def _random_neurons(stats, seed=1):
 def _format1_copy(stats, path):
     """Save ``stats`` as a statistics file of format 1 (before residual sums existed)."""
     tensors = {k: getattr(stats, k) for k in ln.ActivationStats._TENSORS}
-    meta = {"langs": stats.langs, "site": stats.site, "pooling": stats.pooling, "model": stats.model,
-            "corpus": stats.corpus, "truncated": stats.truncated, "shape": [len(stats.langs), stats.n_layers, stats.width]}
+    meta = {
+        "langs": stats.langs,
+        "site": stats.site,
+        "pooling": stats.pooling,
+        "model": stats.model,
+        "corpus": stats.corpus,
+        "truncated": stats.truncated,
+        "shape": [len(stats.langs), stats.n_layers, stats.width],
+    }
     _io.save_artifact(path, "activation_stats", {**tensors, "nonfinite": stats.nonfinite}, meta)
 
 
@@ -131,7 +138,11 @@ def test_direction_is_target_mean_minus_unweighted_mean_of_the_others(llama_dir)
 
 def _captures(n_layers, seen):
     """Hooks that clone every upstream value and every hook_resid_post they see, per call."""
-    names = [f"blocks.{layer}.{h}" for layer in range(n_layers) for h in ("hook_resid_mid", "mlp.hook_post", "hook_resid_post")]
+    names = [
+        f"blocks.{layer}.{h}"
+        for layer in range(n_layers)
+        for h in ("hook_resid_mid", "mlp.hook_post", "hook_resid_post")
+    ]
     return [(n, lambda x, hook, n=n: seen.setdefault(n, []).append(x.clone())) for n in names]
 
 
@@ -175,8 +186,9 @@ def test_hook_under_generate_with_kv_cache(arch, request):
     for b, a in zip(before, after, strict=True):
         torch.testing.assert_close(a - b, hooks.vectors[layer].expand_as(b), rtol=0, atol=1e-5)
     with model.hooks(fwd_hooks=list(hooks)):
-        uncached = model.generate(tokens, max_new_tokens=6, do_sample=False, verbose=False, return_type="tokens",
-                                  use_past_kv_cache=False)
+        uncached = model.generate(
+            tokens, max_new_tokens=6, do_sample=False, verbose=False, return_type="tokens", use_past_kv_cache=False
+        )
     assert torch.equal(cached, uncached)
     plain = model.generate(tokens, max_new_tokens=6, do_sample=False, verbose=False, return_type="tokens")
     with st.steer(model, st.residual_diffmean(stats, "de", [layer], alpha=50.0)):
@@ -233,7 +245,10 @@ def test_bad_inputs(llama_dir, gpt2_dir):
 
 def test_stack_rows_gives_each_batch_row_its_own_vector(llama_dir):
     model, stats = _setup(llama_dir)
-    to_de, to_ja = st.residual_diffmean(stats, "de", [0, 1], alpha=3.0), st.residual_diffmean(stats, "ja", [0, 1], alpha=3.0)
+    to_de, to_ja = (
+        st.residual_diffmean(stats, "de", [0, 1], alpha=3.0),
+        st.residual_diffmean(stats, "ja", [0, 1], alpha=3.0),
+    )
     tokens = model.to_tokens([SENTENCES["en"][0], SENTENCES["en"][0]])
     with torch.inference_mode():
         both = model.run_with_hooks(tokens, fwd_hooks=st.stack_rows([to_de, to_ja]))

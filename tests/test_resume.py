@@ -55,7 +55,9 @@ def test_sigkill_then_resume_equals_uninterrupted(llama_dir, tmp_path):
     done = _done(ck)
     assert 0 < done < N_BATCHES  # killed part-way, after a checkpoint
 
-    res = subprocess.run([*cmd, "--resume", "--reference", str(ref)], env=env, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [*cmd, "--resume", "--reference", str(ref)], env=env, capture_output=True, text=True, timeout=300
+    )
     assert res.returncode == 0, res.stderr
     ran = int(res.stdout.split("batches=")[1].split()[0])
     assert ran == N_BATCHES - done  # resumed, did not start over
@@ -146,8 +148,20 @@ def test_cli_identify_resume(llama_dir, tmp_path, capsys):
     texts.mkdir()
     for lang, lines in TEXTS.items():
         (texts / f"{lang}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    argv = ["identify", "--model", str(llama_dir), "--corpus", str(texts), "--langs", "en,de,ja", "--batch-size", "2",
-            "--no-progress", "--checkpoint-every", "1"]
+    argv = [
+        "identify",
+        "--model",
+        str(llama_dir),
+        "--corpus",
+        str(texts),
+        "--langs",
+        "en,de,ja",
+        "--batch-size",
+        "2",
+        "--no-progress",
+        "--checkpoint-every",
+        "1",
+    ]
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     assert cli.main([*argv, "--out", str(clean)]) == 0
     assert not (clean / "stats.checkpoint.safetensors").exists()
@@ -160,8 +174,15 @@ def test_cli_identify_resume(llama_dir, tmp_path, capsys):
     model = ln.load_model(llama_dir, device="cpu")
     model.hook_dict["blocks.0.hook_resid_pre"].add_hook(_Interrupt(10))  # 15 batches; chunks of 8
     with pytest.raises(KeyboardInterrupt):
-        ln.record(model, train, batch_size=2, max_length=settings["max_length"], checkpoint=killed / "stats.checkpoint",
-                  checkpoint_every=1, progress=False)
+        ln.record(
+            model,
+            train,
+            batch_size=2,
+            max_length=settings["max_length"],
+            checkpoint=killed / "stats.checkpoint",
+            checkpoint_every=1,
+            progress=False,
+        )
     assert _done(killed / "stats.checkpoint.safetensors") == 1
     capsys.readouterr()
     assert cli.main([*argv, "--out", str(killed)]) == 2

@@ -103,11 +103,20 @@ def test_generated_first_tokens_follow_the_model(llama_dir):
         p = torch.softmax(bridge(bos[:1])[0, -1].float() / 0.8, -1)
         torch.manual_seed(0)
         with fast_sampling():
-            first = bridge.generate(bos, max_new_tokens=1, do_sample=True, temperature=0.8, verbose=False,
-                                    return_type="tokens", stop_at_eos=False)[:, 1]
+            first = bridge.generate(
+                bos,
+                max_new_tokens=1,
+                do_sample=True,
+                temperature=0.8,
+                verbose=False,
+                return_type="tokens",
+                stop_at_eos=False,
+            )[:, 1]
     top = p.topk(5).indices
     want = torch.cat([p[top], (1 - p[top].sum()).view(1)])
-    got = torch.cat([(first.unsqueeze(1) == top).double().mean(0), (~(first.unsqueeze(1) == top).any(1)).double().mean().view(1)])
+    got = torch.cat(
+        [(first.unsqueeze(1) == top).double().mean(0), (~(first.unsqueeze(1) == top).any(1)).double().mean().view(1)]
+    )
     sigma = (want * (1 - want) / len(first)).sqrt()
     assert ((got - want.double()).abs() <= 5 * sigma).all(), (got, want)
 
@@ -120,7 +129,8 @@ def test_prompt_step_unembeds_only_its_last_position(tiny_model_dir):
     prompts = ["the cat sat on the mat", "a dog"]
     widths = []
     handle = bridge.original_model.get_output_embeddings().register_forward_hook(
-        lambda mod, args, out: widths.append(args[0].shape[1]))
+        lambda mod, args, out: widths.append(args[0].shape[1])
+    )
     try:
         got = generate(bridge, prompts, max_new_tokens=4, do_sample=False, progress=False)
     finally:
@@ -129,9 +139,10 @@ def test_prompt_step_unembeds_only_its_last_position(tiny_model_dir):
     seqs, _ = encode(bridge, prompts, max_length=64)
     ids, mask = pad(seqs, _pad_id(bridge), "left", torch.device("cpu"))
     with torch.inference_mode():
-        ref = bridge.generate(ids, attention_mask=mask.long(), max_new_tokens=4, do_sample=False, verbose=False,
-                              return_type="tokens")
+        ref = bridge.generate(
+            ids, attention_mask=mask.long(), max_new_tokens=4, do_sample=False, verbose=False, return_type="tokens"
+        )
     stop = {bridge.tokenizer.eos_token_id, _pad_id(bridge)}
-    for row, text in zip(ref[:, ids.shape[1]:].tolist(), got):
+    for row, text in zip(ref[:, ids.shape[1] :].tolist(), got):
         cut = next((j for j, t in enumerate(row) if t in stop), len(row))
         assert text == bridge.tokenizer.decode(row[:cut], skip_special_tokens=True)

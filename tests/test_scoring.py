@@ -76,11 +76,13 @@ def test_lape_hand_made_example():
 def test_lape_per_language_gives_each_language_its_own_lowest_entropy_neurons():
     # 3 languages, 1 layer, 6 neurons. Language 0 owns neurons 0 (very specific) and 1 (less
     # specific, shared with language 1); language 1 owns 2; language 2 owns 3 and 4; 5 never fires.
-    p = torch.tensor([
-        [[0.9, 0.6, 0.0, 0.1, 0.0, 0.0]],
-        [[0.0, 0.4, 0.8, 0.1, 0.0, 0.0]],
-        [[0.0, 0.0, 0.1, 0.7, 0.5, 0.0]],
-    ])
+    p = torch.tensor(
+        [
+            [[0.9, 0.6, 0.0, 0.1, 0.0, 0.0]],
+            [[0.0, 0.4, 0.8, 0.1, 0.0, 0.0]],
+            [[0.0, 0.0, 0.1, 0.7, 0.5, 0.0]],
+        ]
+    )
     mask, _ = scoring.lape_select(p, filter_rate=0.5, per_language=1)
     assert mask[:, 0].nonzero().tolist() == [[0, 0], [1, 2], [2, 4]]  # 4 (entropy 0) beats 3
     mask, _ = scoring.lape_select(p, filter_rate=0.5, per_language=2)
@@ -135,9 +137,17 @@ def _stats(n_lang=3, n_layers=3, width=20, per_lang=15, seed=0):
         active[li, li % n_layers, li] = 999
         active[[x for x in range(n_lang) if x != li], li % n_layers, li] = 1
     return ln.ActivationStats(
-        langs=["en", "de", "fr"][:n_lang], site="act", pooling="mean", tokens=tokens, active=active,
-        sums=active.double(), sq_sums=active.double(), sentences=torch.full((n_lang,), per_lang),
-        pooled=pooled, pooled_lang=labels, model={"architecture": "synthetic", "n_layers": n_layers, "d_mlp": width, "weights_sha256": "0" * 16},
+        langs=["en", "de", "fr"][:n_lang],
+        site="act",
+        pooling="mean",
+        tokens=tokens,
+        active=active,
+        sums=active.double(),
+        sq_sums=active.double(),
+        sentences=torch.full((n_lang,), per_lang),
+        pooled=pooled,
+        pooled_lang=labels,
+        model={"architecture": "synthetic", "n_layers": n_layers, "d_mlp": width, "weights_sha256": "0" * 16},
         corpus="synthetic",
     )
 

@@ -44,12 +44,16 @@ def _steerings(neurons, stats):
         "composed": lambda: st.deactivate(neurons, "en") + st.add(neurons, "de", 1.0, mean[1]),
     }
     for method in st.METHODS:
-        out[f"language_arithmetic/{method}"] = lambda method=method: st.language_arithmetic(neurons, stats, target="de", method=method)
+        out[f"language_arithmetic/{method}"] = lambda method=method: st.language_arithmetic(
+            neurons, stats, target="de", method=method
+        )
     return out
 
 
-@pytest.mark.parametrize(("arch", "site"), [("llama", "act"), ("llama", "post"), ("llama", "pre"), ("llama", "gate_up"),
-                                            ("gpt2", "act"), ("gpt2", "pre")])
+@pytest.mark.parametrize(
+    ("arch", "site"),
+    [("llama", "act"), ("llama", "post"), ("llama", "pre"), ("llama", "gate_up"), ("gpt2", "act"), ("gpt2", "pre")],
+)
 def test_every_steering_hook_comes_from_the_site(arch, site, request, monkeypatch):
     model, stats, neurons = _setup(request.getfixturevalue(f"{arch}_dir"), site)
     built: list[tuple[str, object]] = []
@@ -67,11 +71,13 @@ def test_every_steering_hook_comes_from_the_site(arch, site, request, monkeypatc
         steering = build()  # composed steerings build their parts too: the hooks are those built last
         hooks = list(steering)
         assert hooks, name
-        mine = built[len(built) - len(hooks):]
+        mine = built[len(built) - len(hooks) :]
         assert [id(fn) for _, fn in hooks] == [id(fn) for _, fn in mine], f"{name}: a hook the site did not build"
         assert [h for h, _ in hooks] == [h for h, _ in mine]
         # the same names as the site resolved on the model gives, all of them hook points of the model
-        expected = [h for layer, e in sorted(steering.layers.items()) for h, _ in resolved.write_hooks(layer, e.index, e.a, e.b)]
+        expected = [
+            h for layer, e in sorted(steering.layers.items()) for h, _ in resolved.write_hooks(layer, e.index, e.a, e.b)
+        ]
         assert [h for h, _ in hooks] == expected
         assert all(h in model.hook_dict for h, _ in hooks)
 
@@ -88,12 +94,14 @@ def test_residual_steering_hooks_come_from_the_residual_site(llama_dir, monkeypa
 
     monkeypatch.setattr(ResidualSite, "add_hooks", spy)
     resid = ResidualSite.from_model(model)
-    for build in (lambda: st.residual_diffmean(stats, "de", [0, 1], 2.0),
-                  lambda: st.residual_diffmean(stats, "de", 1) + st.residual_diffmean(stats, "ja", [0, 1]),
-                  lambda: st.stack_rows([st.residual_diffmean(stats, "de", 0), st.residual_diffmean(stats, "ja", 0)])):
+    for build in (
+        lambda: st.residual_diffmean(stats, "de", [0, 1], 2.0),
+        lambda: st.residual_diffmean(stats, "de", 1) + st.residual_diffmean(stats, "ja", [0, 1]),
+        lambda: st.stack_rows([st.residual_diffmean(stats, "de", 0), st.residual_diffmean(stats, "ja", 0)]),
+    ):
         built.clear()
         steering = build()
-        assert [id(fn) for _, fn in steering] == [id(fn) for _, fn in built[len(built) - len(steering):]]
+        assert [id(fn) for _, fn in steering] == [id(fn) for _, fn in built[len(built) - len(steering) :]]
         assert [h for h, _ in steering] == [resid.hook(layer) for layer in steering.layers]
     assert all(resid.hook(layer) in model.hook_dict for layer in range(resid.n_layers))
     assert resid.width == stats.resid_mean().shape[-1]
@@ -141,10 +149,16 @@ def test_module_activation_that_disagrees_with_the_config_is_a_clear_error(llama
 
 def test_unknown_activation_in_a_fingerprint_is_a_clear_error(llama_dir):
     _, stats, neurons = _setup(llama_dir, "act")
-    bad = ln.NeuronSet(neurons.langs, neurons.mask, "act", "test", model={**stats.model, "act_fn": "no_such_activation"})
-    with pytest.raises(ln.LangNeuronsError, match="unknown MLP activation 'no_such_activation' in the neuron set's model fingerprint"):
+    bad = ln.NeuronSet(
+        neurons.langs, neurons.mask, "act", "test", model={**stats.model, "act_fn": "no_such_activation"}
+    )
+    with pytest.raises(
+        ln.LangNeuronsError, match="unknown MLP activation 'no_such_activation' in the neuron set's model fingerprint"
+    ):
         st.deactivate(bad, "de")
-    assert st.deactivate(ln.NeuronSet(neurons.langs, neurons.mask, "post", "test", model=bad.model), "de")  # post needs none
+    assert st.deactivate(
+        ln.NeuronSet(neurons.langs, neurons.mask, "post", "test", model=bad.model), "de"
+    )  # post needs none
 
 
 def test_one_gatedness_test(llama_dir, gpt2_dir):

@@ -70,8 +70,16 @@ def _cases(neurons, stats):
         "deactivate": (st.deactivate(neurons, "en", -0.5), "en", lambda l, i, x: torch.full_like(x, -0.5)),
         "add": (st.add(neurons, "ja", 2.0, mean[2]), "ja", lambda l, i, x: x + 2.0 * mean[2][l, i]),
         "scale": (st.scale(neurons, "de", 3.0), "de", lambda l, i, x: x * 3.0),
-        "replace": (st.replace(neurons, ["en", "de"], mean[1]), ["en", "de"], lambda l, i, x: mean[1][l, i].expand_as(x)),
-        "diffmean": (st.diffmean(neurons, "de", mean[1], others, 1.5), "de", lambda l, i, x: x + 1.5 * (mean[1] - others)[l, i]),
+        "replace": (
+            st.replace(neurons, ["en", "de"], mean[1]),
+            ["en", "de"],
+            lambda l, i, x: mean[1][l, i].expand_as(x),
+        ),
+        "diffmean": (
+            st.diffmean(neurons, "de", mean[1], others, 1.5),
+            "de",
+            lambda l, i, x: x + 1.5 * (mean[1] - others)[l, i],
+        ),
     }
 
 
@@ -113,19 +121,24 @@ def test_generate_with_kv_cache_equals_hand_edit(arch, factory, request):
     handles = _by_hand(hf, neurons, langs, fn)
     try:
         with torch.inference_mode():
-            out = hf.generate(tokens, attention_mask=torch.ones_like(tokens), max_new_tokens=8, do_sample=False,
-                              pad_token_id=hf.config.pad_token_id)
+            out = hf.generate(
+                tokens,
+                attention_mask=torch.ones_like(tokens),
+                max_new_tokens=8,
+                do_sample=False,
+                pad_token_id=hf.config.pad_token_id,
+            )
     finally:
         for h in handles:
             h.remove()
-    new = out[0, tokens.shape[1]:].tolist()
+    new = out[0, tokens.shape[1] :].tolist()
     stop = {bridge.tokenizer.eos_token_id, bridge.tokenizer.pad_token_id}
     new = new[: next((i for i, t in enumerate(new) if t in stop), len(new))]
     assert got == bridge.tokenizer.decode(new, skip_special_tokens=True)
     # And under TransformerLens's own context manager, with the KV cache.
     with bridge.hooks(fwd_hooks=hooks):
         tl = bridge.generate(tokens, max_new_tokens=8, do_sample=False, verbose=False, return_type="tokens")
-    assert tl[0, tokens.shape[1]:].tolist()[: len(new)] == new
+    assert tl[0, tokens.shape[1] :].tolist()[: len(new)] == new
 
 
 def test_composition_applies_in_order(llama_dir):
@@ -165,9 +178,11 @@ def test_language_arithmetic_and_positions(llama_dir):
         plain = bridge(tokens)
         steered = bridge.run_with_hooks(tokens, fwd_hooks=hooks)
         only_gen = bridge.run_with_hooks(
-            tokens, fwd_hooks=st.language_arithmetic(neurons, stats, target="de", positions="generated"))
+            tokens, fwd_hooks=st.language_arithmetic(neurons, stats, target="de", positions="generated")
+        )
         only_prompt = bridge.run_with_hooks(
-            tokens, fwd_hooks=st.language_arithmetic(neurons, stats, target="de", positions="prompt"))
+            tokens, fwd_hooks=st.language_arithmetic(neurons, stats, target="de", positions="prompt")
+        )
     torch.testing.assert_close(only_gen, plain)
     torch.testing.assert_close(only_prompt, steered)
     for method in st.METHODS:
@@ -228,7 +243,9 @@ def test_bad_inputs(llama_dir, gpt2_dir):
     with pytest.raises(ln.LangNeuronsError, match="another model"):
         with st.steer(other, st.deactivate(neurons, "de")):
             pass
-    wide = ln.NeuronSet(["de"], torch.ones(1, neurons.n_layers, 1000, dtype=torch.bool), "post", "test", model=neurons.model)
+    wide = ln.NeuronSet(
+        ["de"], torch.ones(1, neurons.n_layers, 1000, dtype=torch.bool), "post", "test", model=neurons.model
+    )
     with pytest.raises(ln.LangNeuronsError, match="out of range"):
         bridge.run_with_hooks(bridge.to_tokens("hello"), fwd_hooks=st.deactivate(wide, "de"))
 
@@ -239,7 +256,7 @@ def test_generate_stops_at_newline(llama_dir):
     full = generate(bridge, prompts, max_new_tokens=30, do_sample=False, progress=False)
     short = generate(bridge, prompts, max_new_tokens=30, do_sample=False, stop_at_newline=True, progress=False)
     for a, b in zip(full, short):
-        assert "\n" not in b and a.startswith(b) and a[len(b):len(b) + 1] in ("", "\n")
+        assert "\n" not in b and a.startswith(b) and a[len(b) : len(b) + 1] in ("", "\n")
     again = generate(bridge, n=3, max_new_tokens=5, seed=7, progress=False)
     assert again == generate(bridge, n=3, max_new_tokens=5, seed=7, progress=False)  # seeded
 
@@ -269,7 +286,9 @@ def test_generated_positions_from_bos_with_and_without_cache(llama_dir, cache):
     and nothing after it without)."""
     bridge, hf, neurons, stats = _setup(llama_dir)
     bos = torch.tensor([[bridge.tokenizer.bos_token_id]])
-    strong = st.add(neurons, ["en", "de", "ja"], 40.0, torch.ones(neurons.n_layers, neurons.width), positions="generated")
+    strong = st.add(
+        neurons, ["en", "de", "ja"], 40.0, torch.ones(neurons.n_layers, neurons.width), positions="generated"
+    )
     everywhere = st.add(neurons, ["en", "de", "ja"], 40.0, torch.ones(neurons.n_layers, neurons.width))
     kw = dict(max_new_tokens=6, do_sample=False, use_past_kv_cache=cache, verbose=False, return_type="tokens")
     with torch.inference_mode():
@@ -284,5 +303,6 @@ def test_generated_positions_from_bos_with_and_without_cache(llama_dir, cache):
     assert gen_only[0] == base[0] and gen_only != base
     assert gen_only == other_cache
     # ln.generate gives the prompt length itself
-    assert generate(bridge, n=1, hooks=strong, do_sample=False, max_new_tokens=6, progress=False) == \
-        [bridge.tokenizer.decode(gen_only, skip_special_tokens=True)]
+    assert generate(bridge, n=1, hooks=strong, do_sample=False, max_new_tokens=6, progress=False) == [
+        bridge.tokenizer.decode(gen_only, skip_special_tokens=True)
+    ]

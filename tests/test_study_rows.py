@@ -18,8 +18,17 @@ def tiny(tiny_study):
 
 def _evaluate(tiny, **kwargs):
     model, neurons, stats, held = tiny
-    args = dict(methods=["add"], samples=10, max_new_tokens=4, translation_items=3, loss_texts=0, resamples=50,
-                seed=0, dev_samples=2, progress=False)
+    args = dict(
+        methods=["add"],
+        samples=10,
+        max_new_tokens=4,
+        translation_items=3,
+        loss_texts=0,
+        resamples=50,
+        seed=0,
+        dev_samples=2,
+        progress=False,
+    )
     return study.evaluate(model, neurons, stats, held, **{**args, **kwargs})
 
 
@@ -33,17 +42,26 @@ def test_method_control_residual_and_baseline_rows(tiny):
     assert chosen["alpha"] in (1.0, 2.0) and len(chosen["grid"]) == len(study.residual_candidates(stats.n_layers)) * 2
     best = max(g["score"] for g in chosen["grid"])  # chosen by the forcing score, not by the rate alone
     assert chosen["criterion"] == "forcing score"
-    assert next(g for g in chosen["grid"] if (g["layer"], g["alpha"]) == (chosen["layer"], chosen["alpha"]))["score"] == best
+    assert (
+        next(g for g in chosen["grid"] if (g["layer"], g["alpha"]) == (chosen["layer"], chosen["alpha"]))["score"]
+        == best
+    )
     assert all(g["score"] == pytest.approx(forcing.harmonic_mean(g["rate"], g["quality"])) for g in chosen["grid"])
-    for target, entry in res["targets"].items():
+    for entry in res["targets"].values():
         rows = entry["methods"]
         # per language and layer the control has the method's counts (tests/test_controls.py); the union it
         # touches differs only by how the languages' sets overlap (by chance in the control)
         assert rows["add:random"]["neurons"] > 0 and rows["add"]["neurons"] > 0
         assert rows["residual_diffmean"]["neurons"] == 0
-        assert (rows["residual_diffmean"]["layer"], rows["residual_diffmean"]["alpha"]) == (chosen["layer"], chosen["alpha"])
+        assert (rows["residual_diffmean"]["layer"], rows["residual_diffmean"]["alpha"]) == (
+            chosen["layer"],
+            chosen["alpha"],
+        )
         for row in rows.values():
-            assert row["rate_interval"]["n"] == 10 and row["rate_interval"]["low"] <= row["rate"] <= row["rate_interval"]["high"]
+            assert (
+                row["rate_interval"]["n"] == 10
+                and row["rate_interval"]["low"] <= row["rate"] <= row["rate_interval"]["high"]
+            )
             assert "translation_interval" in row
     assert set(res["summary_interval"]) == {"add", "add:random", "residual_diffmean", "baseline"}
     assert res["summary_interval"]["add:random"]["n"] == 10 * len(res["targets"])

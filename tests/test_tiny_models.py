@@ -13,9 +13,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from transformers import AutoTokenizer
-from transformers.activations import ACT2FN
-
 from tiny_models import (
     BOS_ID,
     CORPUS,
@@ -34,6 +31,8 @@ from tiny_models import (
     load_tiny_bridge,
     make_tiny_model,
 )
+from transformers import AutoTokenizer
+from transformers.activations import ACT2FN
 
 SENTENCES = [
     "The cat is sleeping on the warm windowsill.",

@@ -24,9 +24,22 @@ def tl3_path():
     target = cache_dir() / "tl3.9"
     if not (target / "transformer_lens" / "HookedTransformer.py").is_file():
         proc = subprocess.run(
-            [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
-             "transformer-lens==3.9.0", "better-abc", "fancy-einsum"],
-            capture_output=True, text=True, timeout=600,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--no-deps",
+                "--target",
+                str(target),
+                "transformer-lens==3.9.0",
+                "better-abc",
+                "fancy-einsum",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         if proc.returncode != 0:
             pytest.skip(f"cannot install transformer-lens 3.9 from PyPI: {proc.stderr.strip()[-300:]}")
@@ -35,7 +48,12 @@ def tl3_path():
 
 def test_hooked_transformer_from_tl3(tl3_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tl3_path), str(HERE)])}
-    proc = subprocess.run([sys.executable, str(HERE / "tl3_check.py"), str(tl3_path)], capture_output=True,
-                          text=True, timeout=600, env=env)
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "tl3_check.py"), str(tl3_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split() == ["ok", "gated", "ok", "gelu"]

@@ -31,7 +31,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
 __all__ = [
     "TINY_ARCHS",
@@ -339,9 +339,7 @@ def _template_sentences(lang: str, n: int = 40) -> list[str]:
 
 
 #: Every training line of the tokenizer: hand-written + template sentences.
-CORPUS: list[str] = [
-    s for lang in SENTENCES for s in SENTENCES[lang] + _template_sentences(lang)
-]
+CORPUS: list[str] = [s for lang in SENTENCES for s in SENTENCES[lang] + _template_sentences(lang)]
 
 # --------------------------------------------------------------------------
 # Tokenizer

@@ -5,6 +5,7 @@ import sys
 import tempfile
 
 import torch
+import transformer_lens
 from tiny_models import SENTENCES, build_tokenizer
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
@@ -12,16 +13,24 @@ import lang_neurons as ln
 from lang_neurons import steering as st
 from lang_neurons.generation import guard_generation
 
-import transformer_lens  # noqa: E402
-
 assert transformer_lens.__file__.startswith(sys.argv[1]), transformer_lens.__file__
 tok = build_tokenizer(tempfile.mkdtemp())
 texts = {lang: SENTENCES[lang][:6] for lang in ("en", "de", "ja")}
 for gated in (True, False):
     cfg = HookedTransformerConfig(
-        n_layers=2, d_model=32, d_head=8, n_heads=4, d_mlp=64, d_vocab=len(tok), n_ctx=128, seed=0,
-        act_fn="silu" if gated else "gelu_new", gated_mlp=gated, normalization_type="RMS" if gated else "LN",
-        positional_embedding_type="rotary" if gated else "standard", default_prepend_bos=True,
+        n_layers=2,
+        d_model=32,
+        d_head=8,
+        n_heads=4,
+        d_mlp=64,
+        d_vocab=len(tok),
+        n_ctx=128,
+        seed=0,
+        act_fn="silu" if gated else "gelu_new",
+        gated_mlp=gated,
+        normalization_type="RMS" if gated else "LN",
+        positional_embedding_type="rotary" if gated else "standard",
+        default_prepend_bos=True,
     )
     model = HookedTransformer(cfg, tokenizer=tok).eval()
     assert isinstance(model, ln.HookedModel)

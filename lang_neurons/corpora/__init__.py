@@ -30,6 +30,8 @@ __all__ = [
     "CorpusError",
     "LanguageCorpus",
     "MissingLanguageError",
+    "PAWS_X_LANGS",
+    "STREAMING_DEFAULT_MAX",
     "default_corpus_languages",
     "load_corpus",
     "load_culturax",

@@ -215,7 +215,9 @@ def _merged(paths: Sequence[Path]) -> dict[tuple[str, str | None, str], str]:
     out: dict[tuple[str, str | None, str], str] = {}
     for path in paths:
         catalogue = f"{path.parent.parent.parent.parent.name}/{path.stem}"
-        for (context, msgid), msgstr in sorted(_read_mo_cached(path).items(), key=lambda kv: (kv[0][0] or "", kv[0][1])):
+        for (context, msgid), msgstr in sorted(
+            _read_mo_cached(path).items(), key=lambda kv: (kv[0][0] or "", kv[0][1])
+        ):
             out[(catalogue, context, msgid)] = msgstr
     return out
 

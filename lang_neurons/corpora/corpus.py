@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..choices import DEFAULT_LANGS
 from ..errors import LangNeuronsError
 from ..languages import UnknownLanguageError, language_name, parse_langs, same_language, validate_lang
 
@@ -51,7 +50,9 @@ class LanguageCorpus:
         if not isinstance(self.name, str):
             raise LangNeuronsError(f"corpus name must be a string, got {type(self.name).__name__}")
         if not isinstance(self.description, str):
-            raise LangNeuronsError(f"corpus {self.name!r}: description must be a string, got {type(self.description).__name__}")
+            raise LangNeuronsError(
+                f"corpus {self.name!r}: description must be a string, got {type(self.description).__name__}"
+            )
         if not isinstance(self.texts, Mapping):
             raise LangNeuronsError(
                 f"corpus {self.name!r}: texts must be a dict of language code -> list of texts, "
@@ -126,9 +127,7 @@ class LanguageCorpus:
         matches = [key for key in self.texts if same_language(key, code)]
         if len(matches) == 1:
             return matches[0]
-        raise MissingLanguageError(
-            f"corpus {self.name!r} has no language {lang!r}: it holds {show_langs(self.texts)}"
-        )
+        raise MissingLanguageError(f"corpus {self.name!r} has no language {lang!r}: it holds {show_langs(self.texts)}")
 
     def __repr__(self) -> str:
         counts = [f"{lang}: {len(t)}" for lang, t in self.texts.items()]
@@ -170,7 +169,11 @@ class LanguageCorpus:
         shared = self._shared_indices(lambda m, rng: rng.sample(range(m), min(n, m)), seed)
         out = {}
         for lang, texts in self.texts.items():
-            keep = shared if shared is not None else _pick(len(texts), lambda m, rng: rng.sample(range(m), min(n, m)), seed, lang)
+            keep = (
+                shared
+                if shared is not None
+                else _pick(len(texts), lambda m, rng: rng.sample(range(m), min(n, m)), seed, lang)
+            )
             out[lang] = [texts[i] for i in keep]
         return self._derive(out)
 
@@ -186,7 +189,9 @@ class LanguageCorpus:
             LangNeuronsError (a ValueError): if ``held_out`` is not in (0, 1) or a language has fewer than 2 texts.
         """
         if isinstance(held_out, bool) or not isinstance(held_out, (int, float)) or not 0 < held_out < 1:
-            raise LangNeuronsError(f"split(held_out=...): held_out must be a fraction between 0 and 1, got {held_out!r}")
+            raise LangNeuronsError(
+                f"split(held_out=...): held_out must be a fraction between 0 and 1, got {held_out!r}"
+            )
         for lang, texts in self.texts.items():
             if len(texts) < 2:
                 raise LangNeuronsError(

@@ -25,8 +25,15 @@ _LOADERS: dict[str, Callable[..., LanguageCorpus]] = {
     "wikipedia": load_wikipedia,
     "culturax": load_culturax,
 }
-_ALIASES = {"flores+": "flores", "flores_plus": "flores", "flores200": "flores", "pawsx": "paws-x",
-            "paws_x": "paws-x", "wiki": "wikipedia", "django": "default"}
+_ALIASES = {
+    "flores+": "flores",
+    "flores_plus": "flores",
+    "flores200": "flores",
+    "pawsx": "paws-x",
+    "paws_x": "paws-x",
+    "wiki": "wikipedia",
+    "django": "default",
+}
 
 
 def load_corpus(

@@ -39,7 +39,9 @@ def load_text_files(
     """
     root = Path(directory).expanduser()
     if not root.is_dir():
-        raise CorpusError(f"corpus directory {str(directory)!r} does not exist: create it with one <code>.txt file per language")
+        raise CorpusError(
+            f"corpus directory {str(directory)!r} does not exist: create it with one <code>.txt file per language"
+        )
     files: dict[str, Path] = {}
     for path in sorted(root.glob("*.txt")):
         try:
@@ -75,7 +77,9 @@ def load_text_files(
         texts = {code: dedupe(v) for code, v in lines.items()}
     empty = [code for code, v in texts.items() if not v]
     if empty:
-        raise CorpusError(f"{files[empty[0]].name} in {str(root)!r} has no non-blank lines: add texts or remove the file")
+        raise CorpusError(
+            f"{files[empty[0]].name} in {str(root)!r} has no non-blank lines: add texts or remove the file"
+        )
     return LanguageCorpus(
         texts,
         name=root.name or str(root),

@@ -102,7 +102,9 @@ def _with_dataset(
     local = Path(path).expanduser().exists()
     looks_local = path.startswith(("/", ".", "~", "\\")) or re.match(r"^[A-Za-z]:[\\/]", path) is not None
     if looks_local and not local:
-        raise CorpusError(f"dataset_path {path!r} does not exist: give a local dataset folder or a hub id like {source.hub_id!r}")
+        raise CorpusError(
+            f"dataset_path {path!r} does not exist: give a local dataset folder or a hub id like {source.hub_id!r}"
+        )
     kwargs: dict[str, Any] = {"split": split, "streaming": streaming}
     if token is not None:
         kwargs["token"] = token
@@ -146,12 +148,18 @@ def require_column(rows: Iterable[Mapping[str, Any]], column: str, source: HubSo
     """The rows of a dataset, unchanged; a :class:`CorpusError` at the first one without ``column``."""
     for row in rows:
         if column not in row:
-            raise CorpusError(f"{source.label} rows have no {column!r} column (columns: {list(row)}): pass the right dataset")
+            raise CorpusError(
+                f"{source.label} rows have no {column!r} column (columns: {list(row)}): pass the right dataset"
+            )
         yield row
 
 
 def first_config(
-    source: HubSource, lang: str, candidates: list[str], consume: Callable[[Iterable[Mapping[str, Any]]], T], **kwargs: Any
+    source: HubSource,
+    lang: str,
+    candidates: list[str],
+    consume: Callable[[Iterable[Mapping[str, Any]]], T],
+    **kwargs: Any,
 ) -> T:
     """Try config names in turn (e.g. ``cmn_Hans`` then ``zho_Hans``)."""
     detail = ""

@@ -23,7 +23,9 @@ PAWS_X_LANGS: tuple[str, ...] = ("en", "de", "es", "fr", "ja", "ko", "zh")
 """Languages of PAWS-X (each is a dataset config)."""
 
 
-def _aligned_rows(tables: dict[str, list[Mapping[str, Any]]], column: str, id_column: str | None) -> tuple[list[list[str]], bool]:
+def _aligned_rows(
+    tables: dict[str, list[Mapping[str, Any]]], column: str, id_column: str | None
+) -> tuple[list[list[str]], bool]:
     """Align per-language rows by ``id_column`` (or position); return rows and whether aligned."""
     langs = list(tables)
     if id_column and all(t and id_column in t[0] for t in tables.values()):
@@ -100,9 +102,16 @@ def load_flores(
             ) from None
         configs[code] = list(dict.fromkeys([_FLORES_PLUS_NAMES.get(flores, flores), flores]))
     return _parallel_corpus(
-        _FLORES, codes, configs, split=split, column="text", id_column="id",
+        _FLORES,
+        codes,
+        configs,
+        split=split,
+        column="text",
+        id_column="id",
         description=f"FLORES+ {split} split ({dataset_path or _FLORES.hub_id}); licence CC BY-SA 4.0",
-        token=token, dataset_path=dataset_path, cache_dir=cache_dir,
+        token=token,
+        dataset_path=dataset_path,
+        cache_dir=cache_dir,
     )
 
 
@@ -130,9 +139,16 @@ def load_paws_x(
             )
         configs[code] = match
     return _parallel_corpus(
-        _PAWS_X, codes, configs, split=split, column="sentence1", id_column="id",
+        _PAWS_X,
+        codes,
+        configs,
+        split=split,
+        column="sentence1",
+        id_column="id",
         description=f"PAWS-X {split} split, sentence1 ({dataset_path or _PAWS_X.hub_id})",
-        token=token, dataset_path=dataset_path, cache_dir=cache_dir,
+        token=token,
+        dataset_path=dataset_path,
+        cache_dir=cache_dir,
     )
 
 
@@ -196,10 +212,15 @@ def load_wikipedia(
     Licence: CC BY-SA 4.0 (Wikipedia text).
     """
     return _streamed_corpus(
-        _WIKIPEDIA, langs, lambda code: f"{date}.{_wiki_code(code)}",
-        max_per_lang=max_per_lang, min_chars=min_chars, max_chars=max_chars,
+        _WIKIPEDIA,
+        langs,
+        lambda code: f"{date}.{_wiki_code(code)}",
+        max_per_lang=max_per_lang,
+        min_chars=min_chars,
+        max_chars=max_chars,
         description=f"Wikipedia {date} dump ({dataset_path or _WIKIPEDIA.hub_id}), first paragraphs; licence CC BY-SA 4.0",
-        token=token, dataset_path=dataset_path,
+        token=token,
+        dataset_path=dataset_path,
     )
 
 
@@ -220,8 +241,13 @@ def load_culturax(
     (mC4 ODC-BY and OSCAR terms).
     """
     return _streamed_corpus(
-        _CULTURAX, langs, _wiki_code,
-        max_per_lang=max_per_lang, min_chars=min_chars, max_chars=max_chars,
+        _CULTURAX,
+        langs,
+        _wiki_code,
+        max_per_lang=max_per_lang,
+        min_chars=min_chars,
+        max_chars=max_chars,
         description=f"CulturaX ({dataset_path or _CULTURAX.hub_id}), first paragraphs",
-        token=token, dataset_path=dataset_path,
+        token=token,
+        dataset_path=dataset_path,
     )

@@ -51,8 +51,17 @@ def resolve_langs(langs: str | Sequence[str] | None, default: Sequence[str]) -> 
 
 
 _UNSEGMENTED = {
-    "zho_Hans", "zho_Hant", "yue_Hant", "jpn_Jpan", "tha_Thai", "lao_Laoo",
-    "khm_Khmr", "mya_Mymr", "bod_Tibt", "dzo_Tibt", "shn_Mymr",
+    "zho_Hans",
+    "zho_Hant",
+    "yue_Hant",
+    "jpn_Jpan",
+    "tha_Thai",
+    "lao_Laoo",
+    "khm_Khmr",
+    "mya_Mymr",
+    "bod_Tibt",
+    "dzo_Tibt",
+    "shn_Mymr",
 }
 
 

@@ -22,7 +22,7 @@ __all__ = ["LossMatrix", "loss_change_matrix"]
 
 
 def loss_change_matrix(
-    base: Float[Tensor, "lang"],
+    base: Float[Tensor, " lang"],
     ablated: Float[Tensor, "ablated_lang eval_lang"],
 ) -> Float[Tensor, "ablated_lang eval_lang"]:
     """``ablated - base[None]``: how much each language's loss rose when each language's neurons were ablated.
@@ -52,7 +52,7 @@ class LossMatrix:
     """
 
     langs: list[str]
-    base: Float[Tensor, "lang"]
+    base: Float[Tensor, " lang"]
     ablated: Float[Tensor, "ablated_lang eval_lang"]
     change: Float[Tensor, "ablated_lang eval_lang"] = field(init=False)
 

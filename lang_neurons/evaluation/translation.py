@@ -72,9 +72,7 @@ def _pairs(hypotheses: Sequence[str], references: Sequence[str]) -> tuple[list[s
     hyps = string_list(hypotheses, "hypotheses")
     refs = string_list(references, "references")
     if len(hyps) != len(refs):
-        raise LangNeuronsError(
-            f"{len(hyps)} hypotheses but {len(refs)} references: pass one reference per hypothesis"
-        )
+        raise LangNeuronsError(f"{len(hyps)} hypotheses but {len(refs)} references: pass one reference per hypothesis")
     if not hyps:
         raise LangNeuronsError("no hypotheses to score: pass at least one hypothesis and its reference")
     return hyps, refs
@@ -211,7 +209,9 @@ def translation_task(
             "such as load_corpus('default') or 'flores'"
         )
     if template not in TRANSLATION_TEMPLATES:
-        raise LangNeuronsError(f"unknown translation template {template!r}: choose from {', '.join(TRANSLATION_TEMPLATES)}")
+        raise LangNeuronsError(
+            f"unknown translation template {template!r}: choose from {', '.join(TRANSLATION_TEMPLATES)}"
+        )
     if shots is None:
         shots = 0 if template == "kojima" else 1
     if template == "kojima" and shots != 0:
@@ -233,9 +233,7 @@ def translation_task(
     rest = sorted(set(range(size)) - set(test))
     demos = rng.sample(rest, shots)
     src_name, tgt_name = _prompt_name(src), _prompt_name(tgt)
-    prefix = "".join(
-        f"{src_name}: {_one_line(src_texts[i])}\n{tgt_name}: {_one_line(tgt_texts[i])}\n\n" for i in demos
-    )
+    prefix = "".join(f"{src_name}: {_one_line(src_texts[i])}\n{tgt_name}: {_one_line(tgt_texts[i])}\n\n" for i in demos)
     if template == "kojima":
         article = "an" if src_name[:1] in "AEIOU" else "a"
         prefix, tgt_name = f"Translate {article} {src_name} sentence into a target language.\n", "Target Language"

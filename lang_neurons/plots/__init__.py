@@ -32,6 +32,9 @@ from .results import (
 )
 
 __all__ = [
+    "BACKGROUND",
+    "MAX_POINTS",
+    "PALETTE",
     "HeadlineCell",
     "entropy_scatter",
     "headline_cell",

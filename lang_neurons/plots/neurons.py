@@ -18,7 +18,14 @@ from lang_neurons.scoring import lape_entropy
 
 from ._style import BACKGROUND, TEMPLATE, language_colors
 
-__all__ = ["MAX_POINTS", "entropy_scatter", "layer_distribution", "method_comparison", "neuron_profile", "overlap_heatmap"]
+__all__ = [
+    "MAX_POINTS",
+    "entropy_scatter",
+    "layer_distribution",
+    "method_comparison",
+    "neuron_profile",
+    "overlap_heatmap",
+]
 
 MAX_POINTS = 20_000
 """Most points :func:`entropy_scatter` draws (selected neurons always included)."""
@@ -59,16 +66,28 @@ def layer_distribution(neurons: NeuronSet, share: bool = False) -> go.Figure:
         counts = hist[i].tolist()
         total = sum(counts)
         y = [c / total if total else 0.0 for c in counts] if share else counts
-        fig.add_trace(go.Bar(
-            x=layers, y=y, name=lang, marker_color=colors[lang], customdata=counts,
-            hovertemplate=f"{lang}, layer %{{x}}: %{{customdata}} neurons" + (" (%{y:.1%})" if share else "") + "<extra></extra>",
-        ))
+        fig.add_trace(
+            go.Bar(
+                x=layers,
+                y=y,
+                name=lang,
+                marker_color=colors[lang],
+                customdata=counts,
+                hovertemplate=f"{lang}, layer %{{x}}: %{{customdata}} neurons"
+                + (" (%{y:.1%})" if share else "")
+                + "<extra></extra>",
+            )
+        )
     fig.update_layout(
-        template=TEMPLATE, barmode="group", legend_title_text="language",
+        template=TEMPLATE,
+        barmode="group",
+        legend_title_text="language",
         title=f"{neurons.method.upper()} neurons per layer (site {neurons.site})",
     )
     fig.update_xaxes(title_text="layer", tickmode="array", tickvals=layers)
-    fig.update_yaxes(title_text="share of the language's neurons" if share else "neurons", tickformat=".0%" if share else None)
+    fig.update_yaxes(
+        title_text="share of the language's neurons" if share else "neurons", tickformat=".0%" if share else None
+    )
     return fig
 
 
@@ -91,10 +110,19 @@ def overlap_heatmap(neurons: NeuronSet, metric: str = "count") -> go.Figure:
     else:
         raise LangNeuronsError(f"unknown overlap metric {metric!r}: choose 'count' or 'jaccard'")
     langs = list(neurons.langs)
-    fig = go.Figure(go.Heatmap(
-        z=z, x=langs, y=langs, text=text, texttemplate="%{text}", colorscale="Blues", colorbar_title_text=what,
-        zmin=0, hovertemplate=f"%{{y}} and %{{x}}: %{{text}} ({what})<extra></extra>",
-    ))
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=langs,
+            y=langs,
+            text=text,
+            texttemplate="%{text}",
+            colorscale="Blues",
+            colorbar_title_text=what,
+            zmin=0,
+            hovertemplate=f"%{{y}} and %{{x}}: %{{text}} ({what})<extra></extra>",
+        )
+    )
     fig.update_layout(template=TEMPLATE, title=f"{neurons.method.upper()} neurons shared by two languages ({what})")
     fig.update_xaxes(title_text="language", type="category")
     fig.update_yaxes(title_text="language", type="category", autorange="reversed", scaleanchor="x")
@@ -115,7 +143,9 @@ def method_comparison(a: NeuronSet, b: NeuronSet, names: tuple[str, str] | None 
     if list(a.langs) != list(b.langs):
         raise LangNeuronsError(f"cannot compare neuron sets of different languages: {a.langs} vs {b.langs}")
     if a.mask.shape != b.mask.shape:
-        raise LangNeuronsError(f"cannot compare neuron sets of different shapes: {tuple(a.mask.shape)} vs {tuple(b.mask.shape)}")
+        raise LangNeuronsError(
+            f"cannot compare neuron sets of different shapes: {tuple(a.mask.shape)} vs {tuple(b.mask.shape)}"
+        )
     if a.site != b.site:
         raise LangNeuronsError(f"cannot compare neuron sets of different sites: {a.site!r} vs {b.site!r}")
     if names is None:
@@ -133,10 +163,18 @@ def method_comparison(a: NeuronSet, b: NeuronSet, names: tuple[str, str] | None 
         (f"{names[0]} only", a_only, "#f58518"),
         (f"{names[1]} only", b_only, "#9ecae9"),
     ):
-        fig.add_trace(go.Bar(
-            x=langs, y=counts, name=name, marker_color=color, text=counts, textposition="inside", customdata=jaccard,
-            hovertemplate=f"%{{x}}: %{{y}} neurons {name}<br>Jaccard %{{customdata:.3f}}<extra></extra>",
-        ))
+        fig.add_trace(
+            go.Bar(
+                x=langs,
+                y=counts,
+                name=name,
+                marker_color=color,
+                text=counts,
+                textposition="inside",
+                customdata=jaccard,
+                hovertemplate=f"%{{x}}: %{{y}} neurons {name}<br>Jaccard %{{customdata:.3f}}<extra></extra>",
+            )
+        )
     fig.update_layout(template=TEMPLATE, barmode="stack", title=f"{names[0]} versus {names[1]} neurons per language")
     fig.update_xaxes(title_text="language", type="category", categoryorder="array", categoryarray=langs)
     fig.update_yaxes(title_text="neurons")
@@ -174,25 +212,38 @@ def neuron_profile(stats: ActivationStats, neurons: Sequence[tuple[int, int]], k
     if kind == "probability":
         prob = stats.probability()[:, layers, idx]
         for i, lang in enumerate(stats.langs):
-            fig.add_trace(go.Bar(
-                x=labels, y=prob[i].tolist(), name=lang, marker_color=colors[lang], customdata=pairs,
-                hovertemplate=f"{lang}, layer %{{customdata[0]}}, neuron %{{customdata[1]}}: P(act > 0) = %{{y:.3f}}<extra></extra>",
-            ))
+            fig.add_trace(
+                go.Bar(
+                    x=labels,
+                    y=prob[i].tolist(),
+                    name=lang,
+                    marker_color=colors[lang],
+                    customdata=pairs,
+                    hovertemplate=f"{lang}, layer %{{customdata[0]}}, neuron %{{customdata[1]}}: P(act > 0) = %{{y:.3f}}<extra></extra>",
+                )
+            )
         fig.update_layout(barmode="group", title="Activation probability of chosen neurons")
         fig.update_yaxes(title_text="P(activation > 0)", range=[0, 1])
     else:
         if len(stats.pooled_lang) == 0:
-            raise LangNeuronsError("these statistics hold no pooled sentences: record with ap_sentences > 0 for kind='pooled'")
+            raise LangNeuronsError(
+                "these statistics hold no pooled sentences: record with ap_sentences > 0 for kind='pooled'"
+            )
         values = stats.pooled[:, layers, idx]
         for i, lang in enumerate(stats.langs):
             rows = values[stats.pooled_lang == i]
             n = len(rows)
-            fig.add_trace(go.Box(
-                x=[lab for lab in labels for _ in range(n)], y=rows.T.flatten().tolist(), name=lang,
-                marker_color=colors[lang], boxpoints="outliers",
-                customdata=[p for p in pairs for _ in range(n)],
-                hovertemplate=f"{lang}, layer %{{customdata[0]}}, neuron %{{customdata[1]}}: %{{y:.3f}}<extra></extra>",
-            ))
+            fig.add_trace(
+                go.Box(
+                    x=[lab for lab in labels for _ in range(n)],
+                    y=rows.T.flatten().tolist(),
+                    name=lang,
+                    marker_color=colors[lang],
+                    boxpoints="outliers",
+                    customdata=[p for p in pairs for _ in range(n)],
+                    hovertemplate=f"{lang}, layer %{{customdata[0]}}, neuron %{{customdata[1]}}: %{{y:.3f}}<extra></extra>",
+                )
+            )
         fig.update_layout(boxmode="group", title=f"Pooled ({stats.pooling}) sentence activations of chosen neurons")
         fig.update_yaxes(title_text=f"{stats.pooling}-pooled activation per sentence")
     fig.update_layout(template=TEMPLATE, legend_title_text="language")
@@ -223,19 +274,26 @@ def entropy_scatter(stats: ActivationStats, neurons: NeuronSet, max_points: int 
 
     def add(flat: torch.Tensor, name: str, color: str, size: int) -> None:
         pairs = [list(divmod(int(f), neurons.width)) for f in flat]
-        fig.add_trace(go.Scatter(
-            x=entropy[flat].tolist(), y=top[flat].tolist(), mode="markers", name=name, customdata=pairs,
-            marker=dict(color=color, size=size, line=dict(width=0)),
-            hovertemplate=f"{name}: layer %{{customdata[0]}}, neuron %{{customdata[1]}}<br>"
-            "entropy %{x:.3f}, max P(act > 0) %{y:.3f}<extra></extra>",
-        ))
+        fig.add_trace(
+            go.Scatter(
+                x=entropy[flat].tolist(),
+                y=top[flat].tolist(),
+                mode="markers",
+                name=name,
+                customdata=pairs,
+                marker=dict(color=color, size=size, line=dict(width=0)),
+                hovertemplate=f"{name}: layer %{{customdata[0]}}, neuron %{{customdata[1]}}<br>"
+                "entropy %{x:.3f}, max P(act > 0) %{y:.3f}<extra></extra>",
+            )
+        )
 
     add(rest, "other neurons", BACKGROUND, 4)
     colors = language_colors(neurons.langs)
     for i, lang in enumerate(neurons.langs):
         add(neurons.mask[i].flatten().nonzero().flatten(), lang, colors[lang], 7)
     fig.update_layout(
-        template=TEMPLATE, legend_title_text="neurons",
+        template=TEMPLATE,
+        legend_title_text="neurons",
         title=f"LAPE entropy and activation probability ({neurons.method.upper()} neurons coloured)",
     )
     fig.update_xaxes(title_text="LAPE entropy over languages (nats; low = language-specific)")

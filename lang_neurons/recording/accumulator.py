@@ -186,4 +186,3 @@ class Accumulator:
     def _pool(self, layer: int, pooled: Tensor) -> None:
         assert self.batch_pooled is not None
         self.batch_pooled[:, layer] = pooled if self.keep is None else pooled.index_select(0, self.keep)
-

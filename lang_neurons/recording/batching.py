@@ -67,4 +67,3 @@ def pad(
         tokens[i, sl] = torch.tensor(s, dtype=torch.long)
         mask[i, sl] = True
     return tokens.to(device), mask.to(device)
-

@@ -69,7 +69,9 @@ def load_checkpoint(path: Path, key: dict[str, str], total: Totals, acc: Accumul
     except (SafetensorError, OSError, ValueError) as e:
         raise LangNeuronsError(f"checkpoint {path} cannot be read ({e}): delete it to start over") from None
     if meta.get("kind") != CHECKPOINT_KIND or meta.get("format") != str(FORMAT_VERSION):
-        raise LangNeuronsError(f"{path} is not a recording checkpoint of this lang_neurons version: delete it to start over")
+        raise LangNeuronsError(
+            f"{path} is not a recording checkpoint of this lang_neurons version: delete it to start over"
+        )
     for what in ("model", "corpus", "settings"):
         if meta.get(what) != key[what]:
             raise LangNeuronsError(
@@ -79,7 +81,9 @@ def load_checkpoint(path: Path, key: dict[str, str], total: Totals, acc: Accumul
     if meta.get("chunks") != str(n_chunks):
         raise LangNeuronsError(f"checkpoint {path} was made with another batch plan: delete it to start over")
     if any(name not in tensors for name in Totals.FIELDS):
-        raise LangNeuronsError(f"checkpoint {path} was written by an older lang_neurons (no residual-stream sums): delete it to start over")
+        raise LangNeuronsError(
+            f"checkpoint {path} was written by an older lang_neurons (no residual-stream sums): delete it to start over"
+        )
     for name in Totals.FIELDS:
         getattr(total, name).copy_(tensors[name])
     acc.pooled.copy_(tensors["pooled"])

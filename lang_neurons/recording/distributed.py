@@ -47,7 +47,9 @@ class Totals:
         self.sq_sums = torch.zeros(shape, dtype=torch.float64, device=device)
         self.nonfinite = torch.zeros(shape[:2], dtype=torch.int64, device=device)
 
-    def fold(self, acc: Accumulator, tokens: Int[Tensor, "lang"], rows: list[list[int]], rank: int, world: int) -> None:
+    def fold(
+        self, acc: Accumulator, tokens: Int[Tensor, " lang"], rows: list[list[int]], rank: int, world: int
+    ) -> None:
         """Add one round of chunks (chunk ``i`` of the round recorded by rank ``i``) in chunk order.
 
         Integer counts are exact in any order: one all-reduce. Float64 sums are not associative,
@@ -62,13 +64,21 @@ class Totals:
         else:
             import torch.distributed as dist
 
-            comm = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+            comm = (
+                torch.device("cuda", torch.cuda.current_device())
+                if dist.get_backend() == "nccl"
+                else torch.device("cpu")
+            )
             mine = torch.cat([sums.flatten(), sq_sums.flatten(), resid.flatten()]).to(comm)
             gathered = [torch.empty_like(mine) for _ in range(world)]
             dist.all_gather(gathered, mine)
             k = sums.numel()
             parts = [
-                (g[:k].view_as(sums).to(sums.device), g[k : 2 * k].view_as(sums).to(sums.device), g[2 * k :].view_as(resid).to(resid.device))
+                (
+                    g[:k].view_as(sums).to(sums.device),
+                    g[k : 2 * k].view_as(sums).to(sums.device),
+                    g[2 * k :].view_as(resid).to(resid.device),
+                )
                 for g in gathered[: len(rows)]
             ]
             flat = torch.cat([active.flatten(), nonfinite.flatten(), tokens]).to(comm)
@@ -80,7 +90,11 @@ class Totals:
                 if not idx:
                     continue
                 index = torch.tensor(idx)
-                buf = acc.pooled[index].to(comm) if src == rank else torch.empty((len(idx), *acc.pooled.shape[1:]), device=comm)
+                buf = (
+                    acc.pooled[index].to(comm)
+                    if src == rank
+                    else torch.empty((len(idx), *acc.pooled.shape[1:]), device=comm)
+                )
                 dist.broadcast(buf, src=src)
                 acc.pooled[index] = buf.cpu()
         for s, q, r in parts:  # in chunk order

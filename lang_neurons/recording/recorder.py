@@ -123,26 +123,46 @@ def record(
         encoded[lang], n = encode(model, corpus[lang], max_length)
         truncated += n
     if truncated and rank == 0:
-        warnings.warn(f"{truncated} of {len(corpus)} texts were longer than {max_length} tokens and were truncated", stacklevel=2)
+        warnings.warn(
+            f"{truncated} of {len(corpus)} texts were longer than {max_length} tokens and were truncated", stacklevel=2
+        )
 
     keep = {lang: len(ids) if ap_sentences is None else min(ap_sentences, len(ids)) for lang, ids in encoded.items()}
     offsets = dict(zip(corpus.langs, [0, *torch.tensor(list(keep.values())).cumsum(0).tolist()]))
     d_model = int(model.cfg.d_model)
-    missing = [resid_hook_name(layer) for layer in range(spec.n_layers) if resid_hook_name(layer) not in model.hook_dict]
+    missing = [
+        resid_hook_name(layer) for layer in range(spec.n_layers) if resid_hook_name(layer) not in model.hook_dict
+    ]
     if missing:
-        raise LangNeuronsError(f"this model has no hook point {missing[0]!r}: lang_neurons records the residual stream there")
+        raise LangNeuronsError(
+            f"this model has no hook point {missing[0]!r}: lang_neurons records the residual stream there"
+        )
     acc = Accumulator(spec, len(corpus.langs), sum(keep.values()), pooling, device, d_model)
-    plan = [(li, lang, b) for li, lang in enumerate(corpus.langs) for b in batches([len(x) for x in encoded[lang]], batch_size)]
+    plan = [
+        (li, lang, b)
+        for li, lang in enumerate(corpus.langs)
+        for b in batches([len(x) for x in encoded[lang]], batch_size)
+    ]
     chunks = [plan[i : i + reduce_every] for i in range(0, len(plan), reduce_every)]
 
     def rows_of(lang: str, batch: list[int]) -> list[int]:
         return [offsets[lang] + i if i < keep[lang] else -1 for i in batch]
 
     total = Totals(len(corpus.langs), spec, device, d_model)
-    key = recording_key(model, corpus, dict(
-        site=site, pooling=pooling, batch_size=batch_size, max_length=max_length, ap_sentences=ap_sentences,
-        padding_side=padding_side, skip_bos=skip_bos, reduce_every=reduce_every,
-    ))
+    key = recording_key(
+        model,
+        corpus,
+        dict(
+            site=site,
+            pooling=pooling,
+            batch_size=batch_size,
+            max_length=max_length,
+            ap_sentences=ap_sentences,
+            padding_side=padding_side,
+            skip_bos=skip_bos,
+            reduce_every=reduce_every,
+        ),
+    )
     ckpt = checkpoint_path(checkpoint) if checkpoint is not None else None
     done = 0  # chunks folded into `total`
     if ckpt is not None and ckpt.exists():
@@ -173,7 +193,13 @@ def record(
         return tokens
 
     n_texts = [sum(len(b) for *_, b in chunk) for chunk in chunks]
-    bar = tqdm(total=sum(n_texts), initial=sum(n_texts[:done]), desc="recording", unit="text", disable=not progress or rank != 0)
+    bar = tqdm(
+        total=sum(n_texts),
+        initial=sum(n_texts[:done]),
+        desc="recording",
+        unit="text",
+        disable=not progress or rank != 0,
+    )
     since_checkpoint = 0
     with torch.inference_mode(), attached(model, acc.hooks()):
         while done < len(chunks):

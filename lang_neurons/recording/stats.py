@@ -37,13 +37,13 @@ class ActivationStats:
     langs: list[str]
     site: str
     pooling: str
-    tokens: Int[Tensor, "lang"]
+    tokens: Int[Tensor, " lang"]
     active: Int[Tensor, "lang layer neuron"]
     sums: Float[Tensor, "lang layer neuron"]
     sq_sums: Float[Tensor, "lang layer neuron"]
-    sentences: Int[Tensor, "lang"]
+    sentences: Int[Tensor, " lang"]
     pooled: Float[Tensor, "sentence layer neuron"]
-    pooled_lang: Int[Tensor, "sentence"]
+    pooled_lang: Int[Tensor, " sentence"]
     model: dict[str, Any] = field(default_factory=dict)
     corpus: str = ""
     truncated: int = 0
@@ -78,7 +78,9 @@ class ActivationStats:
     def lang_index(self, lang: str) -> int:
         """Position of ``lang`` in :attr:`langs`, with a clear error when it is absent."""
         if lang not in self.langs:
-            raise LangNeuronsError(f"language {lang!r} is not in these statistics ({', '.join(self.langs)}): record it first")
+            raise LangNeuronsError(
+                f"language {lang!r} is not in these statistics ({', '.join(self.langs)}): record it first"
+            )
         return self.langs.index(lang)
 
     # -- derived statistics ----------------------------------------------------------------
@@ -118,7 +120,9 @@ class ActivationStats:
         """Statistics of the union of two disjoint corpus shards (languages may differ)."""
         for key in ("site", "pooling"):
             if getattr(self, key) != getattr(other, key):
-                raise LangNeuronsError(f"cannot merge statistics with different {key}: {getattr(self, key)!r} vs {getattr(other, key)!r}")
+                raise LangNeuronsError(
+                    f"cannot merge statistics with different {key}: {getattr(self, key)!r} vs {getattr(other, key)!r}"
+                )
         if self.active.shape[1:] != other.active.shape[1:] or (
             self.model.get("weights_sha256") != other.model.get("weights_sha256")
         ):
@@ -149,7 +153,9 @@ class ActivationStats:
             corpus=" + ".join(c for c in (self.corpus, other.corpus) if c),
             truncated=self.truncated + other.truncated,
             nonfinite=add(self.nonfinite, other.nonfinite),
-            resid_sums=None if self.resid_sums is None or other.resid_sums is None else add(self.resid_sums, other.resid_sums),
+            resid_sums=None
+            if self.resid_sums is None or other.resid_sums is None
+            else add(self.resid_sums, other.resid_sums),
         )
 
     __add__ = merge
@@ -181,10 +187,14 @@ class ActivationStats:
         tensors, meta = load_artifact(path, "activation_stats")
         missing = [k for k in cls._TENSORS if k not in tensors]
         if missing or list(tensors["active"].shape) != meta.get("shape"):
-            raise LangNeuronsError(f"{path} is not a complete statistics file (missing {missing or 'shape'}): recompute it")
+            raise LangNeuronsError(
+                f"{path} is not a complete statistics file (missing {missing or 'shape'}): recompute it"
+            )
         fmt = meta.get("stats_format", 1)
         if not isinstance(fmt, int) or not 1 <= fmt <= STATS_FORMAT:
-            raise LangNeuronsError(f"{path} holds statistics format {fmt!r}; this lang_neurons reads 1 to {STATS_FORMAT}: upgrade it or recompute")
+            raise LangNeuronsError(
+                f"{path} holds statistics format {fmt!r}; this lang_neurons reads 1 to {STATS_FORMAT}: upgrade it or recompute"
+            )
         resid = tensors.get("resid_sums")  # absent in format 1
         if resid is not None:
             d_model = int(meta.get("model", {}).get("d_model", resid.shape[-1]))
@@ -215,5 +225,7 @@ class ActivationStats:
         rows = [f"{'lang':<10}{'sentences':>10}{'tokens':>10}{'P(act>0)':>10}{'AP rows':>9}"]
         for i, lang in enumerate(self.langs):
             n_ap = int((self.pooled_lang == i).sum())
-            rows.append(f"{lang:<10}{int(self.sentences[i]):>10}{int(self.tokens[i]):>10}{float(p[i].mean()):>10.3f}{n_ap:>9}")
+            rows.append(
+                f"{lang:<10}{int(self.sentences[i]):>10}{int(self.tokens[i]):>10}{float(p[i].mean()):>10.3f}{n_ap:>9}"
+            )
         return "\n".join(rows)

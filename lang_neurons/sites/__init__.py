@@ -24,7 +24,15 @@ positions they act on).
 """
 
 from lang_neurons.choices import SITES
-from lang_neurons.sites.mlp import Site, act_fn_name, activation_function, is_gated, mlp_act_fn, resolve_site, site_width
+from lang_neurons.sites.mlp import (
+    Site,
+    act_fn_name,
+    activation_function,
+    is_gated,
+    mlp_act_fn,
+    resolve_site,
+    site_width,
+)
 from lang_neurons.sites.positions import POSITIONS, Positions, PositionTracker, check_positions, prompt_length
 from lang_neurons.sites.residual import ResidualSite
 

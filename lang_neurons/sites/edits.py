@@ -21,7 +21,9 @@ from lang_neurons.models import HookFn
 from lang_neurons.sites.positions import PositionTracker
 
 
-def at(x: Float[Tensor, "*batch pos d"], edited: Float[Tensor, "*batch pos d"], part: slice) -> Float[Tensor, "*batch pos d"]:
+def at(
+    x: Float[Tensor, "*batch pos d"], edited: Float[Tensor, "*batch pos d"], part: slice
+) -> Float[Tensor, "*batch pos d"]:
     """``edited`` on the positions ``part`` of ``x``, ``x`` elsewhere (``x`` itself is not changed)."""
     if part == slice(None):
         return edited
@@ -30,7 +32,7 @@ def at(x: Float[Tensor, "*batch pos d"], edited: Float[Tensor, "*batch pos d"], 
     return out
 
 
-def affine(index: Int[Tensor, "k"], a: Float[Tensor, "k"], b: Float[Tensor, "k"]) -> Callable[[Tensor], Tensor]:
+def affine(index: Int[Tensor, " k"], a: Float[Tensor, " k"], b: Float[Tensor, " k"]) -> Callable[[Tensor], Tensor]:
     """``x -> x`` with ``x[..., index] = a * x[..., index] + b``.
 
     The returned function copies ``index``, ``a`` and ``b`` to each activation's device and
@@ -58,7 +60,7 @@ def affine(index: Int[Tensor, "k"], a: Float[Tensor, "k"], b: Float[Tensor, "k"]
     return apply
 
 
-def affine_hook(index: Int[Tensor, "k"], a: Float[Tensor, "k"], b: Float[Tensor, "k"], positions: str) -> HookFn:
+def affine_hook(index: Int[Tensor, " k"], a: Float[Tensor, " k"], b: Float[Tensor, " k"], positions: str) -> HookFn:
     """A hook that makes the edit of :func:`affine` on its hook point's value at ``positions``."""
     apply = affine(index, a, b)
     tracker = PositionTracker(positions)
@@ -72,8 +74,12 @@ def affine_hook(index: Int[Tensor, "k"], a: Float[Tensor, "k"], b: Float[Tensor,
 
 
 def gated_act_hooks(
-    names: tuple[str, str, str], index: Int[Tensor, "k"], a: Float[Tensor, "k"], b: Float[Tensor, "k"],
-    act_fn: Callable[[Tensor], Tensor], positions: str,
+    names: tuple[str, str, str],
+    index: Int[Tensor, " k"],
+    a: Float[Tensor, " k"],
+    b: Float[Tensor, " k"],
+    act_fn: Callable[[Tensor], Tensor],
+    positions: str,
 ) -> list[tuple[str, HookFn]]:
     """Edit ``act_fn(gate)`` of a gated MLP, where ``post = act_fn(gate) * up``.
 
@@ -95,7 +101,9 @@ def gated_act_hooks(
     def write_post(x: Tensor, hook: Any = None) -> Tensor | None:
         act, up = seen.pop("act", None), seen.pop("up", None)
         if act is None or up is None:
-            raise LangNeuronsError("steering at site 'act' needs the hooks on hook_pre and hook_pre_linear too: pass the whole list")
+            raise LangNeuronsError(
+                "steering at site 'act' needs the hooks on hook_pre and hook_pre_linear too: pass the whole list"
+            )
         part = tracker.select(x.shape[-2])
         if part is None:
             return None
@@ -131,8 +139,10 @@ def vector_hook(vector: Float[Tensor, "*rows d"], positions: str) -> HookFn:
         v = cache[key]
         if v.dim() == 2:  # one vector per batch row (stack_rows)
             if x.shape[0] != v.shape[0]:
-                raise LangNeuronsError(f"this residual steering has one vector per row of a {v.shape[0]}-row batch, "
-                                       f"but the batch has {x.shape[0]} rows: generate exactly those rows in one batch")
+                raise LangNeuronsError(
+                    f"this residual steering has one vector per row of a {v.shape[0]}-row batch, "
+                    f"but the batch has {x.shape[0]} rows: generate exactly those rows in one batch"
+                )
             v = v[:, None, :]
         return at(x, x + v, part)
 

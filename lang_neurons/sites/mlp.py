@@ -90,7 +90,11 @@ class Site:
         if name not in SITES:
             raise LangNeuronsError(f"unknown site {name!r}: choose one of {', '.join(SITES)}")
         gated, d_mlp = bool(fingerprint.get("gated")), int(fingerprint.get("d_mlp", 0))
-        act_fn = activation_function(fingerprint.get("act_fn"), "the neuron set's model fingerprint") if name == "act" and gated else None
+        act_fn = (
+            activation_function(fingerprint.get("act_fn"), "the neuron set's model fingerprint")
+            if name == "act" and gated
+            else None
+        )
         return cls(name, int(fingerprint.get("n_layers", 0)), site_width(name, d_mlp), d_mlp, gated, act_fn)
 
     @property
@@ -119,7 +123,12 @@ class Site:
         return values[0]
 
     def write_hooks(
-        self, layer: int, index: Int[Tensor, "k"], a: Float[Tensor, "k"], b: Float[Tensor, "k"], positions: str = "all"
+        self,
+        layer: int,
+        index: Int[Tensor, " k"],
+        a: Float[Tensor, " k"],
+        b: Float[Tensor, " k"],
+        positions: str = "all",
     ) -> list[tuple[str, HookFn]]:
         """The ``(hook_name, fn)`` pairs that edit ``x[..., index] = a * x[..., index] + b`` of this
         site's activation at ``layer`` (``index`` ascending), at ``positions`` (``all``, ``prompt``
@@ -131,7 +140,11 @@ class Site:
         """
         if self.name == "act" and self.gated:
             assert self.act_fn is not None
-            names = (self._hook(layer, "hook_pre"), self._hook(layer, "hook_pre_linear"), self._hook(layer, "hook_post"))
+            names = (
+                self._hook(layer, "hook_pre"),
+                self._hook(layer, "hook_pre_linear"),
+                self._hook(layer, "hook_post"),
+            )
             return gated_act_hooks(names, index, a, b, self.act_fn, positions)
         if self.name == "gate_up":
             hooks = []
@@ -140,7 +153,9 @@ class Site:
                 if sel.any():
                     hooks.append((self._hook(layer, point), affine_hook(index[sel] - shift, a[sel], b[sel], positions)))
             return hooks
-        return [(self._hook(layer, "hook_pre" if self.name == "pre" else "hook_post"), affine_hook(index, a, b, positions))]
+        return [
+            (self._hook(layer, "hook_pre" if self.name == "pre" else "hook_post"), affine_hook(index, a, b, positions))
+        ]
 
     def __repr__(self) -> str:
         return f"Site({self.name!r}: {self.n_layers} layers x {self.width} neurons, {'gated' if self.gated else 'non-gated'} MLP)"

@@ -32,7 +32,9 @@ class ResidualSite:
         site = cls(int(model.cfg.n_layers), int(model.cfg.d_model))
         missing = [h for layer in range(site.n_layers) if (h := site.hook(layer)) not in model.hook_dict]
         if missing:
-            raise LangNeuronsError(f"this model has no hook point {missing[0]!r}: lang_neurons records the residual stream there")
+            raise LangNeuronsError(
+                f"this model has no hook point {missing[0]!r}: lang_neurons records the residual stream there"
+            )
         return site
 
     @classmethod
@@ -59,13 +61,20 @@ class ResidualSite:
         return values[0]
 
     def write_hooks(
-        self, layer: int, index: Int[Tensor, "k"], a: Float[Tensor, "k"], b: Float[Tensor, "k"], positions: str = "all"
+        self,
+        layer: int,
+        index: Int[Tensor, " k"],
+        a: Float[Tensor, " k"],
+        b: Float[Tensor, " k"],
+        positions: str = "all",
     ) -> list[tuple[str, HookFn]]:
         """The ``(hook_name, fn)`` pair that edits ``x[..., index] = a * x[..., index] + b`` of the
         residual stream after block ``layer``, at ``positions``."""
         return [(self.hook(layer), affine_hook(index, a, b, positions))]
 
-    def add_hooks(self, layer: int, vector: Float[Tensor, "*rows d_model"], positions: str = "all") -> list[tuple[str, HookFn]]:
+    def add_hooks(
+        self, layer: int, vector: Float[Tensor, "*rows d_model"], positions: str = "all"
+    ) -> list[tuple[str, HookFn]]:
         """The ``(hook_name, fn)`` pair that adds ``vector`` to the residual stream after block
         ``layer``, at ``positions``: ``[d_model]`` for every batch row, or ``[rows, d_model]``
         for one vector per row of a ``rows``-row batch."""

@@ -138,8 +138,12 @@ def _steering(neurons: NeuronSet, mask: Tensor, a: Tensor, b: Tensor, positions:
 
 
 def override(
-    neurons: NeuronSet, lang: str | Sequence[str], values: Float[Tensor, "layer neuron"] | float,
-    *, which: str = "all", positions: Positions = "all",
+    neurons: NeuronSet,
+    lang: str | Sequence[str],
+    values: Float[Tensor, "layer neuron"] | float,
+    *,
+    which: str = "all",
+    positions: Positions = "all",
 ) -> Steering:
     """Pin ``lang``'s neurons to ``values`` (Kojima et al.: the target's median pooled activation,
     ``stats.pooled_median()[i]``; top-k and bottom-k together)."""
@@ -148,15 +152,25 @@ def override(
 
 
 def deactivate(
-    neurons: NeuronSet, lang: str | Sequence[str], value: float = 0.0, *, which: str = "all", positions: Positions = "all"
+    neurons: NeuronSet,
+    lang: str | Sequence[str],
+    value: float = 0.0,
+    *,
+    which: str = "all",
+    positions: Positions = "all",
 ) -> Steering:
     """Set ``lang``'s neurons to a constant (Tang et al.: 0; Gurgurov et al. also use negatives)."""
     return override(neurons, lang, finite("value", value), which=which, positions=positions)
 
 
 def add(
-    neurons: NeuronSet, lang: str | Sequence[str], alpha: float, means: Float[Tensor, "layer neuron"],
-    *, which: str = "all", positions: Positions = "all",
+    neurons: NeuronSet,
+    lang: str | Sequence[str],
+    alpha: float,
+    means: Float[Tensor, "layer neuron"],
+    *,
+    which: str = "all",
+    positions: Positions = "all",
 ) -> Steering:
     """Additive language arithmetic: ``x += alpha * means`` on ``lang``'s neurons."""
     mask = _selection(neurons, lang, which)
@@ -164,15 +178,21 @@ def add(
     return _steering(neurons, mask, torch.ones(mask.shape), b, positions)
 
 
-def scale(neurons: NeuronSet, lang: str | Sequence[str], beta: float, *, which: str = "all", positions: Positions = "all") -> Steering:
+def scale(
+    neurons: NeuronSet, lang: str | Sequence[str], beta: float, *, which: str = "all", positions: Positions = "all"
+) -> Steering:
     """Multiplicative steering: ``x *= beta`` on ``lang``'s neurons."""
     mask = _selection(neurons, lang, which)
     return _steering(neurons, mask, torch.full(mask.shape, finite("beta", beta)), torch.zeros(mask.shape), positions)
 
 
 def replace(
-    neurons: NeuronSet, lang: str | Sequence[str], means: Float[Tensor, "layer neuron"],
-    *, which: str = "all", positions: Positions = "all",
+    neurons: NeuronSet,
+    lang: str | Sequence[str],
+    means: Float[Tensor, "layer neuron"],
+    *,
+    which: str = "all",
+    positions: Positions = "all",
 ) -> Steering:
     """Replace ``lang``'s neurons by ``means`` (e.g. the target language's mean activation): the
     same edit as :func:`override`, under the name Gurgurov et al. give it (method ``replace``)."""
@@ -180,8 +200,14 @@ def replace(
 
 
 def diffmean(
-    neurons: NeuronSet, lang: str | Sequence[str], means_target: Float[Tensor, "layer neuron"],
-    means_others: Float[Tensor, "layer neuron"], alpha: float = 1.0, *, which: str = "all", positions: Positions = "all",
+    neurons: NeuronSet,
+    lang: str | Sequence[str],
+    means_target: Float[Tensor, "layer neuron"],
+    means_others: Float[Tensor, "layer neuron"],
+    alpha: float = 1.0,
+    *,
+    which: str = "all",
+    positions: Positions = "all",
 ) -> Steering:
     """Add ``alpha * (means_target - means_others)`` to ``lang``'s neurons (difference of means)."""
     diff = _per_neuron("means_target", means_target, neurons) - _per_neuron("means_others", means_others, neurons)
@@ -217,16 +243,28 @@ def language_arithmetic(
     if method not in METHODS:
         raise LangNeuronsError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
     if stats.site != neurons.site:
-        raise LangNeuronsError(f"statistics are at site {stats.site!r} but the neurons at {neurons.site!r}: record at the neurons' site")
+        raise LangNeuronsError(
+            f"statistics are at site {stats.site!r} but the neurons at {neurons.site!r}: record at the neurons' site"
+        )
     if (stats.n_layers, stats.width) != (neurons.n_layers, neurons.width):
         raise LangNeuronsError("statistics and neuron set come from models of different sizes")
     t = neurons.lang_index(target)
     ti = stats.lang_index(target)
-    sources = [x for x in neurons.langs if x != target] if source is None else ([source] if isinstance(source, str) else list(source))
+    sources = (
+        [x for x in neurons.langs if x != target]
+        if source is None
+        else ([source] if isinstance(source, str) else list(source))
+    )
     for s in sources:
         neurons.lang_index(s)
     off_mask = _selection(neurons, sources, "all") & ~neurons.mask[t] if sources else torch.zeros_like(neurons.mask[t])
-    steering = _steering(neurons, off_mask, torch.zeros(off_mask.shape), torch.full(off_mask.shape, finite("deactivate_value", deactivate_value)), positions)
+    steering = _steering(
+        neurons,
+        off_mask,
+        torch.zeros(off_mask.shape),
+        torch.full(off_mask.shape, finite("deactivate_value", deactivate_value)),
+        positions,
+    )
     means = stats.mean()
     if method == "deactivate":
         return steering
@@ -238,5 +276,7 @@ def language_arithmetic(
         others = torch.cat([means[:ti], means[ti + 1 :]]).mean(0)
         on = diffmean(neurons, target, means[ti], others, alpha, positions=positions)
     else:  # override and replace pin the target's neurons: to its median pooled activation, or to its mean
-        on = override(neurons, target, means[ti] if method == "replace" else stats.pooled_median()[ti], positions=positions)
+        on = override(
+            neurons, target, means[ti] if method == "replace" else stats.pooled_median()[ti], positions=positions
+        )
     return steering + on if steering.layers else on

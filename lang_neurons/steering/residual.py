@@ -31,7 +31,7 @@ class ResidualSteering(list):
         positions: ``all``, ``prompt`` or ``generated`` (see :func:`lang_neurons.steering.add`).
     """
 
-    def __init__(self, vectors: dict[int, Float[Tensor, "d_model"]], model: dict[str, Any], positions: str = "all"):
+    def __init__(self, vectors: dict[int, Float[Tensor, " d_model"]], model: dict[str, Any], positions: str = "all"):
         self.vectors, self.model, self.positions = dict(sorted(vectors.items())), model, positions
         site = ResidualSite.from_fingerprint(model)
         super().__init__(hook for layer, v in self.vectors.items() for hook in site.add_hooks(layer, v, positions))
@@ -67,13 +67,17 @@ def _residual_layers(layers: int | Sequence[int], n_layers: int) -> list[int]:
         raise LangNeuronsError("no residual layer given: pass a layer or a list/range of layers")
     for layer in chosen:
         if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n_layers:
-            raise LangNeuronsError(f"residual layer {layer!r} is out of range: this model has {n_layers} layers (0 to {n_layers - 1})")
+            raise LangNeuronsError(
+                f"residual layer {layer!r} is out of range: this model has {n_layers} layers (0 to {n_layers - 1})"
+            )
     if len(set(chosen)) != len(chosen):
         raise LangNeuronsError(f"residual layers {chosen} repeat a layer: give each layer once")
     return sorted(chosen)
 
 
-def residual_direction(stats: ActivationStats, target: str, others: Sequence[str] | None = None) -> Float[Tensor, "layer d_model"]:
+def residual_direction(
+    stats: ActivationStats, target: str, others: Sequence[str] | None = None
+) -> Float[Tensor, "layer d_model"]:
     """Per layer, ``mean_target - mean_others`` of the residual stream (float64).
 
     ``mean_target`` is the target language's mean of ``blocks.<l>.hook_resid_post`` over its
@@ -121,7 +125,9 @@ def residual_diffmean(
     for layer in chosen:
         v = (a * direction[layer]).float()
         if not torch.isfinite(v).all():
-            raise LangNeuronsError(f"the residual mean at layer {layer} is not finite (NaN/inf in the recorded residual stream): pick another layer")
+            raise LangNeuronsError(
+                f"the residual mean at layer {layer} is not finite (NaN/inf in the recorded residual stream): pick another layer"
+            )
         vectors[layer] = v
     return ResidualSteering(vectors, stats.model, positions)
 
@@ -134,7 +140,11 @@ def stack_rows(steerings: Sequence[ResidualSteering]) -> ResidualSteering:
         raise LangNeuronsError("stack_rows needs at least one residual steering")
     first = steerings[0]
     for other in steerings[1:]:
-        if (other.layers, other.positions, other.model.get("weights_sha256")) != (first.layers, first.positions, first.model.get("weights_sha256")):
+        if (other.layers, other.positions, other.model.get("weights_sha256")) != (
+            first.layers,
+            first.positions,
+            first.model.get("weights_sha256"),
+        ):
             raise LangNeuronsError("stack_rows: every residual steering needs the same layers, positions and model")
     vectors = {layer: torch.stack([s.vectors[layer] for s in steerings]) for layer in first.layers}
     return ResidualSteering(vectors, first.model, first.positions)
