@@ -128,7 +128,7 @@ def cmd_import_masks(args: argparse.Namespace) -> int:
     order. Statistics are recorded on --corpus as by identify (steering needs their means)."""
     from lang_neurons import masks
 
-    masks._read(args.file)  # a missing or unreadable file fails before the model loads
+    masks.read_mask_file(args.file)  # a missing or unreadable file fails before the model loads
     model, site, train, _, settings, reuse = open_run(args)
     neurons = masks.from_lape_masks(args.file, settings["langs"], model, site=args.site)
     stats = run_statistics(args, model, train, settings, reuse)

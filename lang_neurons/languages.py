@@ -8,16 +8,19 @@ Two kinds of code are accepted everywhere in ``lang_neurons``:
   ``cmn_Hans``/``cmn_Hant`` (Mandarin) and ``ekk_Latn`` (Estonian) are
   accepted too.
 
-The table below covers all 202 FLORES-200 languages plus a few ISO-only
-languages (Breton, Frisian, Latin, ...).
+The table (package data, ``lang_neurons/data/languages.tsv``) covers all 202 FLORES-200
+languages plus a few ISO-only languages (Breton, Frisian, Latin, ...).
 """
 
 from __future__ import annotations
 
+import csv
 import difflib
+import io
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib import resources
 
 from .errors import LangNeuronsError
 
@@ -53,236 +56,25 @@ class Language:
     """English name."""
 
 
-# One row per line: ISO 639-1 ("-" if none), FLORES code ("-" if none), English name.
-# The first row with a given ISO code gives that code's FLORES code (zh -> zho_Hans).
-_TABLE = """\
--  ace_Arab Acehnese (Arabic script)
--  ace_Latn Acehnese (Latin script)
--  acm_Arab Mesopotamian Arabic
--  acq_Arab Ta'izzi-Adeni Arabic
--  aeb_Arab Tunisian Arabic
-af afr_Latn Afrikaans
--  ajp_Arab South Levantine Arabic
-ak aka_Latn Akan
-am amh_Ethi Amharic
--  apc_Arab North Levantine Arabic
-ar arb_Arab Arabic
--  ars_Arab Najdi Arabic
--  ary_Arab Moroccan Arabic
--  arz_Arab Egyptian Arabic
-as asm_Beng Assamese
--  ast_Latn Asturian
--  awa_Deva Awadhi
-ay ayr_Latn Aymara
--  azb_Arab South Azerbaijani
-az azj_Latn Azerbaijani
-ba bak_Cyrl Bashkir
-bm bam_Latn Bambara
--  ban_Latn Balinese
-be bel_Cyrl Belarusian
--  bem_Latn Bemba
-bn ben_Beng Bengali
--  bho_Deva Bhojpuri
--  bjn_Arab Banjar (Arabic script)
--  bjn_Latn Banjar (Latin script)
-bo bod_Tibt Tibetan
-bs bos_Latn Bosnian
--  bug_Latn Buginese
-bg bul_Cyrl Bulgarian
-ca cat_Latn Catalan
--  ceb_Latn Cebuano
-cs ces_Latn Czech
--  cjk_Latn Chokwe
--  ckb_Arab Central Kurdish
--  crh_Latn Crimean Tatar
-cy cym_Latn Welsh
-da dan_Latn Danish
-de deu_Latn German
--  dik_Latn Southwestern Dinka
--  dyu_Latn Dyula
-dz dzo_Tibt Dzongkha
-el ell_Grek Greek
-en eng_Latn English
-eo epo_Latn Esperanto
-et est_Latn Estonian
--  ekk_Latn Standard Estonian
-eu eus_Latn Basque
-ee ewe_Latn Ewe
-fo fao_Latn Faroese
-fa pes_Arab Persian
-fj fij_Latn Fijian
-fi fin_Latn Finnish
--  fon_Latn Fon
-fr fra_Latn French
--  fur_Latn Friulian
-ff fuv_Latn Fulfulde
-gd gla_Latn Scottish Gaelic
-ga gle_Latn Irish
-gl glg_Latn Galician
-gn grn_Latn Guarani
-gu guj_Gujr Gujarati
-ht hat_Latn Haitian Creole
-ha hau_Latn Hausa
-he heb_Hebr Hebrew
-hi hin_Deva Hindi
--  hne_Deva Chhattisgarhi
-hr hrv_Latn Croatian
-hu hun_Latn Hungarian
-hy hye_Armn Armenian
-ig ibo_Latn Igbo
--  ilo_Latn Ilocano
-id ind_Latn Indonesian
-is isl_Latn Icelandic
-it ita_Latn Italian
-jv jav_Latn Javanese
-ja jpn_Jpan Japanese
--  kab_Latn Kabyle
--  kac_Latn Jingpho
--  kam_Latn Kamba
-kn kan_Knda Kannada
-ks kas_Arab Kashmiri (Arabic script)
--  kas_Deva Kashmiri (Devanagari script)
-ka kat_Geor Georgian
--  knc_Arab Central Kanuri (Arabic script)
-kr knc_Latn Central Kanuri (Latin script)
-kk kaz_Cyrl Kazakh
--  kbp_Latn Kabiye
--  kea_Latn Kabuverdianu
-km khm_Khmr Khmer
-ki kik_Latn Kikuyu
-rw kin_Latn Kinyarwanda
-ky kir_Cyrl Kyrgyz
--  kmb_Latn Kimbundu
-kg kon_Latn Kikongo
-ko kor_Hang Korean
-ku kmr_Latn Kurdish (Kurmanji)
-lo lao_Laoo Lao
-lv lvs_Latn Latvian
--  lij_Latn Ligurian
-li lim_Latn Limburgish
-ln lin_Latn Lingala
-lt lit_Latn Lithuanian
--  lmo_Latn Lombard
--  ltg_Latn Latgalian
-lb ltz_Latn Luxembourgish
--  lua_Latn Luba-Kasai
-lg lug_Latn Ganda
--  luo_Latn Luo
--  lus_Latn Mizo
--  mag_Deva Magahi
--  mai_Deva Maithili
-ml mal_Mlym Malayalam
-mr mar_Deva Marathi
--  min_Latn Minangkabau
-mk mkd_Cyrl Macedonian
-mg plt_Latn Malagasy
-mt mlt_Latn Maltese
--  mni_Beng Meitei (Bengali script)
-mn khk_Cyrl Mongolian
--  mos_Latn Mossi
-mi mri_Latn Maori
-ms zsm_Latn Malay
-my mya_Mymr Burmese
-nl nld_Latn Dutch
-nn nno_Latn Norwegian Nynorsk
-nb nob_Latn Norwegian Bokmal
-no nob_Latn Norwegian
-ne npi_Deva Nepali
--  nso_Latn Northern Sotho
--  nus_Latn Nuer
-ny nya_Latn Nyanja
-oc oci_Latn Occitan
-om gaz_Latn Oromo
-or ory_Orya Odia
--  pag_Latn Pangasinan
-pa pan_Guru Punjabi
--  pap_Latn Papiamento
-pl pol_Latn Polish
-pt por_Latn Portuguese
--  prs_Arab Dari
-ps pbt_Arab Pashto
-qu quy_Latn Quechua
-ro ron_Latn Romanian
-rn run_Latn Rundi
-ru rus_Cyrl Russian
-sg sag_Latn Sango
-sa san_Deva Sanskrit
--  sat_Beng Santali (Bengali script)
--  sat_Olck Santali (Ol Chiki script)
--  scn_Latn Sicilian
--  shn_Mymr Shan
-si sin_Sinh Sinhala
-sk slk_Latn Slovak
-sl slv_Latn Slovenian
-sm smo_Latn Samoan
-sn sna_Latn Shona
-sd snd_Arab Sindhi
-so som_Latn Somali
-st sot_Latn Southern Sotho
-es spa_Latn Spanish
-sq als_Latn Albanian
-sc srd_Latn Sardinian
-sr srp_Cyrl Serbian
-ss ssw_Latn Swati
-su sun_Latn Sundanese
-sv swe_Latn Swedish
-sw swh_Latn Swahili
--  szl_Latn Silesian
-ta tam_Taml Tamil
-tt tat_Cyrl Tatar
-te tel_Telu Telugu
-tg tgk_Cyrl Tajik
-tl tgl_Latn Tagalog
-th tha_Thai Thai
-ti tir_Ethi Tigrinya
--  taq_Latn Tamasheq (Latin script)
--  taq_Tfng Tamasheq (Tifinagh script)
--  tpi_Latn Tok Pisin
-tn tsn_Latn Tswana
-ts tso_Latn Tsonga
-tk tuk_Latn Turkmen
--  tum_Latn Tumbuka
-tr tur_Latn Turkish
-tw twi_Latn Twi
--  tzm_Tfng Central Atlas Tamazight
-ug uig_Arab Uyghur
-uk ukr_Cyrl Ukrainian
--  umb_Latn Umbundu
-ur urd_Arab Urdu
-uz uzn_Latn Uzbek
--  vec_Latn Venetian
-vi vie_Latn Vietnamese
--  war_Latn Waray
-wo wol_Latn Wolof
-xh xho_Latn Xhosa
-yi ydd_Hebr Yiddish
-yo yor_Latn Yoruba
--  yue_Hant Cantonese
-zh zho_Hans Chinese (Simplified)
-zh zho_Hant Chinese (Traditional)
--  cmn_Hans Mandarin Chinese (Simplified)
--  cmn_Hant Mandarin Chinese (Traditional)
-zu zul_Latn Zulu
-br -        Breton
-co -        Corsican
-cv -        Chuvash
-fy -        Western Frisian
-ia -        Interlingua
-io -        Ido
-kw -        Cornish
-la -        Latin
-os -        Ossetian
-"""
+# lang_neurons/data/languages.tsv: one row per language, tab-separated with a header line: ISO
+# 639-1 code (empty if none), FLORES code (empty if none), English name. The first row with a
+# given ISO code gives that code's FLORES code (zh -> zho_Hans).
+_TABLE = "data/languages.tsv"
 
 # FLORES+ respellings that share an ISO 639-1 code with a FLORES-200 row.
 _FLORES_ISO_ALIASES = {"ekk_Latn": "et", "cmn_Hans": "zh", "cmn_Hant": "zh"}
 # FLORES+ respellings -> the FLORES-200 code of the same language.
 _FLORES_SAME = {"ekk_Latn": "est_Latn", "cmn_Hans": "zho_Hans", "cmn_Hant": "zho_Hant"}
 
-_ROWS: list[Language] = []
-for _line in _TABLE.splitlines():
-    _iso, _flores, _name = _line.split(maxsplit=2)
-    _ROWS.append(Language(None if _iso == "-" else _iso, None if _flores == "-" else _flores, _name))
+
+def _read_table() -> list[Language]:
+    """The rows of the language table shipped as package data, in file order."""
+    text = resources.files("lang_neurons").joinpath(_TABLE).read_text(encoding="utf-8")
+    rows = csv.DictReader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_NONE)
+    return [Language(row["iso"] or None, row["flores"] or None, row["name"]) for row in rows]
+
+
+_ROWS: list[Language] = _read_table()
 
 _BY_FLORES: dict[str, Language] = {}
 _BY_ISO: dict[str, Language] = {}

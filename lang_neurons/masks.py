@@ -36,7 +36,13 @@ LapeMasks = list[list[Tensor]]
 """``masks[lang][layer]``: a 1-D LongTensor of neuron indices."""
 
 
-def _read(source: str | os.PathLike | Any) -> Any:
+def read_mask_file(source: str | os.PathLike | Any) -> Any:
+    """The object stored in a published mask file (``torch.load(weights_only=True)``, on the CPU).
+
+    ``source`` that is not a path (an already loaded mask object) is returned as it is. Only
+    reads: :func:`from_lape_masks` checks the layout. A missing file or one that is not a
+    readable torch file raises :class:`~lang_neurons.errors.LangNeuronsError`.
+    """
     if not isinstance(source, (str, os.PathLike)):
         return source
     path = Path(source)
@@ -85,7 +91,7 @@ def from_lape_masks(
             "model must be a hooked model or its model_fingerprint(): the masks are checked against it"
         )
     n_layers, width = int(fingerprint["n_layers"]), site_width(site, int(fingerprint["d_mlp"]))
-    masks = _read(source)
+    masks = read_mask_file(source)
     if not isinstance(masks, (list, tuple)):
         raise LangNeuronsError(
             f"the masks are a {type(masks).__name__}, not a list over languages of lists over layers"

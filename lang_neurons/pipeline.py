@@ -26,7 +26,7 @@ from lang_neurons.corpora import LanguageCorpus, load_corpus
 from lang_neurons.errors import LangNeuronsError
 from lang_neurons.languages import parse_langs
 from lang_neurons.models import HookedModel, check_fingerprint, load_model
-from lang_neurons.neurons import NeuronSet, average_precision, lape
+from lang_neurons.neurons import NeuronSet, ap_k, average_precision, lape
 from lang_neurons.recording import ActivationStats, record
 from lang_neurons.sites import Site, resolve_site
 from lang_neurons.study import evaluate
@@ -201,8 +201,10 @@ def is_main() -> bool:
 
 def check_ap_k(args: argparse.Namespace, site: Site) -> None:
     """Refuse ``--top-k``/``--bottom-k`` outside ``[0, neurons at the site]`` before recording starts."""
-    if not 0 < args.ap_share <= 0.5:
-        raise LangNeuronsError(f"--ap-share must be in (0, 0.5], got {args.ap_share}")
+    try:
+        ap_k(site.n_neurons, args.ap_share)  # the one range check of the share (neurons.ap_k)
+    except LangNeuronsError:
+        raise LangNeuronsError(f"--ap-share must be in (0, 0.5], got {args.ap_share}") from None
     for name in ("top_k", "bottom_k"):
         k = getattr(args, name)
         if k is not None and not 0 <= k <= site.n_neurons:
