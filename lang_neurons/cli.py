@@ -88,7 +88,7 @@ def _device_name(s: str) -> str:
 class _Parser(argparse.ArgumentParser):
     """Argument errors as one stderr line (exit 2), like every other error of the CLI."""
 
-    commands: dict[str, argparse.ArgumentParser]
+    commands: dict[str, _Parser]
     """The subcommands' parsers by name (set by :func:`build_parser`)."""
 
     def error(self, message: str) -> NoReturn:
@@ -165,7 +165,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> _Parser:
     """The ``lang-neurons`` argument parser: every command and flag (the docs' CLI reference is its help)."""
     parser = _Parser(prog="lang-neurons", description="Find and steer language-specific neurons.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")

@@ -39,6 +39,7 @@ def random_control(neurons: NeuronSet, seed: int = 0) -> NeuronSet:
         raise LangNeuronsError(f"seed must be an integer, got {seed!r}")
     outside = ~neurons.union()
     counts = neurons.layer_histogram()
+    assert neurons.bottom is not None  # NeuronSet.__post_init__ fills it
     bottoms = neurons.bottom.sum(2)
     mask = torch.zeros_like(neurons.mask)
     bottom = torch.zeros_like(neurons.bottom)

@@ -39,7 +39,11 @@ class HookedModel(Protocol):
 
     cfg: Any
     tokenizer: Any
-    hook_dict: dict[str, Any]
+
+    @property
+    def hook_dict(self) -> dict[str, Any]:
+        """Hook point name -> hook point."""
+        ...
 
     def to_tokens(self, input: Any, *args: Any, **kwargs: Any) -> Int[torch.Tensor, "batch pos"]:
         """Token ids of a string or list of strings (BOS prepended), ``[batch, pos]``."""
@@ -100,7 +104,8 @@ def packaged_model_dir(progress: bool = True) -> Path:
         # The weights are dequantised to float32 already; drop the GGUF marker so it saves.
         if hasattr(hf.config, "quantization_config"):
             del hf.config.quantization_config
-        hf.hf_quantizer, hf.is_quantized = None, False
+        # transformers does not declare these two, so nn.Module.__setattr__'s types apply
+        hf.hf_quantizer, hf.is_quantized = None, False  # type: ignore[assignment]
         staging = Path(tmp) / "model"
         hf.save_pretrained(staging)
         tokenizer.save_pretrained(staging)

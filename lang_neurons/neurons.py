@@ -82,6 +82,7 @@ class NeuronSet:
         """
         if which not in ("all", "top", "bottom"):
             raise LangNeuronsError(f"which must be 'all', 'top' or 'bottom', not {which!r}")
+        assert self.bottom is not None  # __post_init__ fills it
         m = self.mask[self.lang_index(lang)]
         b = self.bottom[self.lang_index(lang)]
         m = {"all": m, "top": m & ~b, "bottom": b}[which]
@@ -130,6 +131,7 @@ class NeuronSet:
 
     def subset(self, langs: list[str]) -> NeuronSet:
         """The same neurons for a subset of the languages, in the given order."""
+        assert self.bottom is not None  # __post_init__ fills it
         idx = [self.lang_index(x) for x in langs]
         scores = (
             self.scores[idx] if self.scores is not None and self.scores.shape[0] == len(self.langs) else self.scores
@@ -190,6 +192,7 @@ class NeuronSet:
 
     def save(self, path: str | Path) -> Path:
         """Write ``<path>.safetensors`` + ``<path>.json`` atomically; returns the tensor file."""
+        assert self.bottom is not None  # __post_init__ fills it
         tensors = {"mask": self.mask.to(torch.uint8), "bottom": self.bottom.to(torch.uint8)}
         if self.scores is not None:
             tensors["scores"] = self.scores.float()

@@ -340,7 +340,7 @@ def deactivation_generation(
             f"deactivation generation needs held-out texts of a language of the set ({', '.join(neurons.langs)})"
         )
     sets = random_controls(neurons, range(controls)) if controls else []
-    gen = dict(
+    gen: dict[str, Any] = dict(
         max_new_tokens=max_new_tokens,
         do_sample=do_sample,
         temperature=temperature,

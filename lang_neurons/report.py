@@ -71,6 +71,7 @@ def representative_neurons(neurons: NeuronSet, stats: ActivationStats) -> list[t
     activation probability on it most exceeds its highest probability on another language."""
     prob = stats.probability()
     out: list[tuple[int, int]] = []
+    assert neurons.bottom is not None  # NeuronSet.__post_init__ fills it
     for i in range(len(neurons.langs)):
         own = neurons.mask[i] & ~neurons.bottom[i]
         if not own.any():

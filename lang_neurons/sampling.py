@@ -82,7 +82,7 @@ def fast_sampling() -> Iterator[None]:
     """Within the block, TransformerLens' ``generate`` samples through :func:`sample_inverse_cdf`
     (plain temperature sampling, optionally with a repetition penalty; everything else is left to
     TransformerLens). Restored on exit, also on an exception; nests."""
-    module = None
+    module: Any = None  # a module's attributes are only known at run time
     for name in _TL_UTILITIES:
         try:
             module = importlib.import_module(name)

@@ -4,7 +4,7 @@ BLEU/chrF under steering, and the loss-change matrix. Thin loops over the stages
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -309,8 +309,10 @@ def evaluate(
             "greedy decoding from BOS gives one and the same sample every time: sample (do_sample=True) or use prompts='source'"
         )
     test_prompts = split.take("test", samples)
-    decoding = dict(do_sample=do_sample, temperature=temperature, repetition_penalty=repetition_penalty)
-    gen = dict(max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, progress=False, **decoding)
+    decoding: dict[str, Any] = dict(do_sample=do_sample, temperature=temperature, repetition_penalty=repetition_penalty)
+    gen: dict[str, Any] = dict(
+        max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, progress=False, **decoding
+    )
     baseline_texts = generate(model, test_prompts, n=samples, **gen)
     base_fluency = fluency(model, baseline_texts)
     can_translate = held_out.is_parallel and source in held_out.langs
@@ -522,7 +524,7 @@ def _rows(
     """Row name → (target → the hook sets whose samples are pooled), methods then their controls."""
     rows: dict[str, Any] = {}
     sets = random_controls(neurons, range(controls)) if controls else []
-    how = dict(alpha=alpha, source=source, deactivate_value=deactivate_value)
+    how: dict[str, Any] = dict(alpha=alpha, source=source, deactivate_value=deactivate_value)
     for m in methods:
         rows[m] = lambda target, m=m: [steering_for(neurons, stats, target, m, **how)]
     for m in methods if sets else ():
@@ -535,7 +537,7 @@ def _rate_interval(rate: LanguageRate) -> dict[str, Any]:
     return iv.wilson_interval(sum(rate.hits), rate.n).to_dict()
 
 
-def format_table(results: dict[str, Any]) -> str:
+def format_table(results: Mapping[str, Any]) -> str:
     """A readable table of :func:`evaluate`'s results; with intervals, every number shows its
     95 % interval (``0.71 [0.53, 0.85] n=30``) and the loss-change cells follow."""
     if "summary_interval" in results:
@@ -568,18 +570,18 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def format_rate(interval: dict[str, Any]) -> str:
+def format_rate(interval: Mapping[str, Any]) -> str:
     """A rate interval of :func:`evaluate`'s results as ``0.71 [0.53, 0.85] n=30``."""
     return f"{interval['rate']:.2f} [{interval['low']:.2f}, {interval['high']:.2f}] n={interval['n']}"
 
 
-def format_interval(interval: dict[str, Any], digits: int = 1, signed: bool = False) -> str:
+def format_interval(interval: Mapping[str, Any], digits: int = 1, signed: bool = False) -> str:
     """A bootstrap interval of :func:`evaluate`'s results as ``12.3 [8.1, 16.0]`` (``+`` signs with ``signed``)."""
     f = f"{'+' if signed else ''}.{digits}f"
     return f"{interval['estimate']:{f}} [{interval['low']:{f}}, {interval['high']:{f}}]"
 
 
-def _format_with_intervals(results: dict[str, Any]) -> str:
+def _format_with_intervals(results: Mapping[str, Any]) -> str:
     methods = results["settings"]["methods"]
     level = results["settings"]["intervals"]["level"]
     lines = [

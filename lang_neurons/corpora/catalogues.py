@@ -69,7 +69,7 @@ def _read_mo(path: Path) -> dict[tuple[str | None, str], str]:
     """
     with path.open("rb") as f:
         try:
-            catalog = gettext.GNUTranslations(f)._catalog
+            catalog = gettext.GNUTranslations(f)._catalog  # type: ignore[attr-defined]  # private, not in typeshed
         except OSError as err:  # bad magic number, unknown major version, offsets past the end
             raise CorpusError(f"{path} is not a gettext .mo file: reinstall the package that ships it") from err
     out: dict[tuple[str | None, str], str] = {}
@@ -128,7 +128,7 @@ def _lang_for_locale(loc: str) -> str | None:
 
 def default_corpus_languages() -> list[str]:
     """Every language the offline default corpus can provide (Django's locales)."""
-    langs = []
+    langs: list[str] = []
     for loc in _locales(_CATALOG_SOURCES[0]):
         code = _lang_for_locale(loc)
         if code and code != "en" and not any(same_language(code, c) for c in langs):
@@ -180,13 +180,14 @@ def _catalogue_rows(
     rows: list[list[str]] = []
     notes: list[str] = []
     seen_en: set[str] = set()
-    seen = [set() for _ in langs]
+    seen: list[set[str]] = [set() for _ in langs]
     for source in _CATALOG_SOURCES:
         if source.key not in sources:
             continue
         locales = _locales(source)
-        locs = [_locale_for(lang, locales) for lang in others]
-        if not locales or any(loc is None for loc in locs):
+        found = [_locale_for(lang, locales) for lang in others]
+        locs = [loc for loc in found if loc is not None]
+        if not locales or len(locs) < len(found):
             continue  # source not installed, or lacks one of the languages
         catalogues = {lang: _merged(locales[loc]) for lang, loc in zip(others, locs)}
         keys = [k for k in catalogues[others[0]] if all(k in catalogues[lang] for lang in others[1:])]

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import plotly.colors
 import plotly.graph_objects as go
@@ -137,11 +137,12 @@ def steering_sweep(
             xs = [p[x] for p in group]
             for row, (key, prefix, label, fmt) in enumerate(panels, 1):
                 ys, ivs = [p.get(key) for p in group], _point_intervals(group, prefix)
-                if all(y is not None for y in ys) and all(ivs):  # the band first, so that the line lies on it
+                bands = [i for i in ivs if i]
+                if all(y is not None for y in ys) and len(bands) == len(ivs):  # the band first, under the line
                     fig.add_trace(
                         go.Scatter(
                             x=xs + xs[::-1],
-                            y=[i["high"] for i in ivs] + [i["low"] for i in ivs][::-1],
+                            y=[i["high"] for i in bands] + [i["low"] for i in bands][::-1],
                             fill="toself",
                             mode="lines",
                             fillcolor="rgba({}, {}, {}, 0.18)".format(*plotly.colors.hex_to_rgb(colors[target])),
@@ -184,15 +185,17 @@ def steering_sweep(
     return fig
 
 
-def _error_bars(values: Sequence[float], intervals: Sequence[Mapping[str, Any] | None]) -> dict[str, Any] | None:
+def _error_bars(values: Sequence[float | None], intervals: Sequence[Mapping[str, Any] | None]) -> dict[str, Any] | None:
     """Asymmetric plotly error bars from ``{"low", "high"}`` intervals (``None`` when any is missing)."""
-    if not intervals or any(i is None for i in intervals):
+    present = [i for i in intervals if i is not None]
+    if not intervals or len(present) < len(intervals):
         return None
+    numbers = cast(Sequence[float], values)  # a value with an interval is a number
     return dict(
         type="data",
         symmetric=False,
-        array=[i["high"] - v for v, i in zip(values, intervals)],
-        arrayminus=[v - i["low"] for v, i in zip(values, intervals)],
+        array=[i["high"] - v for v, i in zip(numbers, present)],
+        arrayminus=[v - i["low"] for v, i in zip(numbers, present)],
         thickness=1.2,
         width=4,
     )
@@ -327,7 +330,9 @@ def steering_rates(results: Mapping[str, Any]) -> go.Figure:
                 error_y=errors,
                 customdata=["n/a" if b is None else f"{b:.1f}" for b in bleu],
                 hovertext=[
-                    f" [{c.interval['low']:.2f}, {c.interval['high']:.2f}] n={c.interval['n']}" if errors else ""
+                    f" [{c.interval['low']:.2f}, {c.interval['high']:.2f}] n={c.interval['n']}"
+                    if errors and c.interval is not None  # errors: every cell has an interval
+                    else ""
                     for c in cells
                 ],
                 hovertemplate=f"%{{x}}, {name}: rate %{{y:.2f}}%{{hovertext}}, BLEU %{{customdata}}<extra></extra>",

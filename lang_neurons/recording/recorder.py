@@ -242,6 +242,7 @@ def record(
         nonfinite=total.nonfinite.cpu(),
         resid_sums=total.resid_sums.cpu(),
     )
+    assert stats.resid_sums is not None and stats.nonfinite is not None  # both given just above
     bad_resid = (~torch.isfinite(stats.resid_sums)).any(2).any(0).nonzero().flatten().tolist()
     if bad_resid and rank == 0:
         warnings.warn(

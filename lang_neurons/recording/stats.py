@@ -130,6 +130,7 @@ class ActivationStats:
         langs = self.langs + [lang for lang in other.langs if lang not in self.langs]
         idx_self = torch.tensor([langs.index(x) for x in self.langs])
         idx_other = torch.tensor([langs.index(x) for x in other.langs])
+        assert self.nonfinite is not None and other.nonfinite is not None  # __post_init__ fills them
 
         def add(a: Tensor, b: Tensor) -> Tensor:
             out = torch.zeros((len(langs), *a.shape[1:]), dtype=a.dtype)

@@ -57,7 +57,7 @@ class Steering(list):
                 hooks += where.write_hooks(layer, edit.index, edit.a, edit.b, positions)
         super().__init__(hooks)
 
-    def __add__(self, other: Any) -> Steering:  # type: ignore[override]
+    def __add__(self, other: Any) -> Steering:
         if not isinstance(other, Steering):
             return list(self) + list(other)  # type: ignore[return-value]
         if (other.site, other.positions) != (self.site, self.positions):
@@ -91,6 +91,7 @@ def _selection(neurons: NeuronSet, langs: str | Sequence[str], which: str) -> Te
     if which not in ("all", "top", "bottom"):
         raise LangNeuronsError(f"which must be 'all', 'top' or 'bottom', not {which!r}")
     mask = torch.zeros(neurons.n_layers, neurons.width, dtype=torch.bool)
+    assert neurons.bottom is not None  # NeuronSet.__post_init__ fills it
     for lang in names:
         i = neurons.lang_index(lang)
         m, bottom = neurons.mask[i], neurons.bottom[i]

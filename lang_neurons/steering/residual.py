@@ -36,7 +36,7 @@ class ResidualSteering(list):
         site = ResidualSite.from_fingerprint(model)
         super().__init__(hook for layer, v in self.vectors.items() for hook in site.add_hooks(layer, v, positions))
 
-    def __add__(self, other: Any) -> ResidualSteering:  # type: ignore[override]
+    def __add__(self, other: Any) -> ResidualSteering:
         if not isinstance(other, ResidualSteering):
             return list(self) + list(other)  # type: ignore[return-value]
         if other.positions != self.positions:
