@@ -60,9 +60,9 @@ def _chunk_ap(x: np.ndarray, plan: Plan, want_desc: bool, want_asc: bool):
     asc = np.empty((n, plan.reported.size)) if want_asc else None
     for rows, sorted_ in groups:
         d, a = ap_from_sorted(*sorted_, plan, want_desc, want_asc)
-        if want_desc:
+        if desc is not None:  # want_desc
             desc[rows] = d
-        if want_asc:
+        if asc is not None:  # want_asc
             asc[rows] = a
     return desc, asc
 
@@ -95,16 +95,16 @@ def _scores_source(scores):
         raise LangNeuronsError(f"scores must be 2-D [sentences, neurons], got shape {tuple(arr.shape)}")
     if not np.issubdtype(arr.dtype, np.floating):
         raise LangNeuronsError(f"scores must be floating point, got dtype {arr.dtype}")
-    target = np.float64 if arr.dtype == np.float64 else np.float32
+    np_target = np.float64 if arr.dtype == np.float64 else np.float32
 
-    def get(a, b):
+    def get_np(a, b):
         c = arr[:, a:b]
-        return c if c.dtype == target else c.astype(target)
+        return c if c.dtype == np_target else c.astype(np_target)
 
-    def count_nonfinite(chunk):
+    def count_nonfinite_np(chunk):
         return sum(int((~np.isfinite(arr[:, a : a + chunk])).sum()) for a in range(0, arr.shape[1], chunk))
 
-    return arr.shape[0], arr.shape[1], get, count_nonfinite
+    return arr.shape[0], arr.shape[1], get_np, count_nonfinite_np
 
 
 def _default_chunk(n_sentences: int, n_threads: int) -> int:

@@ -8,6 +8,7 @@ positions); rows whose key range is too wide for that fall back to ``numpy.lexso
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +35,8 @@ def centred_keys(buf: np.ndarray):
     Returns ``keys`` (int32/int64 view of ``buf``), per-row ``kmin``/``kmax`` (int64) and
     whether any value is NaN or infinite.
     """
+    sdt: type[np.signedinteger[Any]]
+    abs_mask: np.signedinteger[Any]
     if buf.dtype == np.float32:
         sdt, abs_mask, inf_bits = np.int32, np.int32(0x7FFFFFFF), 0x7F800000
     else:
@@ -55,7 +58,7 @@ def centred_keys(buf: np.ndarray):
     return i, kmin, kmax, nonfinite
 
 
-def sort_packed(keys: np.ndarray, kmin: np.ndarray, plan: Plan, key_dtype):
+def sort_packed(keys: np.ndarray, kmin: np.ndarray, plan: Plan, key_dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sort the rows of ``(key - rowmin) << bits | class``.
 
     Returns the class ids in ascending-score order ``[m, S]`` (within a tie group they are
@@ -87,7 +90,7 @@ def sort_packed(keys: np.ndarray, kmin: np.ndarray, plan: Plan, key_dtype):
     return lab, tie_rows, x[tie_rows] <= mask
 
 
-def sort_argsort(keys: np.ndarray, plan: Plan):
+def sort_argsort(keys: np.ndarray, plan: Plan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fallback for float64 rows whose key range is too wide to pack a class id into 64 bits."""
     lab_u = np.broadcast_to(plan.labels64, keys.shape)
     order = np.lexsort((lab_u, keys), axis=-1)  # by score, then class id (like the packed sort)

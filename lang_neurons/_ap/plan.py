@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ class Plan:
     label_bits: int  # bits reserved for the class id in a packed key
     labels32: np.ndarray  # uint32 [S]  class id of every sentence
     labels64: np.ndarray  # uint64 [S]
-    lab_dtype: type  # dtype of the sorted class ids fed to the radix arg-sort
+    lab_dtype: type[np.integer[Any]]  # dtype of the sorted class ids fed to the radix arg-sort
     lo: int  # first position (in class-block order) of the first reported class
     reported: np.ndarray  # int64 [R]  class ids that get a column (have positives)
     n_out: int  # number of output rows (classes, or 1 for bool labels)

@@ -31,9 +31,9 @@ def ap_from_sorted(lab, tie_rows, eq, plan: Plan, want_desc: bool, want_asc: boo
         dense = S + 1.4 * groups * plan.reported.size < 8 * n_eq
         if dense.any():
             d, a = _grouped_ap(lab[tie_rows[dense]], eq[dense], plan, want_desc, want_asc)
-            if want_desc:
+            if desc is not None:  # want_desc
                 desc[tie_rows[dense]] = d
-            if want_asc:
+            if asc is not None:  # want_asc
                 asc[tie_rows[dense]] = a
         if not dense.all():
             _tie_correction(lab, perm_full, tie_rows[~dense], eq[~dense], plan, desc, asc)
