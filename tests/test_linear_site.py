@@ -33,13 +33,13 @@ _LLAMA = {
 HF_MODULES: dict[str, dict[str, str]] = {
     **{arch: _LLAMA for arch in ("llama", "mistral", "qwen2", "gemma3", "cohere")},
     "gpt2": {
-        "attn.qkv": "transformer.h.{l}.attn.c_attn",
+        **dict.fromkeys(("attn.q", "attn.k", "attn.v"), "transformer.h.{l}.attn.c_attn"),
         "attn.o": "transformer.h.{l}.attn.c_proj",
         "mlp.in": "transformer.h.{l}.mlp.c_fc",
         "mlp.down": "transformer.h.{l}.mlp.c_proj",
     },
     "bloom": {
-        "attn.qkv": "transformer.h.{l}.self_attention.query_key_value",
+        **dict.fromkeys(("attn.q", "attn.k", "attn.v"), "transformer.h.{l}.self_attention.query_key_value"),
         "attn.o": "transformer.h.{l}.self_attention.dense",
         "mlp.in": "transformer.h.{l}.mlp.dense_h_to_4h",
         "mlp.down": "transformer.h.{l}.mlp.dense_4h_to_h",
@@ -53,6 +53,28 @@ HF_MODULES: dict[str, dict[str, str]] = {
         "mlp.down": "model.layers.{l}.fc2",
     },
 }
+
+_QKV = ("attn.q", "attn.k", "attn.v")
+
+
+def _column(model, arch: str, kind: str, j: int) -> int:
+    """The column of the HF module's output that column ``j`` of unit ``kind`` is: the same,
+    except for q/k/v of a joint projection (GPT-2: [q | k | v]; BLOOM: [head, 3, d_head])."""
+    if kind not in _QKV or arch not in ("gpt2", "bloom"):
+        return j
+    t, d_head = _QKV.index(kind), int(model.cfg.d_head)
+    if arch == "gpt2":
+        return t * int(model.cfg.d_model) + j
+    return (j // d_head) * 3 * d_head + t * d_head + j % d_head
+
+
+def _unit_output(model, arch: str, kind: str, out: torch.Tensor) -> torch.Tensor:
+    """Unit ``kind``'s columns of its HF module's output ``out``."""
+    if kind not in _QKV or arch not in ("gpt2", "bloom"):
+        return out
+    cols = torch.tensor([_column(model, arch, kind, j) for j in range(int(model.cfg.d_model))])
+    return out[..., cols]
+
 
 _MODELS: dict[str, object] = {}
 
@@ -85,7 +107,8 @@ def test_units_per_family(tiny_model_dir):
     assert site.kinds == tuple(HF_MODULES[arch])
     for kind, width in site.units:
         mod = _hf(model, arch, kind, 0)
-        assert width == getattr(mod, "out_features", None) or width == getattr(mod, "nf", None)
+        full = getattr(mod, "out_features", None) or getattr(mod, "nf", None)
+        assert width == (full // 3 if kind in _QKV and arch in ("gpt2", "bloom") else full)
     assert site.width == sum(w for _, w in site.units)
     # neuron i of a layer <-> (module, column), both ways
     for i in range(site.width):
@@ -117,7 +140,7 @@ def test_reads_and_writes_hit_the_hf_module_outputs(tiny_model_dir):
         for kind in site.kinds:
 
             def keep(mod, args, out, key=(layer, kind)):
-                seen_hf[key] = out.detach().clone()
+                seen_hf[key] = _unit_output(model, arch, key[1], out.detach().clone())
 
             handles.append(_hf(model, arch, kind, layer).register_forward_hook(keep))
     read: dict[int, list] = {}
@@ -160,10 +183,10 @@ def test_reads_and_writes_hit_the_hf_module_outputs(tiny_model_dir):
         with torch.inference_mode(), attached(model, steer):
             by_site = model(tokens, attention_mask=mask)
 
-        def edit(mod, args, out, j=j, c=c, after=after):
+        def edit(mod, args, out, j=j, c=c, after=after, kind=kind):
             out = out.clone()
-            out[..., j] = c
-            after.append(out)
+            out[..., _column(model, arch, kind, j)] = c
+            after.append(_unit_output(model, arch, kind, out))
             return out
 
         handle = _hf(model, arch, kind, layer).register_forward_hook(edit)

@@ -7,11 +7,15 @@ the fixed order of :data:`UNIT_ORDER`, as far as the block has them:
 | kind | Linear | bridge hook point (``blocks.<l>.``...) | where |
 |---|---|---|---|
 | ``attn.q``, ``attn.k``, ``attn.v`` | q/k/v projections | ``attn.q.hook_out`` ... | before reshape to heads, RoPE and any q/k norm |
-| ``attn.qkv`` | joint projection (GPT-2 ``c_attn``, BLOOM ``query_key_value``) | ``attn.qkv.hook_out`` | before the split |
 | ``attn.o`` | output projection | ``attn.o.hook_out`` | before any post-attention norm and the residual add |
 | ``mlp.gate`` | gate projection (gated MLPs) | ``mlp.gate.hook_out`` | before the activation |
 | ``mlp.up`` / ``mlp.in`` | up projection (gated) / input Linear (non-gated) | ``mlp.in.hook_out`` | before the activation / product |
 | ``mlp.down`` | down / output projection | ``mlp.out.hook_out`` | before any post-MLP norm and the residual add |
+
+Where one Linear computes q, k and v together (GPT-2's ``c_attn``, BLOOM's ``query_key_value``),
+the bridge's ``attn.qkv.hook_out`` never fires; it fires ``attn.q/k/v.hook_out`` on the split,
+so those are the units there too: GPT-2's q, k, v are ``c_attn``'s columns in order, BLOOM's
+the per-head interleaved ``[head, 3, d_head]`` columns of ``query_key_value`` regrouped.
 
 Which kinds a model has, and how wide each is, is its *unit table* (:attr:`LinearSite.units`):
 ``(kind, width)`` pairs; neuron ``i`` of a layer is column ``i - offset`` of the unit whose
@@ -39,7 +43,6 @@ UNIT_ORDER: tuple[str, ...] = (
     "attn.q",
     "attn.k",
     "attn.v",
-    "attn.qkv",
     "attn.o",
     "mlp.gate",
     "mlp.up",
@@ -52,7 +55,6 @@ UNIT_MODULES: dict[str, str] = {
     "attn.q": "attn.q",
     "attn.k": "attn.k",
     "attn.v": "attn.v",
-    "attn.qkv": "attn.qkv",
     "attn.o": "attn.o",
     "mlp.gate": "mlp.gate",
     "mlp.up": "mlp.in",
@@ -69,9 +71,10 @@ def _kinds(hook_dict: Any, gated: bool) -> list[str]:
     def has(kind: str) -> bool:
         return f"blocks.0.{UNIT_MODULES[kind]}.hook_out" in hook_dict
 
-    attn = ["attn.qkv"] if has("attn.qkv") else ["attn.q", "attn.k", "attn.v"]
+    # A joint qkv projection (GPT-2, BLOOM) has an `attn.qkv.hook_out` in the bridge that never
+    # fires: the bridge fires q, k and v, split, instead. So q, k and v are the units everywhere.
     mlp = ["mlp.gate", "mlp.up", "mlp.down"] if gated else ["mlp.in", "mlp.down"]
-    kinds = [*attn, "attn.o", *mlp]
+    kinds = ["attn.q", "attn.k", "attn.v", "attn.o", *mlp]
     missing = [k for k in kinds if not has(k)]
     if missing:
         raise LangNeuronsError(
