@@ -22,6 +22,7 @@ SITES: dict[str, str] = {
     "post": "mlp.hook_post, the input of the down projection",
     "pre": "mlp.hook_pre, the pre-activation (gate projection for gated MLPs)",
     "gate_up": "gate and up projection outputs side by side (gated MLPs only; 2*d_mlp per layer)",
+    "linear": "every Linear output of every block (q, k, v, o, gate, up, down; Kojima et al.), pre-activation",
 }
 """The neuron sites by name, with what each reads."""
 

@@ -114,7 +114,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "--langs", default=",".join(DEFAULT_LANGS), help="comma-separated language codes (default: %(default)s)"
     )
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--site", default="act", choices=list(SITES), help="which neurons (default: act)")
+    p.add_argument(
+        "--site",
+        default="act",
+        choices=list(SITES),
+        help="which neurons (default: act; linear: every Linear output of every block, Kojima et al.)",
+    )
     p.add_argument("--pooling", default="mean", choices=list(POOLINGS), help="sentence pooling for AP (default: mean)")
     p.add_argument("--batch-size", type=_positive_int, default=16)
     p.add_argument("--max-length", type=_positive_int, default=256, help="tokens kept per text (default: %(default)s)")
@@ -129,7 +134,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "--ap-sentences",
         type=_positive_int,
         default=None,
-        help="pooled sentences per language kept for AP (default: all)",
+        help="pooled sentences per language kept for AP (default: all); the pooled matrix takes 4 bytes x "
+        "sentences x layers x neurons per layer: cap it on big models and at --site linear",
     )
     p.add_argument(
         "--held-out",

@@ -28,9 +28,9 @@ from torch import Tensor
 from lang_neurons import _io
 from lang_neurons.errors import LangNeuronsError
 from lang_neurons.languages import parse_langs
-from lang_neurons.models import HookedModel, model_fingerprint
+from lang_neurons.models import HookedModel
 from lang_neurons.neurons import NeuronSet
-from lang_neurons.sites import SITES, site_width
+from lang_neurons.sites import SITES, layer_width, site_fingerprint
 
 LapeMasks = list[list[Tensor]]
 """``masks[lang][layer]``: a 1-D LongTensor of neuron indices."""
@@ -85,12 +85,12 @@ def from_lape_masks(
     codes = parse_langs(langs)
     if site not in SITES:
         raise LangNeuronsError(f"unknown site {site!r}: choose one of {', '.join(SITES)}")
-    fingerprint = dict(model) if isinstance(model, dict) else model_fingerprint(model)
+    fingerprint = dict(model) if isinstance(model, dict) else site_fingerprint(model, site)
     if any(k not in fingerprint for k in _io.FINGERPRINT_KEYS):
         raise LangNeuronsError(
             "model must be a hooked model or its model_fingerprint(): the masks are checked against it"
         )
-    n_layers, width = int(fingerprint["n_layers"]), site_width(site, int(fingerprint["d_mlp"]))
+    n_layers, width = int(fingerprint["n_layers"]), layer_width(site, fingerprint)
     masks = read_mask_file(source)
     if not isinstance(masks, (list, tuple)):
         raise LangNeuronsError(

@@ -1,7 +1,8 @@
 """Memory plan of a recording: the bytes of every tensor :func:`lang_neurons.record` allocates.
 
-With ``L`` languages, ``N = n_layers x width`` neurons at the site (``width`` is ``d_mlp``, or
-``2 d_mlp`` for site ``gate_up``) and ``S`` pooled sentences (per language
+With ``L`` languages, ``N = n_layers x width`` neurons at the site (``width`` is ``d_mlp``,
+``2 d_mlp`` for site ``gate_up``, the sum of the Linear output widths for site ``linear``:
+42,496 on Llama-2-7B) and ``S`` pooled sentences (per language
 ``min(ap_sentences, sentences)``, summed):
 
 * fixed-size statistics, independent of the corpus: ``active``, ``sums``, ``sq_sums``
@@ -55,7 +56,8 @@ def record_memory(
     Args:
         n_langs: languages recorded.
         n_layers: model layers.
-        width: neurons per layer at the site (``d_mlp``; ``2 * d_mlp`` for ``gate_up``).
+        width: neurons per layer at the site (``d_mlp``; ``2 * d_mlp`` for ``gate_up``;
+            ``resolve_site(model, "linear").width`` for ``linear``).
         pooled_sentences: rows of the AP pooled matrix, summed over languages: per language
             ``min(ap_sentences, its sentences)`` (all sentences without ``ap_sentences``).
         batch_size: sentences per forward pass (the per-batch pooled rows on the device).

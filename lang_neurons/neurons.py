@@ -19,7 +19,7 @@ from lang_neurons import _io, scoring
 from lang_neurons.choices import AP_SHARE
 from lang_neurons.errors import LangNeuronsError
 from lang_neurons.recording import ActivationStats
-from lang_neurons.sites import site_width
+from lang_neurons.sites import site_units, width_at
 
 
 @dataclass
@@ -100,6 +100,23 @@ class NeuronSet:
     def layer_histogram(self) -> Int[Tensor, "lang layer"]:
         """Neurons per language and layer."""
         return self.mask.sum(2)
+
+    def unit_histogram(self) -> dict[str, Int[Tensor, "lang layer"]]:
+        """Neurons per language and layer in each module kind of the site, in neuron order:
+        at site ``linear`` one entry per Linear module (``attn.q`` ... ``mlp.down``, see
+        :mod:`lang_neurons.sites.linear`), at ``gate_up`` ``mlp.gate`` and ``mlp.up``, at the
+        other sites one entry ``mlp.<site>``. The entries add up to :meth:`layer_histogram`."""
+        units = site_units(self.site, self.model) if self.model else ((f"mlp.{self.site}", self.width),)
+        if sum(w for _, w in units) != self.width:
+            raise LangNeuronsError(
+                f"the units of site {self.site!r} hold {sum(w for _, w in units)} neurons per layer, "
+                f"not this set's {self.width}: its model fingerprint does not describe it"
+            )
+        out, start = {}, 0
+        for kind, w in units:
+            out[kind] = self.mask[:, :, start : start + w].sum(2)
+            start += w
+        return out
 
     def overlap(self) -> Int[Tensor, "lang lang"]:
         """Neurons shared by each pair of languages (diagonal: each language's count)."""
@@ -226,10 +243,11 @@ class NeuronSet:
             raise _io.ArtifactError(
                 f"{where}: {shape[1]} layers but its model has {meta['model'].get('n_layers')}: recompute it"
             )
-        d_mlp = meta["model"].get("d_mlp")
-        if d_mlp is not None and shape[2] != site_width(meta["site"], int(d_mlp)):
+        d_mlp, width = meta["model"].get("d_mlp"), width_at(meta["site"], meta["model"])
+        if width is not None and shape[2] != width:
             raise _io.ArtifactError(
-                f"{where}: {shape[2]} neurons per layer at site {meta['site']!r} but its model has d_mlp {d_mlp}: recompute it"
+                f"{where}: {shape[2]} neurons per layer at site {meta['site']!r} but its model has d_mlp {d_mlp} "
+                f"({width} neurons per layer there): recompute it"
             )
         _io.check_shape("mask", tensors.get("mask"), shape, where)
         _io.check_shape("bottom", tensors.get("bottom"), shape, where)

@@ -20,7 +20,15 @@ neurons are drawn, the hover text names their layer and index.
 from __future__ import annotations
 
 from ._style import BACKGROUND, PALETTE, language_colors
-from .neurons import MAX_POINTS, entropy_scatter, layer_distribution, method_comparison, neuron_profile, overlap_heatmap
+from .neurons import (
+    MAX_POINTS,
+    entropy_scatter,
+    layer_distribution,
+    method_comparison,
+    module_distribution,
+    neuron_profile,
+    overlap_heatmap,
+)
 from .results import (
     HeadlineCell,
     headline_cell,
@@ -44,6 +52,7 @@ __all__ = [
     "layer_distribution",
     "loss_matrix_heatmap",
     "method_comparison",
+    "module_distribution",
     "neuron_profile",
     "overlap_heatmap",
     "steering_rates",

@@ -23,6 +23,7 @@ __all__ = [
     "entropy_scatter",
     "layer_distribution",
     "method_comparison",
+    "module_distribution",
     "neuron_profile",
     "overlap_heatmap",
 ]
@@ -88,6 +89,35 @@ def layer_distribution(neurons: NeuronSet, share: bool = False) -> go.Figure:
     fig.update_yaxes(
         title_text="share of the language's neurons" if share else "neurons", tickformat=".0%" if share else None
     )
+    return fig
+
+
+def module_distribution(neurons: NeuronSet, langs: str | Sequence[str] | None = None) -> go.Figure:
+    """Language neurons by module kind: per layer, stacked bars of how many of the neurons of
+    ``langs`` (default: every language, counted once per language) sit in each module kind of
+    the site (:meth:`~lang_neurons.neurons.NeuronSet.unit_histogram`; at site ``linear``
+    ``attn.q`` ... ``mlp.down``)."""
+    names = list(neurons.langs) if langs is None else [langs] if isinstance(langs, str) else list(langs)
+    idx = [neurons.lang_index(lang) for lang in names]
+    layers = list(range(neurons.n_layers))
+    fig = go.Figure()
+    for kind, hist in neurons.unit_histogram().items():
+        fig.add_trace(
+            go.Bar(
+                x=layers,
+                y=hist[idx].sum(0).tolist(),
+                name=kind,
+                hovertemplate=f"{kind}, layer %{{x}}: %{{y}} neurons<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        template=TEMPLATE,
+        barmode="stack",
+        legend_title_text="module",
+        title=f"{neurons.method.upper()} neurons per layer by module kind (site {neurons.site}; {', '.join(names)})",
+    )
+    fig.update_xaxes(title_text="layer", tickmode="array", tickvals=layers)
+    fig.update_yaxes(title_text="neurons")
     return fig
 
 

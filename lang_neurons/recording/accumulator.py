@@ -100,11 +100,16 @@ class Accumulator:
         # The forward stops at the last layer's hook_resid_post, which fires after its MLP: the
         # last layer's down projection runs (for the residual sums), the final norm and the
         # unembedding do not.
+        # A site with `columns` (site linear) fills a layer's neurons one read hook at a time: each
+        # hook's value is its own columns, accumulated as it fires (nothing is held across hooks).
         out = []
+        split = hasattr(self.site, "columns")
         for layer in range(self.site.n_layers):
             names = self.site.read_hooks(layer)
             for slot, name in enumerate(names):
-                out.append((name, self._hook(layer, slot, len(names), stop=False)))
+                out.append(
+                    (name, self._part_hook(layer, slot) if split else self._hook(layer, slot, len(names), False))
+                )
             out.append((resid_hook_name(layer), self._resid_hook(layer, stop=layer == self.site.n_layers - 1)))
         return out
 
@@ -140,6 +145,21 @@ class Accumulator:
 
         return hook
 
+    def _part_hook(self, layer: int, slot: int):
+        cols = self.site.columns(slot)  # type: ignore[attr-defined]
+
+        def hook(value: Tensor, hook: Any = None) -> None:
+            with one_cpu_thread(value.device):
+                act, owned = self.site.part(value), False  # type: ignore[attr-defined]
+                if self.careful:
+                    bad = ~torch.isfinite(act)
+                    self.nonfinite[self.lang, layer] += (bad & self.mask[..., None]).sum()
+                    act, owned = act.masked_fill(bad, 0), True
+                self._accumulate(layer, act, owned=owned, cols=cols)
+            return None
+
+        return hook
+
     def take(
         self,
     ) -> tuple[
@@ -158,7 +178,7 @@ class Accumulator:
             t.zero_()
         return out  # type: ignore[return-value]
 
-    def _accumulate(self, layer: int, act: Tensor, owned: bool = False) -> None:
+    def _accumulate(self, layer: int, act: Tensor, owned: bool = False, cols: slice | None = None) -> None:
         # Few passes over the [batch, pos, width] activations (this runs 10^5+ times per corpus):
         # mask once (in place when `act` is ours), count the active ones by summing a float 0/1
         # buffer (exact below 2**24 positions; a bool sum is ~4x slower), and square the masked
@@ -166,23 +186,28 @@ class Accumulator:
         # No host synchronisation here (nothing that reads a device value on the host: `.item()`,
         # `.cpu()`, boolean-mask indexing, `if tensor`): pooled rows go to a device buffer that
         # `flush` copies to the CPU once per batch; tests/test_record_sync.py guards this.
+        at = (self.lang, layer) if cols is None else (self.lang, layer, cols)
         a = act.float()
         if self.batch_pooled is not None and self.pooling != "mean":  # these read the unmasked values
             if self.pooling == "max":
                 pooled = a.masked_fill(~self.mask[..., None], -math.inf).amax(1)
             else:
                 pooled = a[torch.arange(a.shape[0], device=a.device), self.last]
-            self._pool(layer, pooled)
+            self._pool(layer, pooled, cols)
         masked = a.mul_(self.maskf) if owned or a is not act else a * self.maskf
-        self.sums[self.lang, layer] += masked.sum((0, 1)).double()
+        self.sums[at] += masked.sum((0, 1)).double()
         if masked[..., 0].numel() < 2**24:
-            self.active[self.lang, layer] += torch.gt(masked, 0, out=torch.empty_like(masked)).sum((0, 1)).long()
+            self.active[at] += torch.gt(masked, 0, out=torch.empty_like(masked)).sum((0, 1)).long()
         else:
-            self.active[self.lang, layer] += (masked > 0).sum((0, 1))
+            self.active[at] += (masked > 0).sum((0, 1))
         if self.batch_pooled is not None and self.pooling == "mean":
-            self._pool(layer, masked.sum(1) / self.lengths.clamp(min=1)[:, None])
-        self.sq_sums[self.lang, layer] += masked.mul_(masked).sum((0, 1)).double()
+            self._pool(layer, masked.sum(1) / self.lengths.clamp(min=1)[:, None], cols)
+        self.sq_sums[at] += masked.mul_(masked).sum((0, 1)).double()
 
-    def _pool(self, layer: int, pooled: Tensor) -> None:
+    def _pool(self, layer: int, pooled: Tensor, cols: slice | None = None) -> None:
         assert self.batch_pooled is not None
-        self.batch_pooled[:, layer] = pooled if self.keep is None else pooled.index_select(0, self.keep)
+        rows = pooled if self.keep is None else pooled.index_select(0, self.keep)
+        if cols is None:
+            self.batch_pooled[:, layer] = rows
+        else:
+            self.batch_pooled[:, layer, cols] = rows

@@ -236,7 +236,7 @@ def record(
         sentences=torch.tensor([len(encoded[lang]) for lang in corpus.langs]),
         pooled=acc.pooled,
         pooled_lang=torch.repeat_interleave(torch.arange(len(corpus.langs)), torch.tensor(list(keep.values()))),
-        model=model_fingerprint(model),
+        model={**model_fingerprint(model), **spec.fingerprint_keys()},
         corpus=getattr(corpus, "name", ""),
         truncated=truncated,
         nonfinite=total.nonfinite.cpu(),

@@ -86,7 +86,13 @@ class Site:
     @classmethod
     def from_fingerprint(cls, name: str, fingerprint: dict[str, Any]) -> Site:
         """The site called ``name`` on the model that ``fingerprint`` (:func:`lang_neurons.models.model_fingerprint`)
-        describes: its ``gated``, ``d_mlp``, ``n_layers`` and, for ``act`` of a gated MLP, ``act_fn``."""
+        describes: its ``gated``, ``d_mlp``, ``n_layers`` and, for ``act`` of a gated MLP, ``act_fn``.
+        ``linear`` gives a :class:`~lang_neurons.sites.linear.LinearSite` (from the unit table the
+        fingerprint of statistics recorded there keeps)."""
+        if name == "linear":
+            from lang_neurons.sites.linear import LinearSite
+
+            return LinearSite.from_fingerprint(fingerprint)  # type: ignore[return-value]
         if name not in SITES:
             raise LangNeuronsError(f"unknown site {name!r}: choose one of {', '.join(SITES)}")
         gated, d_mlp = bool(fingerprint.get("gated")), int(fingerprint.get("d_mlp", 0))
@@ -101,6 +107,11 @@ class Site:
     def n_neurons(self) -> int:
         """Neurons over all layers."""
         return self.n_layers * self.width
+
+    def fingerprint_keys(self) -> dict[str, Any]:
+        """What the model fingerprint of statistics recorded at this site adds: nothing (the
+        MLP sites follow from ``d_mlp`` and ``gated``)."""
+        return {}
 
     def _hook(self, layer: int, point: str) -> str:
         return f"blocks.{layer}.mlp.{point}"
@@ -162,12 +173,27 @@ class Site:
 
 
 def site_width(name: str, d_mlp: int) -> int:
-    """Neurons per layer at site ``name`` of an MLP of width ``d_mlp`` (``gate_up``: 2 d_mlp)."""
+    """Neurons per layer at site ``name`` of an MLP of width ``d_mlp`` (``gate_up``: 2 d_mlp).
+
+    Site ``linear`` depends on the attention too: its width comes from the unit table of a
+    model fingerprint (:func:`lang_neurons.sites.linear.width_at`)."""
+    if name == "linear":
+        raise LangNeuronsError(
+            "the width of site 'linear' does not follow from d_mlp: take it from the model fingerprint of "
+            "statistics recorded at site 'linear' (lang_neurons.sites.width_at)"
+        )
     return 2 * d_mlp if name == "gate_up" else d_mlp
 
 
 def resolve_site(model: HookedModel, name: str = "act") -> Site:
-    """The :class:`Site` called ``name`` on ``model``; clear error for unknown or unusable names."""
+    """The :class:`Site` called ``name`` on ``model``; clear error for unknown or unusable names.
+
+    ``linear`` gives a :class:`~lang_neurons.sites.linear.LinearSite` (every Linear output of
+    every block)."""
+    if name == "linear":
+        from lang_neurons.sites.linear import LinearSite
+
+        return LinearSite.from_model(model)  # type: ignore[return-value]
     if name not in SITES:
         raise LangNeuronsError(f"unknown site {name!r}: choose one of {', '.join(SITES)}")
     gated = is_gated(model)
