@@ -150,11 +150,17 @@ def read_task_file(path: str | os.PathLike[str]) -> Iterable[Mapping[str, Any]]:
     builder = FILE_FORMATS.get(p.suffix.lower())
     if builder is None:
         raise LangNeuronsError(f"task file {p.name!r}: use a {', '.join(FILE_FORMATS)} file")
+    quiet = not datasets.utils.are_progress_bars_disabled()
+    if quiet:  # no "Generating train split" bar for a local file
+        datasets.utils.disable_progress_bars()
     try:
         return datasets.load_dataset(builder, data_files=str(p), split="train")
     except Exception as err:  # parse errors of every format
         text = str(err).splitlines()[0][:200] if str(err) else ""
         raise LangNeuronsError(f"could not read task file {str(p)!r}: {type(err).__name__}: {text}") from err
+    finally:
+        if quiet:
+            datasets.utils.enable_progress_bars()
 
 
 def task_from_rows(
