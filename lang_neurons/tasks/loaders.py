@@ -213,8 +213,9 @@ def load_task(
             with ``datasets`` in place of the hub (the only source of the two file-only tasks).
         split: the hub split (default: the task's, ``test``; ``validation`` for XQuAD).
         items: the first ``items`` rows only (default: all).
-        token, dataset_path, cache_dir: as for the hub corpora (a token, a local copy of the
-            hub dataset with one config per language, the ``datasets`` cache).
+        token: a hub token (for a gated copy).
+        dataset_path: a local copy of the hub dataset with one config per language, in place of the hub id.
+        cache_dir: the ``datasets`` cache.
     """
     spec = task_spec(name)
     lang = validate_lang(lang)
