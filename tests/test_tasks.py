@@ -218,7 +218,12 @@ def test_evaluate_task_end_to_end_on_a_belebele_file(llama_dir, tmp_path, capsys
     printed = capsys.readouterr().out
     assert "task belebele (en, n=12) acc_norm baseline:" in printed and "add->de" in printed
     results = json.loads((out / "tasks.json").read_text())
-    assert results["kind"] == "tasks" and results["items"] == 12 and set(results["rows"]) == {"add->de", "add->ja"}
+    assert (
+        results["kind"] == "tasks"
+        and results["task_kind"] == "multiple_choice"
+        and results["items"] == 12
+        and set(results["rows"]) == {"add->de", "add->ja"}
+    )
     row = results["rows"]["add->de"]
     acc = row["intervals"]["acc_norm"]
     assert acc["n"] == 12 and acc["low"] <= row["acc_norm"] <= acc["high"]

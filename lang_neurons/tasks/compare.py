@@ -98,7 +98,7 @@ def compare_task(
     base = evaluate_task(model, task, **kwargs)
     out: dict[str, Any] = {
         "task": task.name,
-        "kind": task.kind,
+        "task_kind": task.kind,  # "kind" is the artifact's kind once saved (tasks.json)
         "lang": task.lang,
         "metric": task.metric,
         "description": task.description,
