@@ -36,15 +36,17 @@ _NAMES = {
     "lang_neurons.sites": ("Site", "resolve_site"),
     "lang_neurons.steering": ("ResidualSteering", "Steering", "language_arithmetic", "residual_diffmean", "steer"),
     "lang_neurons.study": ("evaluate", "loss_matrix"),
+    "lang_neurons.tasks": ("TASKS", "Task", "evaluate_task", "load_task"),
 }
 _HOME = {name: module for module, names in _NAMES.items() for name in names}
-_SUBMODULES = ("controls", "evaluation", "masks", "plots", "protocols", "report", "steering")
+_SUBMODULES = ("controls", "evaluation", "masks", "plots", "protocols", "report", "steering", "tasks")
 
 __all__ = [
     "DEFAULT_LANGS",
     "DEFAULT_MODEL",
     "PROTOCOLS",
     "SITES",
+    "TASKS",
     "ActivationStats",
     "HookedModel",
     "LangNeuronsError",
@@ -56,9 +58,11 @@ __all__ = [
     "ResidualSteering",
     "Site",
     "Steering",
+    "Task",
     "average_precision",
     "controls",
     "evaluate",
+    "evaluate_task",
     "evaluation",
     "generate",
     "language_arithmetic",
@@ -66,6 +70,7 @@ __all__ = [
     "lape",
     "load_corpus",
     "load_model",
+    "load_task",
     "loss_matrix",
     "masks",
     "model_fingerprint",
@@ -80,6 +85,7 @@ __all__ = [
     "resolve_site",
     "steer",
     "steering",
+    "tasks",
     "translation_scores",
     "translation_task",
 ]
@@ -100,7 +106,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what the names are, for type checkers and IDEs
-    from lang_neurons import controls, evaluation, masks, plots, protocols, report, steering
+    from lang_neurons import controls, evaluation, masks, plots, protocols, report, steering, tasks
     from lang_neurons.choices import DEFAULT_LANGS, DEFAULT_MODEL, SITES
     from lang_neurons.controls import random_control, random_controls
     from lang_neurons.corpora import LanguageCorpus, load_corpus
@@ -114,3 +120,4 @@ if TYPE_CHECKING:  # what the names are, for type checkers and IDEs
     from lang_neurons.sites import Site, resolve_site
     from lang_neurons.steering import ResidualSteering, Steering, language_arithmetic, residual_diffmean, steer
     from lang_neurons.study import evaluate, loss_matrix
+    from lang_neurons.tasks import TASKS, Task, evaluate_task, load_task

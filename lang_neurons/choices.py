@@ -69,3 +69,7 @@ PROTOCOL_NAMES = ("kojima", "tang", "gurgurov")
 
 MIN_SAMPLES = 10
 """Fewest generations per cell for which intervals are computed."""
+
+TASK_NAMES: tuple[str, ...] = ("belebele", "xnli", "sib200", "xquad", "multiple_choice", "generation")
+"""The downstream tasks :func:`lang_neurons.tasks.load_task` knows (``lang-neurons evaluate --task``):
+four hub datasets, and the two kinds for a file of your own."""

@@ -31,6 +31,7 @@ from lang_neurons.choices import (
     PROTOCOL_NAMES,
     SITES,
     STEERING_METHODS,
+    TASK_NAMES,
     TRANSLATION_TEMPLATES,
 )
 from lang_neurons.errors import LangNeuronsError
@@ -206,6 +207,7 @@ def build_parser() -> _Parser:
     _add_neurons_args(p)
     p.add_argument("--out", required=True, type=Path, help="folder for metrics.json and metrics.txt")
     _add_evaluation_args(p)
+    _add_task_args(p)
     p.add_argument("--seed", type=_seed, default=0)
 
     p = sub.add_parser("run", help="the whole study: statistics, LAPE and AP neurons, steering evaluation, HTML report")
@@ -400,6 +402,23 @@ def _add_evaluation_args(p: argparse.ArgumentParser) -> None:
         help=f"skip the 95%% intervals (Wilson for rates, bootstrap for BLEU/chrF and the loss matrix), which need "
         f"--samples >= {MIN_SAMPLES}",
     )
+
+
+def _add_task_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--task",
+        default=None,
+        choices=list(TASK_NAMES),
+        help="evaluate a downstream task instead of the generation study: baseline and each --methods toward each "
+        "--targets (default: every language of the set), accuracy or F1 with intervals -> tasks.json (docs/tasks.md)",
+    )
+    p.add_argument(
+        "--task-file", type=Path, default=None, help="a local .jsonl/.json/.parquet/.csv file in the task's schema"
+    )
+    p.add_argument("--task-lang", type=_lang_code, default=None, help="the task's language (default: --source)")
+    p.add_argument("--task-items", type=_positive_int, default=None, help="the first N items only (default: all)")
+    p.add_argument("--task-split", default=None, help="the hub split (default: the task's, test; xquad: validation)")
+    p.add_argument("--task-batch-size", type=_positive_int, default=8, help="sequences per forward pass (default: 8)")
 
 
 def _add_neurons_args(p: argparse.ArgumentParser) -> None:

@@ -76,6 +76,8 @@ def _parse_methods(text: str) -> list[str]:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``lang-neurons evaluate``: steering evaluation of an identify folder into ``--out``; returns the exit code."""
+    if args.task:  # a downstream task instead of the generation study
+        return cmd_evaluate_task(args)
     methods = _parse_methods(args.methods)
     targets = parse_langs(args.targets) if args.targets else None
     if not args.no_intervals:
@@ -104,6 +106,64 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     print(write_metrics(args.out, results, neurons))
     print(f"\nwrote {args.out}/metrics.json and {args.out}/metrics.txt")
+    return 0
+
+
+def cmd_evaluate_task(args: argparse.Namespace) -> int:
+    """``lang-neurons evaluate --task NAME``: the task unsteered and under each of ``--methods``
+    toward each of ``--targets`` (default: every language of the set); writes ``tasks.json`` and
+    the task's lines of ``metrics.txt`` into ``--out``; returns the exit code."""
+    from lang_neurons import _io, tasks
+
+    methods = _parse_methods(args.methods)
+    if args.out.exists() and not args.out.is_dir():
+        raise LangNeuronsError(f"--out {args.out} is a file: give a folder")
+    lang = args.task_lang or args.source
+    task = tasks.load_task(args.task, lang, path=args.task_file, split=args.task_split, items=args.task_items)
+    if not args.no_intervals:
+        check_samples(len(task))
+    model, neurons, stats, _ = load_run(args)
+    targets = parse_langs(args.targets) if args.targets else list(neurons.langs)
+    for t in targets:
+        neurons.lang_index(t)
+    source = args.source if args.deactivate == "source" else None
+
+    def make(target: str, method: str) -> st.Steering:
+        how = dict(source=source, deactivate_value=args.deactivate_value)
+        return steering_for(neurons, stats, target, method, args.alpha, **how)
+
+    results = tasks.compare_task(
+        model,
+        task,
+        tasks.steering_rows(make, methods, targets),
+        intervals=not args.no_intervals,
+        seed=args.seed,
+        batch_size=args.task_batch_size,
+        repetition_penalty=args.repetition_penalty,
+        progress=not args.no_progress,
+    )
+    results["settings"] = {
+        "task_file": str(args.task_file) if args.task_file else None,
+        "split": args.task_split,
+        "methods": methods,
+        "targets": targets,
+        "alpha": args.alpha,
+        "deactivate": args.deactivate,
+        "deactivate_value": args.deactivate_value,
+        "repetition_penalty": args.repetition_penalty,
+        "seed": args.seed,
+        "neurons": {"method": neurons.method, "params": neurons.params},
+    }
+    lines = tasks.format_comparison(results)
+    args.out.mkdir(parents=True, exist_ok=True)
+    _io.save_json_artifact(
+        args.out / "tasks.json", "tasks", results, model=neurons.model, site=neurons.site, method=neurons.method
+    )
+    metrics = args.out / "metrics.txt"
+    kept = [x for x in metrics.read_text().splitlines() if not x.startswith("task ")] if metrics.is_file() else []
+    _io.atomic_write_text(metrics, "\n".join([*kept, *lines]) + "\n")
+    print("\n".join(lines))
+    print(f"\nwrote {args.out}/tasks.json and the task's lines of {args.out}/metrics.txt")
     return 0
 
 

@@ -22,12 +22,15 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class HubSource:
-    """A hub dataset: its name in messages, hub id, corpus name for ``load_corpus`` and whether it is gated."""
+    """A hub dataset: its name in messages, hub id, corpus name for ``load_corpus`` and whether it
+    is gated; ``offline_fix``, when given, is what a failed hub load tells the user to do instead
+    (by default: a token, the connection, or the offline default corpus)."""
 
     label: str
     hub_id: str
     corpus: str
     gated: bool
+    offline_fix: str = ""
 
 
 _OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
@@ -132,12 +135,14 @@ def _load_failure(source: HubSource, path: str, local: bool, offline: bool, err:
     if local:
         return f"could not load {source.label} from {path!r}: {cause}"
     why = "offline or gated" if source.gated else "offline?"
+    state = "; hub unreachable or HF_HUB_OFFLINE set, so only the local cache was tried" if offline else ""
+    if source.offline_fix:
+        return f"could not load {source.label} from the Hugging Face hub ({why}): {source.offline_fix} [{cause}{state}]"
     fix = (
         f"log in with a token (load_corpus({source.corpus!r}, token=...))"
         if source.gated
         else "check your internet connection"
     )
-    state = "; hub unreachable or HF_HUB_OFFLINE set, so only the local cache was tried" if offline else ""
     return (
         f"could not load {source.label} from the Hugging Face hub ({why}): {fix}, "
         f"or use the offline default corpus load_corpus('default') [{cause}{state}]"
