@@ -94,7 +94,7 @@ def compare_task(
     """
     if intervals:
         iv.check_samples(len(task))
-    kwargs = dict(batch_size=batch_size, repetition_penalty=repetition_penalty, progress=progress)
+    kwargs: dict[str, Any] = dict(batch_size=batch_size, repetition_penalty=repetition_penalty, progress=progress)
     base = evaluate_task(model, task, **kwargs)
     out: dict[str, Any] = {
         "task": task.name,
@@ -145,4 +145,8 @@ def steering_rows(
     make: Callable[[str, str], Hooks], methods: Sequence[str], targets: Sequence[str]
 ) -> dict[str, Callable[[], Hooks]]:
     """Row name ``"<method>-><target>"`` → a function building ``make(target, method)``."""
-    return {f"{m}->{t}": (lambda t=t, m=m: make(t, m)) for m in methods for t in targets}
+
+    def bind(target: str, method: str) -> Callable[[], Hooks]:
+        return lambda: make(target, method)
+
+    return {f"{m}->{t}": bind(t, m) for m in methods for t in targets}
