@@ -64,8 +64,10 @@ def check_out_dir(out: Path, run: RunConfig, force: bool) -> bool:
     return not diff and not force and (out / "stats.json").is_file()
 
 
-def run_corpora(run: RunConfig) -> tuple[LanguageCorpus, LanguageCorpus]:
-    """The train and held-out corpora of a run."""
+def run_corpora(run: RunConfig | Mapping[str, Any]) -> tuple[LanguageCorpus, LanguageCorpus]:
+    """The train and held-out corpora of a run (its config, or ``run.json`` as a dict)."""
+    if isinstance(run, Mapping):
+        run = RunConfig.from_dict(run)
     options = {"parallel": True} if run.parallel else {}
     corpus = load_corpus(run.corpus, langs=list(run.langs), max_per_lang=run.max_per_lang, **options)
     if run.held_out > 0:
