@@ -67,6 +67,9 @@ target language."""
 PROTOCOL_NAMES = ("kojima", "tang", "gurgurov")
 """The papers' protocols as presets (:data:`lang_neurons.protocols.PROTOCOLS`)."""
 
+RESAMPLES = 1000
+"""Default number of bootstrap resamples of the intervals (:mod:`lang_neurons.intervals`)."""
+
 MIN_SAMPLES = 10
 """Fewest generations per cell for which intervals are computed."""
 

@@ -20,7 +20,6 @@ from lang_neurons.languages import parse_langs
 from lang_neurons.neurons import NeuronSet
 from lang_neurons.pipeline import (
     check_ap_k,
-    comparison_args,
     evaluate_neurons,
     is_main,
     load_run,
@@ -29,9 +28,9 @@ from lang_neurons.pipeline import (
     run_statistics,
     run_steering,
     select_neurons,
-    selection_params,
     write_metrics,
 )
+from lang_neurons.run_configs import COMPARISON, evaluate_config, evaluation_settings
 from lang_neurons.study import steering_for
 
 
@@ -80,30 +79,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return cmd_evaluate_task(args)
     methods = _parse_methods(args.methods)
     targets = parse_langs(args.targets) if args.targets else None
-    if not args.no_intervals:
-        check_samples(args.samples)
+    config = evaluate_config(args, methods, targets)
     if args.out.exists() and not args.out.is_dir():
         raise LangNeuronsError(f"--out {args.out} is a file: give a folder")
     model, neurons, stats, held_out = load_run(args)
-    results = evaluate_neurons(
-        args,
-        model,
-        neurons,
-        stats,
-        held_out,
-        targets=targets,
-        methods=methods,
-        alpha=args.alpha,
-        samples=args.samples,
-        max_new_tokens=args.max_new_tokens,
-        translation_items=args.translation_items,
-        source=args.source,
-        loss_texts=args.loss_texts,
-        seed=args.seed,
-        intervals=not args.no_intervals,
-        progress=not args.no_progress,
-        **comparison_args(args),
-    )
+    order = ("targets", "methods", "alpha", "samples", "max_new_tokens", "translation_items", "source", "loss_texts")
+    kwargs = config.pick((*order, "seed", "intervals", *COMPARISON))  # the order departures are listed in
+    results = evaluate_neurons(args, model, neurons, stats, held_out, **kwargs, progress=not args.no_progress)
     print(write_metrics(args.out, results, neurons))
     print(f"\nwrote {args.out}/metrics.json and {args.out}/metrics.txt")
     return 0
@@ -169,10 +151,10 @@ def cmd_evaluate_task(args: argparse.Namespace) -> int:
 
 def cmd_identify(args: argparse.Namespace) -> int:
     """``lang-neurons identify``: record (or reuse) statistics and write one neuron set; returns the exit code."""
-    model, site, train, _, settings, reuse = open_run(args)
+    model, site, train, _, run, reuse = open_run(args)
     if args.method == "ap":
         check_ap_k(args, site)
-    stats = run_statistics(args, model, train, settings, reuse)
+    stats = run_statistics(args, model, train, run, reuse)
     if not is_main():
         return 0
     neurons = select_neurons(args, stats, args.method)
@@ -189,9 +171,9 @@ def cmd_import_masks(args: argparse.Namespace) -> int:
     from lang_neurons import masks
 
     masks.read_mask_file(args.file)  # a missing or unreadable file fails before the model loads
-    model, site, train, _, settings, reuse = open_run(args)
-    neurons = masks.from_lape_masks(args.file, settings["langs"], model, site=args.site)
-    stats = run_statistics(args, model, train, settings, reuse)
+    model, site, train, _, run, reuse = open_run(args)
+    neurons = masks.from_lape_masks(args.file, list(run.langs), model, site=args.site)
+    stats = run_statistics(args, model, train, run, reuse)
     neurons.params["corpus"] = stats.corpus
     neurons.save(args.out / "neurons_lape")
     print(_identify_report(neurons))
@@ -229,8 +211,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """``lang-neurons run``: the whole study and its HTML report, reusing finished stages; returns the exit code."""
     methods = _parse_methods(args.methods)
     targets = parse_langs(args.targets) if args.targets else None
-    if not args.no_intervals:
-        check_samples(args.samples)
+    config = evaluate_config(args, methods, targets)
     langs = parse_langs(args.langs)
     for t in targets or []:
         if t not in langs:
@@ -239,9 +220,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     out: Path = args.out
 
     _stage(1, "statistics")
-    model, site, train, held_out, settings, reuse = open_run(args)
+    model, site, train, held_out, run, reuse = open_run(args)
     check_ap_k(args, site)
-    stats = run_statistics(args, model, train, settings, reuse)
+    stats = run_statistics(args, model, train, run, reuse)
     if not is_main():
         return 0
 
@@ -254,25 +235,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     chosen = args.evaluate_set
     label = f"{chosen.upper()} neurons"
     _stage(3, f"steering evaluation ({label})")
-    evaluation = {
-        "run": settings,
-        "lape": selection_params(args, "lape"),
-        "methods": methods,
-        "targets": targets,
-        "source": args.source,
-        "alpha": args.alpha,
-        "samples": args.samples,
-        "max_new_tokens": args.max_new_tokens,
-        "translation_items": args.translation_items,
-        "loss_texts": args.loss_texts,
-        "sweep_alphas": alphas,
-        "intervals": not args.no_intervals,
-        "comparison": comparison_args(args),
-        "evaluate_set": chosen,
-        "neurons": selection_params(args, chosen),
-        "protocol": args.protocol,
-    }
-    results = run_steering(args, model, sets[chosen], stats, held_out, evaluation, reused[chosen])
+    evaluation = evaluation_settings(args, run, config, alphas)
+    results = run_steering(args, model, sets[chosen], stats, held_out, config, evaluation, reused[chosen])
     table = protocols.format_results(results)
 
     _stage(4, "figures")
@@ -290,7 +254,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if "deactivation_generation" in results:
         tables[f"Deactivation generation ({label})"] = protocols.format_deactivation(results["deactivation_generation"])
     shown = {
-        **settings,
+        **run.to_dict(),
         "model fingerprint": stats.model,
         "LAPE": sets["lape"].params,
         "AP": sets["ap"].params,

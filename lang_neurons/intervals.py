@@ -32,7 +32,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from lang_neurons.choices import MIN_SAMPLES
+from lang_neurons.choices import MIN_SAMPLES, RESAMPLES
 from lang_neurons.errors import LangNeuronsError
 from lang_neurons.forcing import harmonic_mean, quality_of_losses
 from lang_neurons.generation import TextLosses
@@ -56,9 +56,6 @@ __all__ = [
 
 LEVEL = 0.95
 """Confidence level of every interval."""
-
-RESAMPLES = 1000
-"""Default number of bootstrap resamples."""
 
 
 def _check_level(level: float) -> None:

@@ -12,9 +12,11 @@ prints what the stages return.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,41 +24,21 @@ import torch
 
 from lang_neurons import _io, protocols
 from lang_neurons.choices import RESIDUAL
+from lang_neurons.config import EvaluateConfig, RunConfig
 from lang_neurons.corpora import LanguageCorpus, load_corpus
 from lang_neurons.errors import LangNeuronsError
 from lang_neurons.languages import parse_langs
 from lang_neurons.models import HookedModel, check_fingerprint, load_model
-from lang_neurons.neurons import NeuronSet, ap_k, average_precision, lape
+from lang_neurons.neurons import NeuronSet, average_precision, lape
 from lang_neurons.recording import ActivationStats, record
+from lang_neurons.run_configs import COMPARISON, ap_config, lape_config, run_config, selection_params
 from lang_neurons.sites import Site, resolve_site
-from lang_neurons.study import evaluate
+from lang_neurons.study import EvaluationResult, evaluate
 
 RUN_FILE = "run.json"
 
 
-def run_settings(args: argparse.Namespace, langs: list[str]) -> dict[str, Any]:
-    """What determines the statistics in an output folder (compared on re-runs)."""
-    return {
-        "model": str(args.model),
-        "corpus": str(args.corpus),
-        "langs": langs,
-        "site": args.site,
-        "pooling": args.pooling,
-        "max_length": args.max_length,
-        "max_per_lang": args.max_per_lang,
-        "ap_sentences": args.ap_sentences,
-        "held_out": args.held_out,
-        "seed": args.seed,
-        "parallel": args.parallel,
-        "skip_bos": args.skip_bos,
-    }
-
-
-# What run.json files written before a setting existed meant by leaving it out.
-_SETTING_DEFAULTS = {"parallel": False, "skip_bos": True}
-
-
-def check_out_dir(out: Path, settings: dict[str, Any], force: bool) -> bool:
+def check_out_dir(out: Path, run: RunConfig, force: bool) -> bool:
     """Whether ``out`` already holds statistics of this very run. Errors if it holds another run."""
     if out.exists() and not out.is_dir():
         raise LangNeuronsError(f"--out {out} is a file: give a folder")
@@ -67,11 +49,12 @@ def check_out_dir(out: Path, settings: dict[str, Any], force: bool) -> bool:
                 f"--out {out} is not empty and holds no lang-neurons run: choose an empty or new folder, or pass --force"
             )
         return False
-    try:
-        saved = json.loads(run_file.read_text())
-    except json.JSONDecodeError:
+    try:  # a run.json written before a setting existed means its default (RunConfig.from_dict)
+        saved = RunConfig.from_dict(json.loads(run_file.read_text())).to_dict()
+    except (json.JSONDecodeError, LangNeuronsError):
         saved = {}
-    diff = [k for k in settings if saved.get(k, _SETTING_DEFAULTS.get(k)) != settings[k]]
+    settings = run.to_dict()
+    diff = [k for k in settings if saved.get(k) != settings[k]]
     if diff and not force:
         k = diff[0]
         raise LangNeuronsError(
@@ -81,30 +64,29 @@ def check_out_dir(out: Path, settings: dict[str, Any], force: bool) -> bool:
     return not diff and not force and (out / "stats.json").is_file()
 
 
-def run_corpora(settings: dict[str, Any]) -> tuple[LanguageCorpus, LanguageCorpus]:
-    """The train and held-out corpora of a run, from its settings (see :func:`run_settings`)."""
-    options = {"parallel": True} if settings.get("parallel") else {}
-    corpus = load_corpus(
-        settings["corpus"], langs=settings["langs"], max_per_lang=settings.get("max_per_lang"), **options
-    )
-    if settings["held_out"] > 0:
-        return corpus.split(held_out=settings["held_out"], seed=settings["seed"])
+def run_corpora(run: RunConfig | Mapping[str, Any]) -> tuple[LanguageCorpus, LanguageCorpus]:
+    """The train and held-out corpora of a run (its config, or ``run.json`` as a dict)."""
+    if isinstance(run, Mapping):
+        run = RunConfig.from_dict(run)
+    options = {"parallel": True} if run.parallel else {}
+    corpus = load_corpus(run.corpus, langs=list(run.langs), max_per_lang=run.max_per_lang, **options)
+    if run.held_out > 0:
+        return corpus.split(held_out=run.held_out, seed=run.seed)
     return corpus, corpus
 
 
 def open_run(
     args: argparse.Namespace,
-) -> tuple[HookedModel, Site, LanguageCorpus, LanguageCorpus, dict[str, Any], bool]:
+) -> tuple[HookedModel, Site, LanguageCorpus, LanguageCorpus, RunConfig, bool]:
     """Check --out, load the corpus and the model (what identify and run share).
 
-    Returns the model, its site, the train and held-out corpora, the run settings and whether
+    Returns the model, its site, the train and held-out corpora, the run's settings and whether
     --out already holds the statistics of this very run.
     """
     langs = parse_langs(args.langs)
     if len(langs) < 2 and args.command != "import-masks":
         raise LangNeuronsError(f"--langs {args.langs!r} names one language: LAPE and AP compare at least two")
-    if not 0 <= args.held_out < 1:
-        raise LangNeuronsError(f"--held-out must be in [0, 1), got {args.held_out}")
+    run = run_config(args, langs)
     if args.checkpoint_every < 0:
         raise LangNeuronsError(
             f"--checkpoint-every must be 0 (no checkpoints) or a positive number of batches, got {args.checkpoint_every}"
@@ -114,9 +96,8 @@ def open_run(
             f"--parallel marks a --corpus folder of <code>.txt files as line-aligned, but --corpus {args.corpus!r} is not a folder "
             "(the named corpora already know whether they are parallel): leave --parallel out"
         )
-    settings = run_settings(args, langs)
-    reuse = check_out_dir(args.out, settings, args.force)
-    train, held_out = run_corpora(settings)
+    reuse = check_out_dir(args.out, run, args.force)
+    train, held_out = run_corpora(run)
     device = init_distributed(args)
     model = load_model(
         args.model,
@@ -126,7 +107,7 @@ def open_run(
         device_map=device_map(args.device_map),
         cache_check=args.cache_check,
     )
-    return model, resolve_site(model, args.site), train, held_out, settings, reuse
+    return model, resolve_site(model, args.site), train, held_out, run, reuse
 
 
 def load_run(args: argparse.Namespace):
@@ -137,7 +118,7 @@ def load_run(args: argparse.Namespace):
         raise LangNeuronsError(
             f"--neurons {folder} holds no lang-neurons run ({RUN_FILE} missing): run `lang-neurons identify --out {folder}` first"
         )
-    settings = json.loads(run_file.read_text())
+    run = RunConfig.from_dict(json.loads(run_file.read_text()))
     method = args.set or next((m for m in ("lape", "ap") if (folder / f"neurons_{m}.json").is_file()), None)
     if method is None:
         raise LangNeuronsError(f"--neurons {folder} holds no neuron set: run `lang-neurons identify --out {folder}`")
@@ -153,9 +134,9 @@ def load_run(args: argparse.Namespace):
         )
     neurons = NeuronSet.load(folder / f"neurons_{method}")
     stats = ActivationStats.load(folder / "stats")
-    model = load_model(settings["model"], dtype=args.dtype, device=args.device, cache_check=args.cache_check)
+    model = load_model(run.model, dtype=args.dtype, device=args.device, cache_check=args.cache_check)
     check_fingerprint(neurons.model, model, f"{folder}/neurons_{method}")
-    return model, neurons, stats, run_corpora(settings)[1]
+    return model, neurons, stats, run_corpora(run)[1]
 
 
 def device_map(text: str | None) -> str | dict | None:
@@ -201,20 +182,11 @@ def is_main() -> bool:
 
 def check_ap_k(args: argparse.Namespace, site: Site) -> None:
     """Refuse ``--top-k``/``--bottom-k`` outside ``[0, neurons at the site]`` before recording starts."""
-    try:
-        ap_k(site.n_neurons, args.ap_share)  # the one range check of the share (neurons.ap_k)
-    except LangNeuronsError:
-        raise LangNeuronsError(f"--ap-share must be in (0, 0.5], got {args.ap_share}") from None
-    for name in ("top_k", "bottom_k"):
-        k = getattr(args, name)
-        if k is not None and not 0 <= k <= site.n_neurons:
-            raise LangNeuronsError(
-                f"--{name.replace('_', '-')} {k} but the model has {site.n_neurons} neurons at site {site.name!r}"
-            )
+    ap_config(args).check(site.n_neurons, site.name)
 
 
 def run_statistics(
-    args: argparse.Namespace, model: HookedModel, train: LanguageCorpus, settings: dict[str, Any], reuse: bool
+    args: argparse.Namespace, model: HookedModel, train: LanguageCorpus, run: RunConfig, reuse: bool
 ) -> ActivationStats:
     """The statistics in --out when ``reuse``, else recorded now and saved there with run.json."""
     stats_path = args.out / "stats"
@@ -228,45 +200,28 @@ def run_statistics(
         if args.force and not args.resume:
             checkpoint.unlink(missing_ok=True)
         # run.json first: a killed recording leaves --out resumable with the same settings.
-        _io.atomic_write_text(args.out / RUN_FILE, json.dumps(settings, indent=1))
+        _io.atomic_write_text(args.out / RUN_FILE, json.dumps(run.to_dict(), indent=1))
     stats = record(
         model,
         train,
-        site=args.site,
-        pooling=args.pooling,
-        batch_size=args.batch_size,
-        max_length=args.max_length,
-        ap_sentences=args.ap_sentences,
+        config=run.record,
         progress=not args.no_progress,
         checkpoint=checkpoint if args.checkpoint_every else None,
         checkpoint_every=args.checkpoint_every or 1,
         resume=args.resume,
-        skip_bos=args.skip_bos,
     )
     if is_main():
         stats.save(stats_path)
     return stats
 
 
-def selection_params(args: argparse.Namespace, method: str) -> dict[str, Any]:
-    """The parameters a neuron set of ``method`` is selected with (as in ``NeuronSet.params``)."""
-    if method == "lape":
-        if args.per_language is not None:
-            return {"per_language": args.per_language, "filter_rate": args.filter_rate}
-        return {"top_rate": args.top_rate, "filter_rate": args.filter_rate, "activation_bar_ratio": args.activation_bar}
-    if args.top_k is None or args.bottom_k is None:
-        return {"share": args.ap_share, "requested": [args.top_k, args.bottom_k]}
-    return {"top_k": args.top_k, "bottom_k": args.bottom_k}
-
-
 def select_neurons(args: argparse.Namespace, stats: ActivationStats, method: str) -> NeuronSet:
     """Select ``method``'s neurons from ``stats`` and save them in --out."""
     if method == "lape":
-        neurons = lape(stats, args.top_rate, args.filter_rate, args.activation_bar, per_language=args.per_language)
+        neurons = lape(stats, **lape_config(args).to_dict())
     else:
-        neurons = average_precision(
-            stats, args.top_k, args.bottom_k, progress=not args.no_progress, share=args.ap_share
-        )
+        ap = ap_config(args)
+        neurons = average_precision(stats, ap.top_k, ap.bottom_k, progress=not args.no_progress, share=ap.share)
     neurons.save(args.out / f"neurons_{method}")
     return neurons
 
@@ -286,35 +241,6 @@ def run_neuron_set(
     return select_neurons(args, stats, method), False
 
 
-def comparison_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The controls, residual baseline and generation batch size :func:`evaluate` takes from the CLI."""
-    layers = None
-    if args.residual_layers:
-        try:
-            layers = [int(x) for x in args.residual_layers.split(",") if x.strip()]
-        except ValueError:
-            raise LangNeuronsError(
-                f"--residual-layers takes comma-separated layer numbers, e.g. 6,9,12; got {args.residual_layers!r}"
-            ) from None
-    return {
-        "controls": args.controls,
-        "residual": not args.no_residual,
-        "residual_layers": layers,
-        "dev_samples": args.dev_samples,
-        "batch_size": args.gen_batch_size,
-        "prompts": args.prompts,
-        "prompt_tokens": args.prompt_tokens,
-        "dev_share": args.dev_share,
-        "do_sample": not args.greedy,
-        "temperature": args.temperature,
-        "repetition_penalty": args.repetition_penalty,
-        "deactivate": args.deactivate,
-        "deactivate_value": args.deactivate_value,
-        "translation_template": args.translation_template,
-        "translation_tokens": args.translation_tokens,
-    }
-
-
 def evaluate_neurons(
     args: argparse.Namespace,
     model: HookedModel,
@@ -322,7 +248,7 @@ def evaluate_neurons(
     stats: ActivationStats,
     held_out: LanguageCorpus,
     **kwargs: Any,
-) -> dict[str, Any]:
+) -> EvaluationResult:
     """:func:`~lang_neurons.study.evaluate`, or :func:`~lang_neurons.protocols.evaluate` under --protocol
     (every setting passed, so the run's departures from the preset are listed)."""
     if args.protocol:
@@ -330,17 +256,19 @@ def evaluate_neurons(
     return evaluate(model, neurons, stats, held_out, **kwargs)
 
 
-def write_metrics(out: Path, results: dict[str, Any], neurons: NeuronSet) -> str:
-    """Write ``metrics.json`` (a checked artifact) and ``metrics.txt`` into ``out``; returns the table."""
+def write_metrics(out: Path, results: EvaluationResult, neurons: NeuronSet) -> str:
+    """Write ``metrics.json`` (``results.to_dict()``, a checked artifact) and ``metrics.txt`` into
+    ``out``; returns the table."""
     table = protocols.format_results(results)
+    data = results.to_dict()
     _io.save_json_artifact(
-        out / "metrics.json", "metrics", results, model=neurons.model, site=neurons.site, method=neurons.method
+        out / "metrics.json", "metrics", data, model=neurons.model, site=neurons.site, method=neurons.method
     )
     _io.atomic_write_text(out / "metrics.txt", table + "\n")
     return table
 
 
-def sweep_points(results: dict[str, Any], method: str, alpha: float) -> list[dict[str, Any]]:
+def sweep_points(results: Mapping[str, Any], method: str, alpha: float) -> list[dict[str, Any]]:
     """One steering-sweep point per target from :func:`evaluate`'s results (quality and forcing
     score where the results have them)."""
     points = []
@@ -373,11 +301,13 @@ def run_steering(
     neurons: NeuronSet,
     stats: ActivationStats,
     held_out: LanguageCorpus,
+    config: EvaluateConfig,
     evaluation: dict[str, Any],
     reuse: bool,
-) -> dict[str, Any]:
-    """:func:`evaluate` of ``neurons`` (plus the --sweep-alphas points), or the results in
-    --out/metrics.json when ``reuse`` and they were made with the same ``evaluation`` settings."""
+) -> Mapping[str, Any]:
+    """:func:`evaluate` of ``neurons`` with ``config`` (plus the sweep's points at
+    ``evaluation["sweep_alphas"]``), or the results in --out/metrics.json when ``reuse`` and they
+    were made with the same ``evaluation`` settings (:func:`evaluation_settings`)."""
     path = args.out / "metrics.json"
     if reuse and path.is_file():
         try:  # an older, damaged or edited file, or one from another model, is recomputed
@@ -387,58 +317,33 @@ def run_steering(
         if saved.get("evaluation") == evaluation:
             print(f"reusing the steering evaluation in {path}", file=sys.stderr)
             return saved
-    methods = evaluation["methods"]
-    kwargs = dict(
-        targets=evaluation["targets"],
-        samples=args.samples,
-        max_new_tokens=args.max_new_tokens,
-        source=args.source,
-        translation_items=args.translation_items,
-        seed=args.seed,
-        intervals=evaluation["intervals"],
-        progress=not args.no_progress,
-    )
-    comparison = evaluation["comparison"]
-    results = evaluate_neurons(
-        args,
-        model,
-        neurons,
-        stats,
-        held_out,
-        methods=methods,
-        alpha=args.alpha,
-        loss_texts=args.loss_texts,
-        **comparison,
-        **kwargs,
-    )
+    progress = not args.no_progress
+    order = ("methods", "alpha", "loss_texts", *COMPARISON, "targets", "samples", "max_new_tokens", "source")
+    kwargs = config.pick((*order, "translation_items", "seed", "intervals"))  # the order departures are listed in
+    results = evaluate_neurons(args, model, neurons, stats, held_out, **kwargs, progress=progress)
+    methods = list(config.methods)
     if evaluation["sweep_alphas"]:
-        results["sweep"] = []
-        layer = results["residual"]["layer"] if "residual" in results else None
+        results.sweep = []
+        layer = results.residual["layer"] if results.residual is not None else None
         for alpha in evaluation["sweep_alphas"]:
             # the first method at this alpha (measured above at --alpha), and residual DiffMean at its chosen layer with this alpha
-            same = alpha == args.alpha
-            more = results
+            same = alpha == config.alpha
+            more: Mapping[str, Any] = results
             if layer is not None or not same:
-                more = evaluate(
-                    model,
-                    neurons,
-                    stats,
-                    held_out,
-                    methods=[] if same else methods[:1],
+                at = dataclasses.replace(
+                    config,
+                    methods=() if same else tuple(methods[:1]),
                     alpha=alpha,
                     loss_texts=0,
-                    **{
-                        **comparison,
-                        "controls": 0,
-                        "residual": layer is not None,
-                        "residual_layers": [layer] if layer is not None else None,
-                        "residual_alphas": [alpha],
-                    },
-                    **kwargs,
+                    controls=0,
+                    residual=layer is not None,
+                    residual_layers=(layer,) if layer is not None else None,
+                    residual_alphas=(alpha,),
                 )
-            results["sweep"] += sweep_points(results if same else more, methods[0], alpha)
+                more = evaluate(model, neurons, stats, held_out, config=at, progress=progress)
+            results.sweep += sweep_points(results if same else more, methods[0], alpha)
             if layer is not None:
-                results["sweep"] += sweep_points(more, RESIDUAL, alpha)
-    results["evaluation"] = evaluation
+                results.sweep += sweep_points(more, RESIDUAL, alpha)
+    results.evaluation = evaluation
     write_metrics(args.out, results, neurons)
     return results

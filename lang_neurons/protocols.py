@@ -252,7 +252,7 @@ def evaluate(
     held_out: LanguageCorpus,
     name: str | Protocol,
     **overrides: Any,
-) -> dict[str, Any]:
+) -> study.EvaluationResult:
     """:func:`lang_neurons.study.evaluate` with the preset's settings (``overrides`` win) and,
     when the protocol has one, its :func:`deactivation_generation` (``results["deactivation_generation"]``,
     with the same samples, prompt length, decoding, controls and seed). ``results["settings"]``
@@ -262,7 +262,7 @@ def evaluate(
     kwargs = {**p.evaluate, **overrides}
     results = study.evaluate(model, neurons, stats, held_out, **kwargs)
     if p.deactivation_generation is not None:
-        results["deactivation_generation"] = deactivation_generation(
+        results.deactivation_generation = deactivation_generation(
             model,
             neurons,
             held_out,
@@ -280,7 +280,7 @@ def evaluate(
             progress=kwargs.get("progress", True),
             **p.deactivation_generation,
         )
-    results["settings"].update(
+    results.settings.update(
         protocol=p.name,
         paper=p.paper,
         code=p.code,
@@ -364,7 +364,7 @@ def deactivation_generation(
             "deactivated": generate(model, prompts, hooks=off, **gen),
         }
         if sets:
-            outputs["control"] = study._pooled_samples(
+            outputs["control"] = study.pooled_samples(
                 model, [st.deactivate(c, lang, value) for c in sets], prompts, n, gen
             )
         entry: dict[str, Any] = {"n": n, "neurons": off.n_neurons}

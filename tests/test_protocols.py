@@ -136,7 +136,7 @@ def test_each_preset_runs_through_the_api(tiny, name):
     text = protocols.format_results(res)
     assert f"protocol: {name}" in text and "departures:" in text and "additions (ours):" in text
     assert ("deactivation generation (Tang et al.)" in text) == (name == "tang")
-    json.dumps(res)
+    json.dumps(res.to_dict())  # an EvaluationResult reads like the dict; to_dict() is the JSON
 
 
 def test_deactivation_generation(tiny):

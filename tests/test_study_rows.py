@@ -77,13 +77,13 @@ def test_controls_and_residual_can_be_left_out(tiny):
 def test_control_samples_pool_every_seed(tiny, monkeypatch):
     model, neurons, stats, _ = tiny
     seen = []
-    real = study._pooled_samples
+    real = study.pooled_samples
 
     def spy(model, hook_sets, prompts, samples, gen):
         seen.append((len(hook_sets), samples))
         return real(model, hook_sets, prompts, samples, gen)
 
-    monkeypatch.setattr(study, "_pooled_samples", spy)
+    monkeypatch.setattr(study.loop, "pooled_samples", spy)  # where evaluate looks it up
     _evaluate(tiny, controls=4, residual=False, translation_items=0)
     assert (4, 10) in seen and (1, 10) in seen  # the control's 10 samples come from 4 seeds
 

@@ -9,6 +9,7 @@ into the totals in plan order (:mod:`.distributed`), with a checkpoint every so 
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..choices import POOLINGS
+from ..config import REDUCE_EVERY, RecordConfig
 from ..corpora import LanguageCorpus
 from ..errors import LangNeuronsError
 from ..models import HookedModel, attached, model_fingerprint
@@ -28,9 +29,6 @@ from .batching import batches, encode, pad
 from .checkpoint import checkpoint_path, load_checkpoint, recording_key, save_checkpoint
 from .distributed import Totals, rank_and_world
 from .stats import ActivationStats, Pooling
-
-REDUCE_EVERY = 8
-"""Batches per partial sum (see :func:`record`): part of what defines the exact float64 sums."""
 
 
 def record(
@@ -50,6 +48,7 @@ def record(
     resume: bool = False,
     distributed: bool | None = None,
     reduce_every: int = REDUCE_EVERY,
+    config: RecordConfig | None = None,
 ) -> ActivationStats:
     """Stream ``corpus`` through ``model`` once and return its :class:`ActivationStats`.
 
@@ -85,6 +84,9 @@ def record(
         reduce_every: batches per partial sum. The plan's batches are cut into chunks of this
             many; each chunk's float64 sums start from zero and are added to the totals in plan
             order, so the totals do not depend on how chunks are spread over ranks or runs.
+        config: the settings as one :class:`~lang_neurons.config.RecordConfig` (``site``,
+            ``pooling``, ``batch_size``, ``max_length``, ``ap_sentences``, ``padding_side``,
+            ``skip_bos``, ``reduce_every``), in place of those keywords.
 
     Non-finite activations (NaN/inf) never enter the statistics: a chunk whose sums come out
     non-finite is recorded again with such values counted per language and layer
@@ -100,23 +102,26 @@ def record(
     """
     if not isinstance(corpus, LanguageCorpus):
         corpus = LanguageCorpus({k: list(v) for k, v in corpus.items()}, name="texts")
-    if pooling not in POOLINGS:
-        raise LangNeuronsError(f"unknown pooling {pooling!r}: choose one of {', '.join(POOLINGS)}")
-    if padding_side not in ("left", "right"):
-        raise LangNeuronsError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
-    if batch_size < 1 or (ap_sentences is not None and ap_sentences < 1):
-        raise LangNeuronsError("batch_size and ap_sentences must be positive integers")
-    if checkpoint_every < 1 or reduce_every < 1:
+    given = RecordConfig(site, pooling, batch_size, max_length, ap_sentences, padding_side, skip_bos, reduce_every)
+    if config is None:
+        config = given
+    elif given != RecordConfig():
+        raise LangNeuronsError("record takes its settings either as config= or as keywords, not both")
+    if checkpoint_every < 1:
         raise LangNeuronsError("checkpoint_every and reduce_every must be positive integers")
+    site, batch_size, ap_sentences = config.site, config.batch_size, config.ap_sentences
+    pooling = config.pooling  # type: ignore[assignment]  # RecordConfig checked it is one of POOLINGS
+    padding_side = config.padding_side  # type: ignore[assignment]  # RecordConfig checked it
+    reduce_every = config.reduce_every
     rank, world = rank_and_world(distributed)
     spec = resolve_site(model, site)
     n_ctx = int(getattr(model.cfg, "n_ctx", 0) or 2048)
-    max_length = min(n_ctx, max_length or 512)
+    max_length = min(n_ctx, config.max_length or 512)
     device = torch.device(getattr(model.cfg, "device", None) or "cpu")
     pad_id = getattr(model.tokenizer, "pad_token_id", None)
     pad_id = 0 if pad_id is None else int(pad_id)
     bos_id = getattr(model.tokenizer, "bos_token_id", None)
-    skip_bos = skip_bos and bos_id is not None
+    skip_bos = config.skip_bos and bos_id is not None
 
     encoded, truncated = {}, 0
     for lang in corpus.langs:
@@ -149,20 +154,8 @@ def record(
         return [offsets[lang] + i if i < keep[lang] else -1 for i in batch]
 
     total = Totals(len(corpus.langs), spec, device, d_model)
-    key = recording_key(
-        model,
-        corpus,
-        dict(
-            site=site,
-            pooling=pooling,
-            batch_size=batch_size,
-            max_length=max_length,
-            ap_sentences=ap_sentences,
-            padding_side=padding_side,
-            skip_bos=skip_bos,
-            reduce_every=reduce_every,
-        ),
-    )
+    # what a checkpoint must match: the settings as they act here (max_length and skip_bos resolved)
+    key = recording_key(model, corpus, dataclasses.replace(config, max_length=max_length, skip_bos=skip_bos).to_dict())
     ckpt = checkpoint_path(checkpoint) if checkpoint is not None else None
     done = 0  # chunks folded into `total`
     if ckpt is not None and ckpt.exists():

@@ -1,0 +1,368 @@
+"""The steering evaluation loop, as the papers run it: per target and row, the target-language
+rate of generations, their quality and forcing score, translation BLEU/chrF under steering, and
+the loss-change matrix. Thin loops over the stages above."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any, cast
+
+import torch
+from tqdm.auto import tqdm
+
+from lang_neurons import intervals as iv
+from lang_neurons import steering as st
+from lang_neurons.choices import DEFAULT_METHODS, RESIDUAL
+from lang_neurons.config import EvaluateConfig
+from lang_neurons.corpora import LanguageCorpus
+from lang_neurons.errors import LangNeuronsError
+from lang_neurons.evaluation import (
+    LanguageIdentifier,
+    LossMatrix,
+    clean_completion,
+    translation_scores,
+    translation_task,
+)
+from lang_neurons.forcing import fluency, forcing_prompts, harmonic_mean, quality
+from lang_neurons.generation import generate
+from lang_neurons.models import HookedModel, check_fingerprint
+from lang_neurons.neurons import NeuronSet
+from lang_neurons.recording import ActivationStats
+
+from .residual import choose_residual
+from .result import EvaluationResult, MethodResult, TargetResult
+from .rows import method_rows, pooled_samples, rate_interval, text_loss_matrix
+
+_SETTINGS = {f.name for f in dataclasses.fields(EvaluateConfig)}
+
+
+def evaluate(
+    model: HookedModel,
+    neurons: NeuronSet,
+    stats: ActivationStats,
+    held_out: LanguageCorpus,
+    *,
+    targets: Sequence[str] | None = None,
+    methods: Sequence[str] = DEFAULT_METHODS,
+    alpha: float = 1.0,
+    samples: int = 30,
+    prompts: str = "source",
+    prompt_tokens: int = 16,
+    dev_share: float = 0.2,
+    max_new_tokens: int = 32,
+    do_sample: bool = True,
+    temperature: float = 0.8,
+    repetition_penalty: float = 1.0,
+    deactivate: str = "others",
+    deactivate_value: float = 0.0,
+    translation_items: int = 20,
+    translation_template: str = "few-shot",
+    translation_tokens: int = 48,
+    source: str = "en",
+    loss_texts: int = 40,
+    lid: LanguageIdentifier | None = None,
+    seed: int = 0,
+    intervals: bool = True,
+    resamples: int = iv.RESAMPLES,
+    controls: int = 3,
+    residual: bool = True,
+    residual_layers: Sequence[int] | None = None,
+    residual_alphas: Sequence[float] = (1.0, 2.0),
+    dev_samples: int = 20,
+    batch_size: int = 16,
+    progress: bool = True,
+    config: EvaluateConfig | None = None,
+) -> EvaluationResult:
+    """Evaluate steering toward each target with each method; returns an :class:`EvaluationResult`
+    (``to_dict()``: JSON-ready, as in ``metrics.json``; it also reads like that dict).
+
+    **Samples.** With ``prompts="source"`` (the default) every cell's ``samples`` generations
+    continue held-out ``source`` texts (cut to ``prompt_tokens`` tokens; the test part of a
+    seeded dev/test split, ``dev_share`` of them on the dev side, cycled when there are fewer
+    than ``samples``): prompted language forcing (:mod:`lang_neurons.forcing`). With
+    ``prompts="bos"`` they are unconditional, from BOS alone (Kojima et al.). Decoding:
+    ``do_sample``, ``temperature``, ``repetition_penalty``, ``max_new_tokens``.
+
+    **Rows.** Each neuron method ``m`` (:data:`EVAL_METHODS`: language arithmetic switching off
+    ``deactivate`` = the ``"others"`` or only the ``"source"`` language's neurons, to
+    ``deactivate_value``; or ``pin``); with ``controls`` > 0 its random control ``m:random``:
+    the same intervention on random neurons with the set's per-layer counts, drawn outside every
+    language's set (:func:`lang_neurons.controls.random_controls`, seeds 0 .. ``controls`` - 1),
+    the samples split over the seeds and pooled (translation under the seed-0 control); with
+    ``residual``, the residual-stream DiffMean baseline ``residual_diffmean`` (needs statistics
+    with residual sums), its layer and alpha chosen on the dev split (:func:`choose_residual`,
+    ``dev_samples`` per target and candidate, dev prompts and other sampling seeds) and
+    reported on the test samples; ``results["residual"]`` says which. ``batch_size`` is the
+    generation batch size.
+
+    Per target and row: the fastText target-language rate, the quality of the continuations
+    (their fluency under the unsteered model against the unsteered continuations of the same
+    prompts) and the forcing score (harmonic mean of the two), the split (``"test"``), BLEU/chrF
+    of translation from ``source`` (baseline and steered, greedy, at most ``translation_tokens``
+    new tokens cut at the first newline; prompts of :func:`~lang_neurons.evaluation.translation_task`
+    with ``translation_template``: one-shot ``"few-shot"`` or Kojima et al.'s zero-shot
+    ``"kojima"``) when ``translation_items`` > 0 and the corpus is parallel, and the number/share
+    of neurons touched. Also the loss-change matrix on up to ``loss_texts`` held-out texts per language.
+
+    With ``intervals`` (the default; needs ``samples >= 10``) every number also gets its 95 %
+    interval (:mod:`lang_neurons.intervals`), seeded from ``seed``: ``baseline_interval`` and
+    each row's ``rate_interval`` (Wilson), ``baseline_forcing_interval`` and each row's
+    ``forcing_interval`` (quality and score, paired bootstrap over samples),
+    ``translation_baseline_interval`` and each row's ``translation_interval`` (paired bootstrap
+    over items: baseline, steered, steered - baseline), the loss matrix's ``change_interval``
+    (paired bootstrap over texts), ``summary_interval`` (Wilson on the successes pooled over
+    targets) and ``summary_forcing_interval`` (bootstrap of the mean score over targets).
+
+    ``config``: the settings as one :class:`~lang_neurons.config.EvaluateConfig`, in place of
+    the keywords (``lid`` and ``progress`` stay keywords).
+    """
+    keywords = {name: value for name, value in locals().items() if name in _SETTINGS}  # the settings given
+    check_fingerprint(neurons.model, model, "the neuron set")
+    check_fingerprint(stats.model, model, "the statistics")
+    given = EvaluateConfig(**keywords)
+    if config is None:
+        config = given
+    elif given != EvaluateConfig():
+        raise LangNeuronsError("evaluate takes its settings either as config= or as keywords, not both")
+    c = config
+    lid = lid or LanguageIdentifier()
+    target_langs = [t for t in (c.targets or neurons.langs) if t != c.source]
+    for t in target_langs:
+        neurons.lang_index(t)
+    if c.deactivate == "source" and c.source not in neurons.langs:
+        raise LangNeuronsError(
+            f"deactivate='source' switches off the source language's neurons, but {c.source!r} has no neuron set"
+        )
+    if c.residual and stats.resid_sums is None:
+        raise LangNeuronsError(
+            "these statistics have no residual-stream sums (recorded before they existed): "
+            "record them again, or evaluate without the residual baseline (residual=False, --no-residual)"
+        )
+    split = forcing_prompts(
+        held_out,
+        c.prompts,
+        source=c.source,
+        tokenizer=model.tokenizer,
+        prompt_tokens=c.prompt_tokens,
+        dev_share=c.dev_share,
+        seed=c.seed,
+    )
+    if not c.do_sample and c.prompts == "source" and c.samples > len(split.test):
+        raise LangNeuronsError(
+            f"greedy decoding gives one continuation per prompt, but samples={c.samples} is more than the "
+            f"{len(split.test)} test prompts: lower samples, lower dev_share, hold out more texts, or sample"
+        )
+    test_prompts = split.take("test", c.samples)
+    decoding = c.pick(("do_sample", "temperature", "repetition_penalty"))
+    gen = dict(max_new_tokens=c.max_new_tokens, seed=c.seed, batch_size=c.batch_size, progress=False, **decoding)
+    baseline_texts = generate(model, test_prompts, n=c.samples, **gen)
+    base_fluency = fluency(model, baseline_texts)
+    can_translate = held_out.is_parallel and c.source in held_out.langs
+    off = c.source if c.deactivate == "source" else None
+    rows = method_rows(neurons, stats, c.methods, c.alpha, c.controls, off, c.deactivate_value)
+    chosen = None
+    if c.residual:
+        chosen = choose_residual(
+            model,
+            stats,
+            target_langs,
+            lid,
+            layers=c.residual_layers,
+            alphas=c.residual_alphas,
+            samples=c.dev_samples,
+            max_new_tokens=c.max_new_tokens,
+            seed=c.seed,
+            batch_size=c.batch_size,
+            prompts=split if c.prompts == "source" else None,
+            generation=decoding,
+            progress=progress,
+        )
+        rows[RESIDUAL] = lambda target: [st.residual_diffmean(stats, target, chosen["layer"], chosen["alpha"])]
+    results = EvaluationResult({}, _settings(c, list(rows), neurons), split.to_dict(), residual=chosen)
+    boot = dict(resamples=c.resamples, seed=c.seed)
+    cells: dict[str, list[iv.ForcingCell]] = {name: [] for name in [*rows, "baseline"]}
+    bar = tqdm(total=len(target_langs) * len(rows), desc="steering", disable=not progress)
+    for target in target_langs:
+        base_rate = lid.rate(baseline_texts, target)
+        base_cell = (base_rate.hits, base_fluency.sums, base_fluency.counts, base_fluency.sums, base_fluency.counts)
+        cells["baseline"].append(base_cell)
+        entry = TargetResult(base_rate.rate, base_fluency.mean_loss, harmonic_mean(base_rate.rate, 1.0))
+        if c.intervals:
+            entry.baseline_interval = rate_interval(base_rate)
+            entry.baseline_forcing_interval = iv.forcing_interval(base_cell, **boot).to_dict()
+        translation = None
+        if c.translation_items > 0 and can_translate and target in held_out.langs:
+            translation = _translation_baseline(model, held_out, target, c, entry, boot)
+        for method, make in rows.items():
+            hook_sets = make(target)
+            texts = pooled_samples(model, hook_sets, test_prompts, c.samples, gen)
+            row, cell = _row(model, neurons, lid, hook_sets[0], texts, target, base_fluency, c, boot)
+            cells[method].append(cell)
+            if method == RESIDUAL:
+                row.layer, row.alpha = chosen["layer"], chosen["alpha"]  # type: ignore[index]
+            if translation is not None:
+                _translate_row(model, row, hook_sets[0], target, c, boot, *translation)
+            entry.methods[method] = row
+            bar.update(1)
+        results.targets[target] = entry
+    bar.close()
+    if c.loss_texts:
+        corpus = held_out.take(c.loss_texts, seed=c.seed)
+        corpus = corpus.subset([x for x in neurons.langs if x in corpus.langs])
+        base, ablated = text_loss_matrix(model, neurons, corpus, 0.0, 8, progress)
+        results.loss_matrix = LossMatrix(
+            list(corpus.langs), base.mean(), torch.stack([r.mean() for r in ablated])
+        ).to_dict()
+        if c.intervals:
+            results.loss_matrix["change_interval"] = iv.loss_change_intervals(base, ablated, **boot).to_dict()
+    _summaries(results, target_langs, rows, cells, c.intervals, boot)
+    return results
+
+
+def _settings(config: EvaluateConfig, rows: list[str], neurons: NeuronSet) -> dict[str, Any]:
+    """The ``settings`` of :func:`evaluate`'s results: the row names, the ``config`` fields that
+    shape the numbers, the neuron set's site and method, the splits and the intervals' methods."""
+    out: dict[str, Any] = {
+        "methods": rows,
+        "neuron_methods": list(config.methods),
+        **config.pick(
+            ("alpha", "samples", "prompts", "prompt_tokens", "dev_share", "max_new_tokens", "do_sample", "temperature")
+            + ("repetition_penalty", "deactivate", "deactivate_value", "translation_items", "translation_template")
+            + ("translation_tokens", "source", "seed")
+        ),
+        "site": neurons.site,
+        "method": neurons.method,
+        **config.pick(("controls", "residual", "batch_size")),
+        "splits": {"test": "every reported number", "dev": "the residual layer and alpha"},
+    }
+    if config.intervals:
+        out["intervals"] = {
+            "level": iv.LEVEL,
+            "resamples": config.resamples,
+            "rate": "Wilson score",
+            "forcing": "paired bootstrap over samples",
+            "translation": "paired bootstrap over items",
+            "loss_matrix": "paired bootstrap over texts",
+        }
+    return out
+
+
+def _row(
+    model: HookedModel,
+    neurons: NeuronSet,
+    lid: LanguageIdentifier,
+    hooks: Any,
+    texts: list[str],
+    target: str,
+    base_fluency: Any,
+    c: EvaluateConfig,
+    boot: dict[str, Any],
+) -> tuple[MethodResult, iv.ForcingCell]:
+    """One row's rate, quality, forcing score and intervals from its continuations ``texts``."""
+    rate = lid.rate(texts, target)
+    fl = fluency(model, texts)
+    q = quality(fl, base_fluency)
+    touched = getattr(hooks, "n_neurons", 0)
+    row = MethodResult(
+        rate.rate, q, harmonic_mean(rate.rate, q), fl.mean_loss, "test", touched, touched / neurons.n_neurons, texts[:3]
+    )
+    cell = (rate.hits, fl.sums, fl.counts, base_fluency.sums, base_fluency.counts)
+    if c.intervals:
+        row.rate_interval = rate_interval(rate)
+        row.forcing_interval = iv.forcing_interval(cell, **boot).to_dict()
+    return row, cell
+
+
+def _translation_baseline(
+    model: HookedModel, held_out: LanguageCorpus, target: str, c: EvaluateConfig, entry: TargetResult, boot: dict
+) -> tuple[list[str], list[str], list[str]] | None:
+    """Translate ``target``'s items unsteered into ``entry``; returns (prompts, references,
+    baseline hypotheses) for the rows, or None without items."""
+    shots = 0 if c.translation_template == "kojima" else 1
+    items = translation_task(
+        held_out,
+        c.source,
+        target,
+        n=min(c.translation_items, len(held_out[target]) - shots),
+        seed=c.seed,
+        shots=shots,
+        template=c.translation_template,
+    )
+    prompts, refs = [i.prompt for i in items], [i.reference for i in items]
+    base_hyps = _translate(model, prompts, None, c)
+    entry.translation_baseline = asdict(translation_scores(base_hyps, refs, target))
+    if c.intervals:
+        both = iv.paired_translation_bootstrap(base_hyps, base_hyps, refs, target, **boot).to_dict()
+        entry.translation_baseline_interval = {
+            "bleu": both["bleu"]["baseline"],
+            "chrf": both["chrf"]["baseline"],
+            "n": both["n"],
+            "resamples": both["resamples"],
+        }
+    return (prompts, refs, base_hyps) if items else None
+
+
+def _translate_row(
+    model: HookedModel,
+    row: MethodResult,
+    hooks: Any,
+    target: str,
+    c: EvaluateConfig,
+    boot: dict,
+    prompts: list[str],
+    refs: list[str],
+    base_hyps: list[str],
+) -> None:
+    """BLEU/chrF of translation under ``hooks`` into ``row`` (and its paired intervals)."""
+    hyps = _translate(model, prompts, hooks, c)
+    row.translation = asdict(translation_scores(hyps, refs, target))
+    if c.intervals:
+        row.translation_interval = iv.paired_translation_bootstrap(base_hyps, hyps, refs, target, **boot).to_dict()
+
+
+def _translate(model: HookedModel, prompts: list[str], hooks: Any, c: EvaluateConfig) -> list[str]:
+    """Greedy translations of ``prompts`` (under ``hooks``), cut at the first newline."""
+    extra = {"hooks": hooks} if hooks is not None else {}
+    return [
+        clean_completion(h)
+        for h in generate(
+            model,
+            prompts,
+            **extra,
+            do_sample=False,
+            max_new_tokens=c.translation_tokens,
+            stop_at_newline=True,
+            batch_size=c.batch_size,
+            progress=False,
+        )
+    ]
+
+
+def _summaries(
+    results: EvaluationResult,
+    targets: Sequence[str],
+    rows: dict[str, Any],
+    cells: dict[str, list[iv.ForcingCell]],
+    intervals: bool,
+    boot: dict[str, Any],
+) -> None:
+    """The means over targets of every row's rate and forcing score, with pooled intervals."""
+    per_target = results.targets
+    n = max(len(targets), 1)
+    results.summary = {m: sum(per_target[t].methods[m].rate for t in targets) / n for m in rows}
+    results.summary["baseline"] = sum(per_target[t].baseline_rate for t in targets) / n
+    results.summary_forcing = {m: sum(per_target[t].methods[m].forcing_score for t in targets) / n for m in rows}
+    results.summary_forcing["baseline"] = sum(per_target[t].baseline_forcing_score for t in targets) / n
+    if intervals and targets:
+        # with intervals every cell has its rate interval
+        pooled = {m: [cast(dict[str, Any], per_target[t].methods[m].rate_interval) for t in targets] for m in rows}
+        pooled["baseline"] = [cast(dict[str, Any], per_target[t].baseline_interval) for t in targets]
+        results.summary_interval = {
+            name: iv.wilson_interval(sum(c["k"] for c in cs), sum(c["n"] for c in cs)).to_dict()
+            for name, cs in pooled.items()
+        }
+        results.summary_forcing_interval = {
+            name: iv.pooled_forcing_interval(cs, **boot).to_dict() for name, cs in cells.items()
+        }
