@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..choices import DEFAULT_LANGS  # noqa: F401  (re-exported: corpora, catalogues, hub_corpora import it from here)
 from ..errors import LangNeuronsError
 from ..languages import UnknownLanguageError, language_name, parse_langs, same_language, validate_lang
 
