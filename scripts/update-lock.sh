@@ -14,7 +14,7 @@ trap '[ -n "${KEEP_VENV:-}" ] || rm -rf "$work"' EXIT
 venv="$work/venv"
 "$PY" -m venv "$venv"
 "$venv/bin/python" -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
-"$venv/bin/python" -m pip install -q -e ".[dev]"            # newest allowed: no lock here
+"$venv/bin/python" -m pip install -q -e ".[default,dev]"    # newest allowed: no lock here
 "$venv/bin/lang-neurons" doctor --lock /dev/null            # versions, known-bad releases, KV cache, language ID
 # The fast suite: every test but the real-model, notebook, docs-site and lock ones (the whole suite runs after).
 "$venv/bin/python" -m pytest -q -x -m "not real_model and not locked" --ignore=tests/test_notebooks.py --ignore=tests/test_docs.py
