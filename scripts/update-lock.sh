@@ -14,12 +14,12 @@ trap '[ -n "${KEEP_VENV:-}" ] || rm -rf "$work"' EXIT
 venv="$work/venv"
 "$PY" -m venv "$venv"
 "$venv/bin/python" -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
-"$venv/bin/python" -m pip install -q -e ".[dev]"            # newest allowed: no lock here
+"$venv/bin/python" -m pip install -q -e ".[default,dev]"    # newest allowed: no lock here
 "$venv/bin/lang-neurons" doctor --lock /dev/null            # versions, known-bad releases, KV cache, language ID
 # The fast suite: every test but the real-model, notebook, docs-site and lock ones (the whole suite runs after).
-"$venv/bin/python" -m pytest -q -x -m "not real_model and not locked" --ignore=tests/test_notebooks.py --ignore=tests/test_docs.py
+"$venv/bin/python" -m pytest -q -x -m "not real_model and not locked" --ignore=tests/integration/test_notebooks.py --ignore=tests/integration/test_docs.py
 # Real-model smoke tests: KV-cache generation on Gemma, and steering still flips the language.
-"$venv/bin/python" -m pytest -q -x tests/test_real_model.py \
+"$venv/bin/python" -m pytest -q -x tests/real_model/test_real_model.py \
   -k "cached_and_uncached or loads_as_gemma3 or language_arithmetic_flips"
 {
   sed -n '/^# Made:/q;p' "$LOCK"

@@ -1,5 +1,9 @@
 """Shared pytest fixtures: tiny random models of every supported architecture, built offline.
 
+This is the one conftest of the suite (tests/unit, tests/integration, tests/real_model and any
+test file at the top of tests/): it puts tests/ on ``sys.path``, so every test module imports the
+shared helpers by name (``from tiny_models import SENTENCES``, ``from plot_inputs import _results``).
+
 Fixtures (all session-scoped, each model built once per session):
 
 * ``tiny_model_dir`` -- parametrised over ``tiny_models.TINY_ARCHS`` (ids are the arch

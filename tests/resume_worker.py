@@ -1,4 +1,4 @@
-"""Subprocess side of tests/test_resume.py: record a tiny model with checkpoints.
+"""Subprocess side of tests/integration/test_resume.py: record a tiny model with checkpoints.
 
     python resume_worker.py MODEL_DIR OUT CHECKPOINT [--resume] [--sleep S] [--reference REF]
 

@@ -1,5 +1,6 @@
 """The offline default corpus: parallel UI messages from the gettext catalogues (``.mo``)
-that ship inside Django and, when installed, django-allauth and Django REST framework."""
+that ship inside Django and, when installed, django-allauth and Django REST framework (the
+three are the extra ``lang_neurons[default]``)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,10 @@ class _CatalogSource:
     locale_roots: tuple[str, ...]  # globs, relative to the package folder
 
     def package_dir(self) -> Path | None:
-        spec = importlib.util.find_spec(self.package)  # does not import the package
+        try:
+            spec = importlib.util.find_spec(self.package)  # does not import the package
+        except ImportError:  # an import hook that refuses it: as good as not installed
+            return None
         if spec is None or not spec.submodule_search_locations:
             return None
         return Path(next(iter(spec.submodule_search_locations)))
@@ -250,7 +254,10 @@ def load_default_corpus(
     if unknown or not keys:
         raise LangNeuronsError(f"unknown catalogue source(s) {unknown!r}: choose from {list(_SOURCE_KEYS)}")
     if not _locales(_CATALOG_SOURCES[0]):
-        raise CorpusError("Django's translation catalogues were not found: install Django (pip install django)")
+        raise CorpusError(
+            "the default corpus is in the extra 'default' (Django's translation catalogues were not found): "
+            'pip install "lang_neurons[default]", or use your own corpus (a folder of <code>.txt files) or a hub corpus'
+        )
     available = _locales(_CATALOG_SOURCES[0])
     for code in codes:
         if not same_language(code, "en") and _locale_for(code, available) is None:

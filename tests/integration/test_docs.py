@@ -17,7 +17,7 @@ import pytest
 
 import lang_neurons
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _public_modules(*, deep: bool = True) -> list:
@@ -125,6 +125,7 @@ def test_cli_reference_covers_every_command_and_option():
                 assert opt in text, f"{name} {opt} missing from the CLI reference"
 
 
+@pytest.mark.slow
 def test_mkdocs_build_strict(tmp_path):
     pytest.importorskip("mkdocs")
     pytest.importorskip("material")

@@ -49,7 +49,7 @@ def test_method_control_residual_and_baseline_rows(tiny):
     assert all(g["score"] == pytest.approx(forcing.harmonic_mean(g["rate"], g["quality"])) for g in chosen["grid"])
     for entry in res["targets"].values():
         rows = entry["methods"]
-        # per language and layer the control has the method's counts (tests/test_controls.py); the union it
+        # per language and layer the control has the method's counts (tests/unit/test_controls.py); the union it
         # touches differs only by how the languages' sets overlap (by chance in the control)
         assert rows["add:random"]["neurons"] > 0 and rows["add"]["neurons"] > 0
         assert rows["residual_diffmean"]["neurons"] == 0

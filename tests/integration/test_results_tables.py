@@ -5,9 +5,9 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from test_plots import _results
+from plot_inputs import _results
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "results_tables.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "results_tables.py"
 
 
 def test_results_tables_from_a_metrics_dict():

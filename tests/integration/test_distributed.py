@@ -17,6 +17,8 @@ from tiny_models import SENTENCES
 
 import lang_neurons as ln
 
+pytestmark = pytest.mark.slow
+
 TEXTS = {lang: SENTENCES[lang][:12] for lang in ("en", "de", "ja")}
 # 18 batches in chunks of 2 (an odd number of chunks: the last round has one rank idle), and
 # 12 batches in chunks of 1 with capped AP rows (batches whose texts are not all pooled).

@@ -16,7 +16,7 @@ import lang_neurons as ln
 from lang_neurons import cli, scoring
 from lang_neurons.neurons import ap_k
 
-pytestmark = pytest.mark.real_model
+pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 
 
 @pytest.fixture(scope="session")

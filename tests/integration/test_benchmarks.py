@@ -14,7 +14,7 @@ import pytest
 
 from lang_neurons.recording import batching
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(script: str, *args: str) -> dict:
@@ -57,6 +57,7 @@ def test_batches_cut_the_long_tail():
     assert padded == sum(lengths)
 
 
+@pytest.mark.slow
 def test_bench_recording_tiny():
     r = _run("bench_recording.py", "--model", "tiny", "--every", "12", "--repeats", "1")
     assert r["bench"] == "recording" and r["model"] == "tiny"
@@ -76,12 +77,14 @@ def test_bench_recording_tiny():
     assert r["timed_tokens"] > 0 and r["timed_batches"] >= 6
 
 
+@pytest.mark.slow
 def test_bench_cache_check_tiny():
     r = _run("bench_cache_check.py", "--model", "tiny", "--repeats", "2")
     assert r["bench"] == "cache_check" and r["passed"] is True and r["steps"] == 3 and r["prompts"] == 2
     assert len(r["check_s"]) == 2 and r["check_median_s"] > 0 and r["load_s"] > 0
 
 
+@pytest.mark.slow
 def test_bench_steering_tiny():
     r = _run("bench_steering.py", "--model", "tiny", "--new-tokens", "8", "--repeats", "1", "--record-texts", "10")
     assert r["bench"] == "steering"
@@ -92,17 +95,20 @@ def test_bench_steering_tiny():
 @pytest.mark.parametrize(
     "args", [("--neurons", "512", "--sentences", "300", "--sklearn-neurons", "8", "--repeats", "1")]
 )
+@pytest.mark.slow
 def test_bench_ap_small(args):
     r = _run("bench_ap.py", *args, "--threads", "1")
     assert r["max_abs_diff"] <= 1e-6
     assert r["sklearn_extrapolated_from"] == 8 and r["speedup"] > 1
 
 
+@pytest.mark.slow
 def test_bench_recording_layer_micro():
     r = _run("bench_recording.py", "--micro")
     assert r["shape"] == [16, 7, 2048] and r["hook_ms"] > 0 and r["all_threads_ms"] > 0 and r["gelu_only_ms"] > 0
 
 
+@pytest.mark.slow
 def test_bench_scale_tiny():
     r = _run("bench_scale.py", "--shape", "tiny", "--device", "cpu")
     assert r["bench"] == "scale" and r["shape"] == "tiny" and r["device"] == "cpu" and r["dtype"] == "float32"
@@ -124,6 +130,7 @@ def test_bench_scale_tiny():
     assert r["n_steered_neurons"] > 0 and r["n_params"] > 0 and r["estimated_gib"] < r["free_gib"]
 
 
+@pytest.mark.slow
 def test_bench_scale_refuses_an_8b_model_without_the_memory():
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     out = subprocess.run(

@@ -17,7 +17,7 @@ from tiny_models import SENTENCES
 
 import lang_neurons as ln
 
-WORKER = Path(__file__).resolve().parent / "resume_worker.py"
+WORKER = Path(__file__).resolve().parents[1] / "resume_worker.py"  # a shared helper in tests/
 TEXTS = {lang: SENTENCES[lang][:12] for lang in ("en", "de", "ja")}
 SETTINGS = dict(batch_size=2, reduce_every=1, progress=False)
 N_BATCHES = 18  # 3 languages x 12 texts / batch size 2
@@ -35,6 +35,7 @@ def _done(checkpoint: Path) -> int:
         return int(f.metadata()["done"])
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted(llama_dir, tmp_path):
     ck, out, ref = tmp_path / "rec.ckpt.safetensors", tmp_path / "stats", tmp_path / "reference"
     cmd = [sys.executable, str(WORKER), str(llama_dir), str(out), str(ck)]

@@ -16,7 +16,9 @@ import pytest
 
 from lang_neurons.models import cache_dir
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]  # tests/: tl3_check.py and tiny_models.py
+
+pytestmark = [pytest.mark.network, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from typing import Any
 import plotly.graph_objects as go
 import plotly.offline
 import pytest
-from test_plots import ROWS, _neurons, _results, _stats
+from plot_inputs import ROWS, _neurons, _results, _stats
 from tiny_models import SENTENCES
 
 import lang_neurons as ln
@@ -564,6 +564,7 @@ _RENDERED = """JSON.stringify(Array.from(document.querySelectorAll('div.plotly-g
     d.id, d.querySelectorAll('.main-svg').length, d.querySelectorAll('g.trace, g.hm').length, (d._fullData || []).length]))"""
 
 
+@pytest.mark.browser
 def test_report_renders_offline_in_headless_chromium(study, tmp_path):
     binary = _chromium_binary()
     if binary is None:
