@@ -1,11 +1,10 @@
 """An HTML report of a run: one self-contained page that opens offline.
 
-:func:`build_figures` makes every figure of :mod:`lang_neurons.plots` that the available data
-allows, the headline first; :func:`write_report` writes ``<run_dir>/index.html`` (plotly.js
-inlined once, then the run's summary tables, its settings and every figure) and each figure on
-its own as ``<run_dir>/figures/<name>.html`` (each with plotly.js inlined, so it opens offline
-too), plus PNG and SVG copies when `kaleido` is installed and works. Every file is written
-atomically. :func:`headline_table` is the table a run's page opens with.
+:func:`build_figures` makes every figure of :mod:`lang_neurons.plots` that the available data allows,
+the headline first; :func:`write_report` writes ``<run_dir>/index.html`` (plotly.js inlined once, then
+the run's summary tables, its settings and every figure) and each figure on its own as
+``<run_dir>/figures/<name>.html`` (plotly.js inlined: it opens offline too), plus PNG and SVG copies
+when `kaleido` works. Every file is written atomically. :func:`headline_table` opens a run's page.
 
     figures = build_figures({"lape": lape, "ap": ap}, stats, metrics)
     write_report(Path("runs/demo"), figures, settings, {"statistics": stats.summary()})
@@ -92,8 +91,8 @@ def build_figures(
     """Every figure the data allows, by name (the names are used as file names).
 
     Args:
-        neurons_by_method: neuron sets by name, e.g. ``{"lape": lape, "ap": ap}``; per set the
-            layer distribution, overlap counts and Jaccard; with ``stats`` also the entropy
+        neurons_by_method: sets by name (``{"lape": lape, "ap": ap}``); per set the layer distribution,
+            overlap counts, Jaccard, the module kinds (site ``linear``), and with ``stats`` the entropy
             scatter; the first two sets are compared with each other.
         stats: the statistics the sets were selected from: neuron profiles (one
             representative neuron per language of the first set) and entropy scatters.
@@ -108,6 +107,8 @@ def build_figures(
         figures[f"layers_{name}"] = plots.layer_distribution(neurons)
         figures[f"overlap_{name}"] = plots.overlap_heatmap(neurons, "count")
         figures[f"jaccard_{name}"] = plots.overlap_heatmap(neurons, "jaccard")
+        if len(neurons.unit_histogram()) > 1:  # e.g. site linear: the module kinds that hold them
+            figures[f"modules_{name}"] = plots.module_distribution(neurons)
     if len(sets) >= 2:
         (na, a), (nb, b) = list(sets.items())[:2]
         if list(a.langs) == list(b.langs) and a.mask.shape == b.mask.shape and a.site == b.site:

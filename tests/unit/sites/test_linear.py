@@ -12,7 +12,7 @@ import torch
 from tiny_models import SENTENCES, arch_of
 
 import lang_neurons as ln
-from lang_neurons import cli, masks, sites
+from lang_neurons import cli, masks, report, sites
 from lang_neurons import steering as st
 from lang_neurons.errors import LangNeuronsError
 from lang_neurons.models import attached
@@ -282,6 +282,7 @@ def test_scoring_neuron_sets_and_files(linear_run, tmp_path):
         fig = ln.plots.module_distribution(neurons)
         assert [t.name for t in fig.data] == list(site.kinds)
         ln.plots.module_distribution(neurons, "de")
+        assert f"modules_{neurons.method}" in report.build_figures({neurons.method: neurons}, stats)
         back = ln.NeuronSet.load(neurons.save(tmp_path / neurons.method), model=model)
         assert torch.equal(back.mask, neurons.mask) and back.model == neurons.model
     assert int(ap.counts()[0]) == 2 * round(0.0045 * site.n_neurons)
