@@ -29,7 +29,7 @@ _NAMES = {
     "lang_neurons.errors": ("LangNeuronsError",),
     "lang_neurons.evaluation": ("LanguageIdentifier", "LossMatrix", "translation_scores", "translation_task"),
     "lang_neurons.generation": ("generate", "language_loss"),
-    "lang_neurons.models": ("HookedModel", "load_model", "model_fingerprint"),
+    "lang_neurons.models": ("HookedModel", "computing_in", "load_model", "model_fingerprint"),
     "lang_neurons.neurons": ("NeuronSet", "average_precision", "lape"),
     "lang_neurons.protocols": ("PROTOCOLS", "Protocol", "protocol"),
     "lang_neurons.recording": ("ActivationStats", "record"),
@@ -60,6 +60,7 @@ __all__ = [
     "Steering",
     "Task",
     "average_precision",
+    "computing_in",
     "controls",
     "evaluate",
     "evaluate_task",
@@ -113,7 +114,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers and IDEs
     from lang_neurons.errors import LangNeuronsError
     from lang_neurons.evaluation import LanguageIdentifier, LossMatrix, translation_scores, translation_task
     from lang_neurons.generation import generate, language_loss
-    from lang_neurons.models import HookedModel, load_model, model_fingerprint
+    from lang_neurons.models import HookedModel, computing_in, load_model, model_fingerprint
     from lang_neurons.neurons import NeuronSet, average_precision, lape
     from lang_neurons.protocols import PROTOCOLS, Protocol, protocol
     from lang_neurons.recording import ActivationStats, record

@@ -228,6 +228,10 @@ class ApConfig(_Config):
         return {"top_k": self.top_k, "bottom_k": self.bottom_k}
 
 
+GENERATION_DTYPES = (None, "bfloat16", "float32", "float16")
+"""What :class:`EvaluateConfig`'s ``generation_dtype`` takes (``None``: the model's own dtype)."""
+
+
 @dataclass(frozen=True)
 class EvaluateConfig(_Config):
     """The settings of :func:`lang_neurons.study.evaluate` (see it for each field): which rows,
@@ -262,6 +266,7 @@ class EvaluateConfig(_Config):
     residual_alphas: tuple[float, ...] = (1.0, 2.0)
     dev_samples: int = 20
     batch_size: int = 16
+    generation_dtype: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("targets", "methods", "residual_layers", "residual_alphas"):
@@ -281,6 +286,11 @@ class EvaluateConfig(_Config):
             raise LangNeuronsError(f"unknown prompts {self.prompts!r}: choose from {', '.join(PROMPT_KINDS)}")
         if not _whole(self.controls, 0):
             raise LangNeuronsError(f"controls is the number of random-control seeds (0: none), got {self.controls!r}")
+        if self.generation_dtype not in GENERATION_DTYPES:
+            raise LangNeuronsError(
+                f"generation_dtype is the dtype generation runs in: None (the model's), "
+                f"{', '.join(map(str, GENERATION_DTYPES[1:]))}; got {self.generation_dtype!r}"
+            )
         if not self.do_sample and self.prompts == "bos":
             raise LangNeuronsError(
                 "greedy decoding from BOS gives one and the same sample every time: sample (do_sample=True) or use prompts='source'"

@@ -32,7 +32,7 @@ from lang_neurons.corpora import LanguageCorpus
 from lang_neurons.errors import LangNeuronsError
 from lang_neurons.evaluation import LanguageIdentifier
 from lang_neurons.generation import generate
-from lang_neurons.models import HookedModel
+from lang_neurons.models import HookedModel, computing_in
 from lang_neurons.neurons import NeuronSet, average_precision, lape
 from lang_neurons.recording import ActivationStats
 
@@ -52,8 +52,7 @@ _CORPUS = (
 )
 _MLP_SITE = (
     "neurons: one MLP site (--site, default act = act_fn(gate) for gated MLPs); theirs are the outputs of every "
-    "Linear layer, attention included (the all-Linear site is issue #14; --site gate_up is the MLP's gate and "
-    "up projection outputs)"
+    "Linear layer, attention included: --site linear"
 )
 
 
@@ -230,6 +229,10 @@ def departures(p: Protocol, overrides: Mapping[str, Any], neurons: NeuronSet | N
     """``p.departures`` plus those of this run: an ``overrides`` value that differs from the
     preset's, and a neuron set of another method or other parameters than ``p.identify``."""
     out = list(p.departures)
+    if dtype := overrides.get("generation_dtype"):
+        out.append(
+            f"generation and its fluency scoring in {dtype}; statistics and the loss matrix in the model's dtype"
+        )
     for key, value in overrides.items():
         if key in p.evaluate and not _same(value, p.evaluate[key]):
             out.append(f"{key}={value!r} given (the preset: {p.evaluate[key]!r})")
@@ -262,24 +265,14 @@ def evaluate(
     kwargs = {**p.evaluate, **overrides}
     results = study.evaluate(model, neurons, stats, held_out, **kwargs)
     if p.deactivation_generation is not None:
-        results.deactivation_generation = deactivation_generation(
-            model,
-            neurons,
-            held_out,
-            samples=kwargs["samples"],
-            prompt_tokens=kwargs["prompt_tokens"],
-            max_new_tokens=kwargs["max_new_tokens"],
-            do_sample=kwargs["do_sample"],
-            temperature=kwargs["temperature"],
-            repetition_penalty=kwargs["repetition_penalty"],
-            controls=kwargs["controls"],
-            lid=kwargs.get("lid"),
-            seed=kwargs.get("seed", 0),
-            batch_size=kwargs.get("batch_size", 16),
-            intervals=kwargs.get("intervals", True),
-            progress=kwargs.get("progress", True),
-            **p.deactivation_generation,
-        )
+        shared = ("samples", "prompt_tokens", "max_new_tokens", "do_sample", "temperature", "repetition_penalty")
+        given = {
+            k: kwargs[k] for k in ("controls", "lid", "seed", "batch_size", "intervals", "progress") if k in kwargs
+        }
+        with computing_in(model, kwargs.get("generation_dtype")):
+            results.deactivation_generation = deactivation_generation(
+                model, neurons, held_out, **{k: kwargs[k] for k in shared}, **given, **p.deactivation_generation
+            )
     results.settings.update(
         protocol=p.name,
         paper=p.paper,
@@ -410,8 +403,7 @@ def format_deactivation(result: Mapping[str, Any]) -> str:
     decoding = "greedy" if not s["do_sample"] else f"sampled at temperature {s['temperature']:g}"
     lines = [
         f"deactivation generation (Tang et al.): {s['measure']}, the language's own neurons set to {s['value']:g}; "
-        f"{decoding}, repetition penalty "
-        f"{s['repetition_penalty']:g}, {s['max_new_tokens']} new tokens",
+        f"{decoding}, repetition penalty {s['repetition_penalty']:g}, {s['max_new_tokens']} new tokens",
         f"{'lang':<8}" + "".join(f"{r:<24}" for r in rows) + f"{'neurons':>8}",
     ]
 

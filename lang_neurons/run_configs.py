@@ -70,6 +70,7 @@ COMPARISON = (
     "deactivate_value",
     "translation_template",
     "translation_tokens",
+    "generation_dtype",
 )
 """The :class:`EvaluateConfig` fields of the controls, the residual baseline, the prompts and
 the decoding (``metrics.json``'s ``evaluation["comparison"]``)."""
@@ -111,7 +112,16 @@ def evaluate_config(args: argparse.Namespace, methods: list[str], targets: list[
         residual_layers=tuple(layers) if layers is not None else None,
         dev_samples=args.dev_samples,
         batch_size=args.gen_batch_size,
+        generation_dtype=generation_dtype(args.generation_dtype, args.dtype),
     )
+
+
+def generation_dtype(choice: str, model_dtype: str) -> str | None:
+    """``--generation-dtype``: ``auto`` is bfloat16 for a float32 model, else the model's own (``None``)."""
+    if choice != "auto":
+        return choice
+    float32 = model_dtype.strip().lower().removeprefix("torch.") in ("float32", "fp32", "float")  # models.DTYPES
+    return "bfloat16" if float32 else None
 
 
 def evaluation_settings(

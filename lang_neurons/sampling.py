@@ -72,7 +72,7 @@ def _fast(original: Callable[..., Tensor]) -> Callable[..., Tensor]:
             return original(final_logits, **kwargs, **rest)
         if repetition_penalty != 1.0 and tokens is not None:
             final_logits = penalize_repetition(final_logits, tokens, repetition_penalty)
-        return sample_inverse_cdf(final_logits / temperature)
+        return sample_inverse_cdf(final_logits.float() / temperature)  # bfloat16 logits: divide in float32
 
     return sample_logits
 

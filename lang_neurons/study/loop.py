@@ -27,7 +27,7 @@ from lang_neurons.evaluation import (
 )
 from lang_neurons.forcing import fluency, forcing_prompts, harmonic_mean, quality
 from lang_neurons.generation import generate
-from lang_neurons.models import HookedModel, check_fingerprint
+from lang_neurons.models import HookedModel, check_fingerprint, computing_in
 from lang_neurons.neurons import NeuronSet
 from lang_neurons.recording import ActivationStats
 
@@ -72,6 +72,7 @@ def evaluate(
     residual_alphas: Sequence[float] = (1.0, 2.0),
     dev_samples: int = 20,
     batch_size: int = 16,
+    generation_dtype: str | None = None,
     progress: bool = True,
     config: EvaluateConfig | None = None,
 ) -> EvaluationResult:
@@ -95,7 +96,9 @@ def evaluate(
     with residual sums), its layer and alpha chosen on the dev split (:func:`choose_residual`,
     ``dev_samples`` per target and candidate, dev prompts and other sampling seeds) and
     reported on the test samples; ``results["residual"]`` says which. ``batch_size`` is the
-    generation batch size.
+    generation batch size. ``generation_dtype`` (``"bfloat16"``, ...; ``None``: the model's
+    own) is the dtype every generation and its fluency scoring run in
+    (:func:`~lang_neurons.models.computing_in`); the loss matrix stays in the model's dtype.
 
     Per target and row: the fastText target-language rate, the quality of the continuations
     (their fluency under the unsteered model against the unsteered continuations of the same
@@ -157,57 +160,59 @@ def evaluate(
     test_prompts = split.take("test", c.samples)
     decoding = c.pick(("do_sample", "temperature", "repetition_penalty"))
     gen = dict(max_new_tokens=c.max_new_tokens, seed=c.seed, batch_size=c.batch_size, progress=False, **decoding)
-    baseline_texts = generate(model, test_prompts, n=c.samples, **gen)
-    base_fluency = fluency(model, baseline_texts)
-    can_translate = held_out.is_parallel and c.source in held_out.langs
-    off = c.source if c.deactivate == "source" else None
-    rows = method_rows(neurons, stats, c.methods, c.alpha, c.controls, off, c.deactivate_value)
-    chosen = None
-    if c.residual:
-        chosen = choose_residual(
-            model,
-            stats,
-            target_langs,
-            lid,
-            layers=c.residual_layers,
-            alphas=c.residual_alphas,
-            samples=c.dev_samples,
-            max_new_tokens=c.max_new_tokens,
-            seed=c.seed,
-            batch_size=c.batch_size,
-            prompts=split if c.prompts == "source" else None,
-            generation=decoding,
-            progress=progress,
-        )
-        rows[RESIDUAL] = lambda target: [st.residual_diffmean(stats, target, chosen["layer"], chosen["alpha"])]
-    results = EvaluationResult({}, _settings(c, list(rows), neurons), split.to_dict(), residual=chosen)
-    boot = dict(resamples=c.resamples, seed=c.seed)
-    cells: dict[str, list[iv.ForcingCell]] = {name: [] for name in [*rows, "baseline"]}
-    bar = tqdm(total=len(target_langs) * len(rows), desc="steering", disable=not progress)
-    for target in target_langs:
-        base_rate = lid.rate(baseline_texts, target)
-        base_cell = (base_rate.hits, base_fluency.sums, base_fluency.counts, base_fluency.sums, base_fluency.counts)
-        cells["baseline"].append(base_cell)
-        entry = TargetResult(base_rate.rate, base_fluency.mean_loss, harmonic_mean(base_rate.rate, 1.0))
-        if c.intervals:
-            entry.baseline_interval = rate_interval(base_rate)
-            entry.baseline_forcing_interval = iv.forcing_interval(base_cell, **boot).to_dict()
-        translation = None
-        if c.translation_items > 0 and can_translate and target in held_out.langs:
-            translation = _translation_baseline(model, held_out, target, c, entry, boot)
-        for method, make in rows.items():
-            hook_sets = make(target)
-            texts = pooled_samples(model, hook_sets, test_prompts, c.samples, gen)
-            row, cell = _row(model, neurons, lid, hook_sets[0], texts, target, base_fluency, c, boot)
-            cells[method].append(cell)
-            if method == RESIDUAL:
-                row.layer, row.alpha = chosen["layer"], chosen["alpha"]  # type: ignore[index]
-            if translation is not None:
-                _translate_row(model, row, hook_sets[0], target, c, boot, *translation)
-            entry.methods[method] = row
-            bar.update(1)
-        results.targets[target] = entry
-    bar.close()
+    # every generation and its fluency scoring in generation_dtype; the loss matrix below in the model's own
+    with computing_in(model, c.generation_dtype):
+        baseline_texts = generate(model, test_prompts, n=c.samples, **gen)
+        base_fluency = fluency(model, baseline_texts)
+        can_translate = held_out.is_parallel and c.source in held_out.langs
+        off = c.source if c.deactivate == "source" else None
+        rows = method_rows(neurons, stats, c.methods, c.alpha, c.controls, off, c.deactivate_value)
+        chosen = None
+        if c.residual:
+            chosen = choose_residual(
+                model,
+                stats,
+                target_langs,
+                lid,
+                layers=c.residual_layers,
+                alphas=c.residual_alphas,
+                samples=c.dev_samples,
+                max_new_tokens=c.max_new_tokens,
+                seed=c.seed,
+                batch_size=c.batch_size,
+                prompts=split if c.prompts == "source" else None,
+                generation=decoding,
+                progress=progress,
+            )
+            rows[RESIDUAL] = lambda target: [st.residual_diffmean(stats, target, chosen["layer"], chosen["alpha"])]
+        results = EvaluationResult({}, _settings(c, list(rows), neurons), split.to_dict(), residual=chosen)
+        boot = dict(resamples=c.resamples, seed=c.seed)
+        cells: dict[str, list[iv.ForcingCell]] = {name: [] for name in [*rows, "baseline"]}
+        bar = tqdm(total=len(target_langs) * len(rows), desc="steering", disable=not progress)
+        for target in target_langs:
+            base_rate = lid.rate(baseline_texts, target)
+            base_cell = (base_rate.hits, base_fluency.sums, base_fluency.counts, base_fluency.sums, base_fluency.counts)
+            cells["baseline"].append(base_cell)
+            entry = TargetResult(base_rate.rate, base_fluency.mean_loss, harmonic_mean(base_rate.rate, 1.0))
+            if c.intervals:
+                entry.baseline_interval = rate_interval(base_rate)
+                entry.baseline_forcing_interval = iv.forcing_interval(base_cell, **boot).to_dict()
+            translation = None
+            if c.translation_items > 0 and can_translate and target in held_out.langs:
+                translation = _translation_baseline(model, held_out, target, c, entry, boot)
+            for method, make in rows.items():
+                hook_sets = make(target)
+                texts = pooled_samples(model, hook_sets, test_prompts, c.samples, gen)
+                row, cell = _row(model, neurons, lid, hook_sets[0], texts, target, base_fluency, c, boot)
+                cells[method].append(cell)
+                if method == RESIDUAL:
+                    row.layer, row.alpha = chosen["layer"], chosen["alpha"]  # type: ignore[index]
+                if translation is not None:
+                    _translate_row(model, row, hook_sets[0], target, c, boot, *translation)
+                entry.methods[method] = row
+                bar.update(1)
+            results.targets[target] = entry
+        bar.close()
     if c.loss_texts:
         corpus = held_out.take(c.loss_texts, seed=c.seed)
         corpus = corpus.subset([x for x in neurons.langs if x in corpus.langs])
@@ -234,7 +239,7 @@ def _settings(config: EvaluateConfig, rows: list[str], neurons: NeuronSet) -> di
         ),
         "site": neurons.site,
         "method": neurons.method,
-        **config.pick(("controls", "residual", "batch_size")),
+        **config.pick(("controls", "residual", "batch_size", "generation_dtype")),
         "splits": {"test": "every reported number", "dev": "the residual layer and alpha"},
     }
     if config.intervals:

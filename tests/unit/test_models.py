@@ -1,8 +1,9 @@
-"""Model loading: local folders offline, clear errors, the cache location, fingerprints."""
+"""Model loading: local folders offline, clear errors, the cache location, fingerprints, computing_in."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
 import lang_neurons as ln
 from lang_neurons.models import ModelLoadError, cache_dir, check_fingerprint, model_fingerprint
@@ -43,3 +44,38 @@ def test_fingerprint_mismatch_names_the_difference(llama_dir, gpt2_dir):
     gpt2 = ln.load_model(gpt2_dir, device="cpu")
     with pytest.raises(ln.LangNeuronsError, match="was made on another model"):
         check_fingerprint(model_fingerprint(gpt2), llama, "x")
+
+
+def test_computing_in_casts_for_the_block_and_restores_bit_for_bit(tiny_model_dir):
+    model = ln.load_model(tiny_model_dir, cache_check="off")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    tokens = model.to_tokens(["a small test sentence"])
+    with torch.inference_mode():
+        reference = model(tokens)
+        with ln.computing_in(model, "bfloat16") as same:
+            assert same is model and model.cfg.dtype == torch.bfloat16
+            assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+            # the same floats as loading the model in bfloat16; rotary frequencies keep float32, as they do then
+            assert all(b.dtype == torch.float32 for n, b in model.named_buffers() if n.endswith("inv_freq"))
+            low = model(tokens)
+        loaded = ln.load_model(tiny_model_dir, dtype="bfloat16", cache_check="off")
+        assert torch.equal(low, loaded(tokens))
+        assert low.dtype == torch.bfloat16 and (low.float() - reference).abs().max() < 0.1
+        assert torch.equal(model(tokens), reference)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) and before[k].dtype == after[k].dtype for k in before)
+    assert model.cfg.dtype == torch.float32
+
+
+def test_computing_in_restores_on_error_and_none_is_a_no_op(llama_dir):
+    model = ln.load_model(llama_dir, cache_check="off")
+    weight = next(model.parameters())
+    storage = weight.data_ptr()
+    with pytest.raises(KeyError), ln.computing_in(model, torch.float16):
+        assert weight.dtype == torch.float16
+        raise KeyError("boom")
+    assert weight.data_ptr() == storage and weight.dtype == torch.float32 and model.cfg.dtype == torch.float32
+    with ln.computing_in(model, None):
+        assert weight.data_ptr() == storage
+    with pytest.raises(ln.LangNeuronsError, match="unknown dtype"), ln.computing_in(model, "int8"):
+        pass

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import torch
 
 import lang_neurons as ln
 from lang_neurons import cli, forcing, study
@@ -102,3 +103,31 @@ def test_cli_rejects_bad_residual_layers(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "error" in err
+
+
+def test_generation_dtype_runs_generation_in_it_and_leaves_the_loss_matrix(tiny, monkeypatch):
+    model, *_ = tiny
+    seen = []
+    real = study.loop.generate
+
+    def spy(m, *args, **kwargs):
+        seen.append(next(m.parameters()).dtype)
+        return real(m, *args, **kwargs)
+
+    monkeypatch.setattr(study.loop, "generate", spy)
+    low = _evaluate(tiny, generation_dtype="bfloat16", loss_texts=4, residual=False, translation_items=0)
+    assert seen and set(seen) == {torch.bfloat16}
+    assert low["settings"]["generation_dtype"] == "bfloat16"
+    assert next(model.parameters()).dtype == torch.float32  # restored
+    full = _evaluate(tiny, loss_texts=4, residual=False, translation_items=0)
+    assert full["settings"]["generation_dtype"] is None
+    assert low["loss_matrix"] == full["loss_matrix"]  # computed in the model's own dtype either way
+    with pytest.raises(ln.LangNeuronsError, match="generation_dtype"):
+        _evaluate(tiny, generation_dtype="int8")
+
+
+def test_cli_generation_dtype_auto_is_bfloat16_for_a_float32_model():
+    from lang_neurons.run_configs import generation_dtype
+
+    assert generation_dtype("auto", "float32") == "bfloat16" and generation_dtype("auto", "fp32") == "bfloat16"
+    assert generation_dtype("auto", "bfloat16") is None and generation_dtype("float32", "float32") == "float32"
