@@ -304,3 +304,11 @@ def test_run_with_the_kojima_protocol_evaluates_ap_neurons(identified, llama_dir
     assert "steering evaluation (AP neurons)" in stderr.getvalue()
     page = (out / "index.html").read_text(encoding="utf-8")
     assert "Steering (AP neurons)" in page and "departures" in page and "translation_items=0 given" in page
+
+
+def test_generation_dtype_is_listed_among_the_departures():
+    k = protocols.protocol("kojima")
+    listed = protocols.departures(k, {"generation_dtype": "bfloat16"})
+    assert listed[: len(k.departures)] == list(k.departures)
+    assert any("bfloat16" in d and "loss matrix" in d for d in listed[len(k.departures) :])
+    assert protocols.departures(k, {"generation_dtype": None}) == list(k.departures)
