@@ -32,7 +32,8 @@ _TEST_ONLY = ("samples", "controls", "residual")
 
 
 def _positive(name: str, values: Sequence[Any], whole: bool = False, unit: bool = False) -> None:
-    """Refuse an empty, repeated or out-of-range grid axis, in one line."""
+    """Refuse an empty, repeated or out-of-range grid axis, in one line (naming its flag too)."""
+    name = f"{name} (--{name.replace('_', '-')})"
     if not values:
         raise LangNeuronsError(f"the sweep grid is empty: {name} has no values (give at least one)")
     for v in values:
@@ -97,7 +98,9 @@ class SweepConfig(_Config):
         if self.top_rates is None and self.ks is None:
             object.__setattr__(self, "top_rates", DEFAULT_TOP_RATES)
         if not self.methods:
-            raise LangNeuronsError("the sweep grid is empty: methods has no values (give at least one, e.g. add)")
+            raise LangNeuronsError(
+                "the sweep grid is empty: methods (--methods) has no values (give at least one, e.g. add)"
+            )
         for m in self.methods:
             if m not in (*EVAL_METHODS, RESIDUAL):
                 raise LangNeuronsError(f"unknown method {m!r}: choose from {', '.join((*EVAL_METHODS, RESIDUAL))}")

@@ -136,6 +136,11 @@ def sweep(
             raise LangNeuronsError(
                 f"residual layer {bad[0]} is out of range: the model has layers 0..{stats.n_layers - 1}"
             )
+    if c.residual and stats.resid_sums is None:
+        raise LangNeuronsError(
+            "these statistics have no residual-stream sums, which the test's residual baseline needs: "
+            "record them again, or sweep without it (residual=False, --no-residual)"
+        )
     if c.ks is not None and max(c.ks) > stats.n_neurons // 2:
         raise LangNeuronsError(
             f"k {max(c.ks)} is too large: top-k plus bottom-k must fit the site's {stats.n_neurons} neurons"
@@ -159,7 +164,7 @@ def sweep(
     todo = [k for k in grid if store.cell(k) is None]
     reused = len(grid) - len(todo)
     dev = split.take("dev", c.dev_samples)
-    gen = dict(
+    gen: dict[str, Any] = dict(
         max_new_tokens=c.max_new_tokens,
         do_sample=c.do_sample,
         temperature=c.temperature,
@@ -180,12 +185,15 @@ def sweep(
                 "drop alphas, top rates/ks or methods, lower --dev-samples or --samples, or raise --time-budget"
             )
     sets: dict[Any, NeuronSet] = {}
+    hooks: dict[str, Any]
     for key in tqdm(todo, desc="sweep cells (dev)", disable=not progress):
         if key["method"] == RESIDUAL:
             hooks = {t: st.residual_diffmean(stats, t, key["layer"], key["alpha"]) for t in targets}
         else:
             neurons = _select(stats, c, key[c.parameter], sets)
-            how = dict(source=c.source if c.deactivate == "source" else None, deactivate_value=c.deactivate_value)
+            how: dict[str, Any] = dict(
+                source=c.source if c.deactivate == "source" else None, deactivate_value=c.deactivate_value
+            )
             hooks = {t: steering_for(neurons, stats, t, key["method"], key["alpha"], **how) for t in targets}
         texts = {t: generate(model, dev, n=c.dev_samples, hooks=hooks[t], **gen) for t in targets}
         store.append({"cell": _measure(model, lid, key, texts, hooks, base, c)})
