@@ -26,6 +26,7 @@ from lang_neurons.choices import (
     POOLINGS,
     PROMPT_KINDS,
     PROTOCOL_NAMES,
+    RESIDUAL,
     SITES,
     TASK_NAMES,
     TRANSLATION_TEMPLATES,
@@ -194,7 +195,8 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_evaluation_args(p: argparse.ArgumentParser) -> None:
-    """The steering-evaluation flags (``evaluate`` and ``run``)."""
+    """The steering-evaluation flags (``evaluate`` and ``run``): the protocol, the methods and
+    alpha, the residual baseline, translation and the loss matrix, and :func:`add_generation_args`."""
     p.add_argument(
         "--protocol",
         default=None,
@@ -208,6 +210,39 @@ def add_evaluation_args(p: argparse.ArgumentParser) -> None:
         help="comma-separated neuron steering methods (default: %(default)s; the full "
         f"comparison: {','.join(DEFAULT_METHODS)})",
     )
+    p.add_argument("--alpha", type=finite, default=1.0)
+    p.add_argument("--no-residual", action="store_true", help="skip the residual-stream DiffMean baseline")
+    p.add_argument(
+        "--translation-items",
+        type=non_negative_int,
+        default=0,
+        help="few-shot translation prompts per target, BLEU/chrF under each row (default: 0, skip; the full comparison: 20)",
+    )
+    p.add_argument(
+        "--translation-template",
+        default="few-shot",
+        choices=list(TRANSLATION_TEMPLATES),
+        help="few-shot: one-shot 'English: ...\\nGerman:' prompts (default); kojima: Kojima et al.'s zero-shot "
+        "prompt, which does not name the target language",
+    )
+    p.add_argument(
+        "--translation-tokens",
+        type=positive_int,
+        default=48,
+        help="new tokens of each translation, cut at the first newline (default: %(default)s)",
+    )
+    p.add_argument(
+        "--loss-texts",
+        type=non_negative_int,
+        default=40,
+        help="held-out texts per language for the loss matrix (0: skip)",
+    )
+    add_generation_args(p)
+
+
+def add_generation_args(p: argparse.ArgumentParser) -> None:
+    """The targets, prompts, samples, decoding, controls, dev split and intervals of a steering
+    measurement (``evaluate``, ``run`` and ``sweep``)."""
     p.add_argument("--targets", default=None, help="comma-separated targets (default: every language but --source)")
     p.add_argument(
         "--source",
@@ -215,7 +250,6 @@ def add_evaluation_args(p: argparse.ArgumentParser) -> None:
         type=lang_code,
         help="language of the prompts and of the translation task's source (default: en)",
     )
-    p.add_argument("--alpha", type=finite, default=1.0)
     p.add_argument(
         "--samples",
         type=positive_int,
@@ -265,7 +299,6 @@ def add_evaluation_args(p: argparse.ArgumentParser) -> None:
         default=3,
         help="random-neuron control of each method, pooled over this many seeds (0: none; default: %(default)s)",
     )
-    p.add_argument("--no-residual", action="store_true", help="skip the residual-stream DiffMean baseline")
     p.add_argument(
         "--residual-layers",
         default=None,
@@ -275,8 +308,8 @@ def add_evaluation_args(p: argparse.ArgumentParser) -> None:
         "--dev-samples",
         type=positive_int,
         default=20,
-        help="dev-split samples per target for each residual layer and alpha tried (default: %(default)s; "
-        "with 8, two candidates 0.01 apart in dev score swapped between runs)",
+        help="dev-split samples per target for each setting tried on the dev split (the residual layer and alpha; "
+        "a sweep's cells) (default: %(default)s; with 8, two candidates 0.01 apart in dev score swapped between runs)",
     )
     p.add_argument(
         "--gen-batch-size",
@@ -295,36 +328,47 @@ def add_evaluation_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--max-new-tokens", type=positive_int, default=32)
     p.add_argument(
-        "--translation-items",
-        type=non_negative_int,
-        default=0,
-        help="few-shot translation prompts per target, BLEU/chrF under each row (default: 0, skip; the full comparison: 20)",
-    )
-    p.add_argument(
-        "--translation-template",
-        default="few-shot",
-        choices=list(TRANSLATION_TEMPLATES),
-        help="few-shot: one-shot 'English: ...\\nGerman:' prompts (default); kojima: Kojima et al.'s zero-shot "
-        "prompt, which does not name the target language",
-    )
-    p.add_argument(
-        "--translation-tokens",
-        type=positive_int,
-        default=48,
-        help="new tokens of each translation, cut at the first newline (default: %(default)s)",
-    )
-    p.add_argument(
-        "--loss-texts",
-        type=non_negative_int,
-        default=40,
-        help="held-out texts per language for the loss matrix (0: skip)",
-    )
-    p.add_argument(
         "--no-intervals",
         action="store_true",
         help=f"skip the 95%% intervals (Wilson for rates, bootstrap for BLEU/chrF and the loss matrix), which need "
         f"--samples >= {MIN_SAMPLES}",
     )
+
+
+def add_sweep_args(p: argparse.ArgumentParser) -> None:
+    """The grid and budget of ``lang-neurons sweep``, then :func:`add_generation_args` (samples,
+    prompts, decoding) with the sweep's defaults."""
+    p.add_argument(
+        "--top-rates",
+        default=None,
+        help="comma-separated LAPE top rates in (0, 1] (default: 0.01,0.02 unless --ks)",
+    )
+    p.add_argument(
+        "--ks", default=None, help="comma-separated AP per-language k (top-k = bottom-k = k), instead of --top-rates"
+    )
+    p.add_argument("--alphas", default="0.5,1,2", help="comma-separated steering strengths > 0 (default: %(default)s)")
+    p.add_argument(
+        "--methods",
+        default="add",
+        help=f"comma-separated neuron methods, and {RESIDUAL} for the residual baseline over --residual-layers "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--time-budget",
+        type=number(float, lambda v: v > 0, "a positive number of minutes"),
+        default=None,
+        help="minutes the sweep may take: it times the unsteered dev generation, projects the grid and stops "
+        "before the first cell when the projection is over (default: no budget)",
+    )
+    p.add_argument(
+        "--no-residual",
+        action="store_true",
+        help="re-measure the chosen setting on the test split without the residual DiffMean baseline",
+    )
+    p.add_argument(
+        "--no-images", action="store_true", help="skip the PNG/SVG copies of the figures (made only if kaleido works)"
+    )
+    add_generation_args(p)
 
 
 def add_task_args(p: argparse.ArgumentParser) -> None:

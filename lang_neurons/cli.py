@@ -21,6 +21,7 @@ from lang_neurons.arguments import (
     add_evaluation_args,
     add_neurons_args,
     add_selection_args,
+    add_sweep_args,
     add_task_args,
     device_name,
     finite,
@@ -103,6 +104,20 @@ def build_parser() -> _Parser:
     p.add_argument(
         "--no-images", action="store_true", help="skip the PNG/SVG copies of the figures (made only if kaleido works)"
     )
+    p.add_argument(
+        "--setting",
+        type=Path,
+        default=None,
+        help="a sweep's chosen.json (or its folder): its top rate or k, method and alpha (and residual layer and "
+        "alpha) become the defaults; flags given explicitly still win (docs/howto/sweep.md)",
+    )
+
+    p = sub.add_parser(
+        "sweep",
+        help="sweep top rate (or AP k) x alpha x method on the dev split, choose, re-measure on the test split",
+    )
+    add_common(p)
+    add_sweep_args(p)
 
     p = sub.add_parser(
         "doctor",
@@ -148,12 +163,37 @@ def _protocol_defaults(name: str, command: str) -> dict[str, Any]:
     return out
 
 
+def _setting_defaults(path: Path) -> dict[str, Any]:
+    """The defaults a sweep's ``chosen.json`` gives ``run``'s flags: the neuron set and its top
+    rate or k, the method, alpha and the residual layer (its alpha is set by the command)."""
+    from lang_neurons.config import Setting  # no torch
+
+    s = Setting.load(path)
+    out: dict[str, Any] = {"evaluate_set": s.selection, "methods": s.method, "alpha": s.alpha}
+    if s.top_rate is not None:
+        out.update(top_rate=s.top_rate, per_language=None)
+    else:
+        out.update(top_k=s.k, bottom_k=s.k)
+    if s.residual_layer is not None:
+        out["residual_layers"] = str(s.residual_layer)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``lang-neurons``: run one command; a user mistake is one stderr line and exit code 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    defaults: dict[str, Any] = {}
     if getattr(args, "protocol", None):  # the preset's values become defaults; flags given explicitly still win
-        parser.commands[args.command].set_defaults(**_protocol_defaults(args.protocol, args.command))
+        defaults.update(_protocol_defaults(args.protocol, args.command))
+    try:
+        if getattr(args, "setting", None):  # so do a sweep's chosen values, over the preset's
+            defaults.update(_setting_defaults(args.setting))
+    except LangNeuronsError as e:
+        print(f"lang-neurons: error: {e}", file=sys.stderr)
+        return 2
+    if defaults:
+        parser.commands[args.command].set_defaults(**defaults)
         args = parser.parse_args(argv)
     from lang_neurons.commands import (
         COMMANDS,  # torch and the model stack load here, after the arguments parsed

@@ -6,12 +6,15 @@ never wait for torch."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 from pathlib import Path
 
 from lang_neurons import protocols, report
 from lang_neurons import steering as st
 from lang_neurons.choices import EVAL_METHODS
+from lang_neurons.config import Setting
 from lang_neurons.errors import LangNeuronsError
 from lang_neurons.generation import generate
 from lang_neurons.health import doctor
@@ -30,7 +33,7 @@ from lang_neurons.pipeline import (
     select_neurons,
     write_metrics,
 )
-from lang_neurons.run_configs import COMPARISON, evaluate_config, evaluation_settings
+from lang_neurons.run_configs import COMPARISON, evaluate_config, evaluation_settings, sweep_config
 from lang_neurons.study import steering_for
 
 
@@ -218,6 +221,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise LangNeuronsError(f"--targets {t!r} is not one of --langs {','.join(langs)}")
     alphas = _parse_alphas(args.sweep_alphas)
     out: Path = args.out
+    setting = Setting.load(args.setting) if args.setting else None  # its values are the flags' defaults (cli.main)
+    if setting is not None and setting.residual_alpha is not None:
+        config = dataclasses.replace(config, residual_alphas=(setting.residual_alpha,))
 
     _stage(1, "statistics")
     model, site, train, held_out, run, reuse = open_run(args)
@@ -236,7 +242,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     label = f"{chosen.upper()} neurons"
     _stage(3, f"steering evaluation ({label})")
     evaluation = evaluation_settings(args, run, config, alphas)
-    results = run_steering(args, model, sets[chosen], stats, held_out, config, evaluation, reused[chosen])
+    if setting is not None:
+        evaluation["setting"] = setting.to_dict()
+    results = run_steering(args, model, sets[chosen], stats, held_out, config, evaluation, reused[chosen], setting)
     table = protocols.format_results(results)
 
     _stage(4, "figures")
@@ -261,6 +269,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         "steering": results["settings"],
         "sweep alphas": alphas,
     }
+    if setting is not None:
+        shown["setting"] = setting.describe()
     if args.protocol:
         rs = results["settings"]
         shown["protocol"] = {
@@ -285,12 +295,64 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """``lang-neurons sweep``: the statistics (recorded or reused), the sweep's cells on the dev
+    split (resumed from ``sweep_cells.jsonl``), the choice and its test re-measurement; writes
+    ``sweep.json``, ``chosen.json``, ``metrics.txt``, the figures and ``index.html``; returns the exit code."""
+    from lang_neurons import _io, plots
+    from lang_neurons.sweep import format_sweep, sweep
+
+    targets = parse_langs(args.targets) if args.targets else None
+    config = sweep_config(args, targets)
+    langs = parse_langs(args.langs)
+    for t in targets or []:
+        if t not in langs:
+            raise LangNeuronsError(f"--targets {t!r} is not one of --langs {','.join(langs)}")
+    model, site, train, held_out, run, reuse = open_run(args)
+    if config.ks is not None and 2 * max(config.ks) > site.n_neurons:
+        raise LangNeuronsError(
+            f"--ks {max(config.ks)}: top-k plus bottom-k must fit the site's {site.n_neurons} neurons"
+        )
+    stats = run_statistics(args, model, train, run, reuse)
+    if not is_main():
+        return 0
+    budget = args.time_budget * 60 if args.time_budget is not None else None
+    progress = not args.no_progress
+    result = sweep(
+        model, stats, held_out, config, out=args.out, time_budget=budget, force=args.force, progress=progress
+    )
+    if result.reused:
+        print(f"reusing {result.reused} finished cells of {args.out}/sweep_cells.jsonl", file=sys.stderr)
+    setting = result.setting()
+    _io.atomic_write_text(args.out / "sweep.json", json.dumps(result.to_dict(), indent=1, default=str))
+    _io.atomic_write_text(args.out / "chosen.json", json.dumps(setting.to_file(), indent=1))
+    table = format_sweep(result)
+    _io.atomic_write_text(args.out / "metrics.txt", table + "\n")
+    figures = {"sweep_heatmap": plots.sweep_heatmap(result), "sweep_lines": plots.sweep_lines(result)}
+    tables: dict[str, str | report.Table] = {"Chosen setting": setting.describe()}
+    for method, test in result.test.items():
+        figures[f"test_{method}"] = plots.headline_figure(test)
+        tables[f"Test split: {method} at its chosen setting"] = report.headline_table(test)
+    tables["Sweep"] = table
+    shown = {**run.to_dict(), "model fingerprint": stats.model, "sweep": config.to_dict(), "setting": setting.to_dict()}
+    page = report.write_report(
+        args.out, figures, shown, tables, title=f"lang_neurons sweep: {args.model}", images=not args.no_images
+    )
+    print(table)
+    print(f"\n{setting.describe()}")
+    print(f"wrote {args.out}/sweep.json, {args.out}/chosen.json, {args.out}/metrics.txt and {len(figures)} figures")
+    print(f"report: {page.resolve()}")
+    print(f"use it: lang-neurons run --setting {args.out}/chosen.json --out DIR ...")
+    return 0
+
+
 COMMANDS = {
     "identify": cmd_identify,
     "import-masks": cmd_import_masks,
     "steer": cmd_steer,
     "evaluate": cmd_evaluate,
     "run": cmd_run,
+    "sweep": cmd_sweep,
     "doctor": cmd_doctor,
 }
 """Each command's function by name: it takes the parsed arguments and returns the exit code."""

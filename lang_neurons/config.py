@@ -19,8 +19,11 @@ checkpoint key digests :meth:`RecordConfig.to_dict`, and ``metrics.json``'s ``se
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from lang_neurons.choices import (
@@ -299,3 +302,109 @@ class EvaluateConfig(_Config):
     def pick(self, names: Sequence[str]) -> dict[str, Any]:
         """The fields ``names``, in that order, JSON-ready."""
         return {name: _plain(getattr(self, name)) for name in names}
+
+
+SETTING_KIND = "lang_neurons.setting"
+"""The ``kind`` of a ``chosen.json`` file (:class:`Setting`)."""
+
+
+@dataclass(frozen=True)
+class Setting(_Config):
+    """A steering setting chosen by a sweep on its dev split (``lang-neurons sweep`` writes it
+    as ``chosen.json``; ``lang-neurons run --setting chosen.json`` and
+    :func:`lang_neurons.protocols.evaluate` (``setting=``) take it).
+
+    Attributes:
+        method: the neuron steering method (one of :data:`~lang_neurons.choices.EVAL_METHODS`).
+        alpha: its strength.
+        top_rate: the LAPE top rate of the neuron set (``None`` for an AP set).
+        k: the AP set's top-k and bottom-k per language (``None`` for a LAPE set).
+        residual_layer, residual_alpha: the residual DiffMean baseline's layer and alpha, when
+            the sweep swept them (else ``None``: the evaluation chooses them itself).
+        score: the setting's dev forcing score in the sweep.
+        sweep: the sweep's folder (or another note of where the setting came from).
+        split: the split it was chosen on (``"dev"``).
+    """
+
+    method: str
+    alpha: float
+    top_rate: float | None = None
+    k: int | None = None
+    residual_layer: int | None = None
+    residual_alpha: float | None = None
+    score: float | None = None
+    sweep: str | None = None
+    split: str = "dev"
+
+    def __post_init__(self) -> None:
+        if self.method not in EVAL_METHODS:
+            raise LangNeuronsError(
+                f"the setting's method {self.method!r} is unknown: it must be one of {', '.join(EVAL_METHODS)}"
+            )
+        if (self.top_rate is None) == (self.k is None):
+            raise LangNeuronsError("a setting names its neuron set by top_rate (LAPE) or k (AP): give exactly one")
+        if self.top_rate is not None:
+            _unit("top_rate", "the setting's top_rate", self.top_rate)
+        if self.k is not None and not _whole(self.k, 1):
+            raise LangNeuronsError(f"the setting's k must be a whole number >= 1, got {self.k!r}")
+        if (self.residual_layer is None) != (self.residual_alpha is None):
+            raise LangNeuronsError("a setting gives the residual layer and alpha together, or neither")
+
+    @property
+    def selection(self) -> str:
+        """The neuron set it names: ``"lape"`` (``top_rate``) or ``"ap"`` (``k``)."""
+        return "lape" if self.top_rate is not None else "ap"
+
+    def selection_params(self) -> dict[str, Any]:
+        """The selection parameters of its set: ``{"top_rate"}`` or ``{"top_k", "bottom_k"}``."""
+        return {"top_rate": self.top_rate} if self.top_rate is not None else {"top_k": self.k, "bottom_k": self.k}
+
+    def evaluate_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`lang_neurons.study.evaluate` it sets: ``methods``,
+        ``alpha`` and, when it has them, ``residual_layers`` and ``residual_alphas``."""
+        out: dict[str, Any] = {"methods": (self.method,), "alpha": self.alpha}
+        if self.residual_layer is not None:
+            out.update(residual_layers=(self.residual_layer,), residual_alphas=(self.residual_alpha,))
+        return out
+
+    def check_neurons(self, params: Mapping[str, Any]) -> None:
+        """Refuse a neuron set (its ``params``) selected with other parameters than the setting's."""
+        for key, value in self.selection_params().items():
+            if params.get(key) != value:
+                raise LangNeuronsError(
+                    f"the setting's neurons are selected with {key}={value!r}, this set with {params.get(key)!r}: "
+                    "select the set with the setting's parameters"
+                )
+
+    def describe(self) -> str:
+        """One line: which settings came from the sweep's dev split."""
+        chosen = ", ".join(f"{k} {v:g}" for k, v in self.selection_params().items() if k != "bottom_k")
+        chosen = chosen.replace("top_k", "k")
+        line = f"{chosen}, method {self.method} and alpha {self.alpha:g}"
+        if self.residual_layer is not None:
+            line += f", and the residual DiffMean layer {self.residual_layer} and alpha {self.residual_alpha:g}"
+        where = f"the sweep in {self.sweep}" if self.sweep else "a sweep"
+        score = f" (dev forcing score {self.score:.3f})" if self.score is not None else ""
+        return f"{line} came from {where}, chosen on its {self.split} split{score}"
+
+    def to_file(self) -> dict[str, Any]:
+        """``chosen.json``: :meth:`to_dict` with ``"kind": SETTING_KIND``."""
+        return {"kind": SETTING_KIND, **self.to_dict()}
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Setting:
+        """The setting of a ``chosen.json`` (:meth:`to_file`); a missing or foreign file is one line."""
+        p = Path(path)
+        if p.is_dir():
+            p = p / "chosen.json"
+        if not p.is_file():
+            raise LangNeuronsError(
+                f"--setting {path}: no such file (give the chosen.json a `lang-neurons sweep` wrote)"
+            )
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise LangNeuronsError(f"--setting {p} is not JSON ({e})") from None
+        if not isinstance(data, dict) or data.get("kind") != SETTING_KIND:
+            raise LangNeuronsError(f'--setting {p} is not a sweep\'s chosen setting (no "kind": {SETTING_KIND!r})')
+        return cls.from_dict({k: v for k, v in data.items() if k != "kind"})

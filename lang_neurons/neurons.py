@@ -313,6 +313,7 @@ def average_precision(
     progress: bool = True,
     *,
     share: float = AP_SHARE,
+    scores: Float[Tensor, "lang layer neuron"] | None = None,
 ) -> NeuronSet:
     """Kojima et al. (2024) neurons: per language, the ``top_k`` and ``bottom_k`` neurons by AP.
 
@@ -320,7 +321,9 @@ def average_precision(
     activation, with L's sentences as positives; exact (sklearn's definition, ties included).
     ``top_k``/``bottom_k`` left out are ``share`` of the site's neurons (:data:`AP_SHARE`: the
     share Kojima et al.'s 1,000 were of XGLM-564M's Linear outputs); the paper's own numbers are
-    ``top_k=1000, bottom_k=1000`` (what ``protocol("kojima")`` uses).
+    ``top_k=1000, bottom_k=1000`` (what ``protocol("kojima")`` uses). ``scores``: the AP scores
+    of these statistics already computed (an AP set's ``scores``), to select another k without
+    computing them again (a sweep over k).
     """
     n = stats.n_neurons
     # A share-sized k is recorded with its share (params then say what was asked and what it gave).
@@ -332,7 +335,11 @@ def average_precision(
             raise LangNeuronsError(
                 f"{name}={k} but the model has {n} neurons at site {stats.site!r}: use 0 <= {name} <= {n}"
             )
-    ap = scoring.ap_scores(stats.pooled, stats.pooled_lang, len(stats.langs), progress=progress)
+    ap = (
+        scores
+        if scores is not None
+        else scoring.ap_scores(stats.pooled, stats.pooled_lang, len(stats.langs), progress=progress)
+    )
     top, bottom = scoring.top_bottom_k(ap, top_k, bottom_k)
     params = {"top_k": top_k, "bottom_k": bottom_k, **by_share, "pooling": stats.pooling, "corpus": stats.corpus}
     return NeuronSet(

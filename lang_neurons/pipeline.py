@@ -24,7 +24,7 @@ import torch
 
 from lang_neurons import _io, protocols
 from lang_neurons.choices import RESIDUAL
-from lang_neurons.config import EvaluateConfig, RunConfig
+from lang_neurons.config import EvaluateConfig, RunConfig, Setting
 from lang_neurons.corpora import LanguageCorpus, load_corpus
 from lang_neurons.errors import LangNeuronsError
 from lang_neurons.languages import parse_langs
@@ -247,13 +247,20 @@ def evaluate_neurons(
     neurons: NeuronSet,
     stats: ActivationStats,
     held_out: LanguageCorpus,
+    setting: Setting | None = None,
     **kwargs: Any,
 ) -> EvaluationResult:
     """:func:`~lang_neurons.study.evaluate`, or :func:`~lang_neurons.protocols.evaluate` under --protocol
-    (every setting passed, so the run's departures from the preset are listed)."""
+    (every setting passed, so the run's departures from the preset are listed); ``setting``: a
+    sweep's chosen setting (--setting), recorded in ``settings["setting"]``."""
     if args.protocol:
-        return protocols.evaluate(model, neurons, stats, held_out, args.protocol, **kwargs)
-    return evaluate(model, neurons, stats, held_out, **kwargs)
+        return protocols.evaluate(model, neurons, stats, held_out, args.protocol, setting=setting, **kwargs)
+    if setting is not None:
+        setting.check_neurons(neurons.params)
+    results = evaluate(model, neurons, stats, held_out, **kwargs)
+    if setting is not None:
+        results.settings["setting"] = {**setting.to_dict(), "note": setting.describe()}
+    return results
 
 
 def write_metrics(out: Path, results: EvaluationResult, neurons: NeuronSet) -> str:
@@ -304,10 +311,12 @@ def run_steering(
     config: EvaluateConfig,
     evaluation: dict[str, Any],
     reuse: bool,
+    setting: Setting | None = None,
 ) -> Mapping[str, Any]:
     """:func:`evaluate` of ``neurons`` with ``config`` (plus the sweep's points at
     ``evaluation["sweep_alphas"]``), or the results in --out/metrics.json when ``reuse`` and they
-    were made with the same ``evaluation`` settings (:func:`evaluation_settings`)."""
+    were made with the same ``evaluation`` settings (:func:`evaluation_settings`). ``setting``: a
+    sweep's chosen setting (--setting), recorded in the results' settings."""
     path = args.out / "metrics.json"
     if reuse and path.is_file():
         try:  # an older, damaged or edited file, or one from another model, is recomputed
@@ -319,8 +328,8 @@ def run_steering(
             return saved
     progress = not args.no_progress
     order = ("methods", "alpha", "loss_texts", *COMPARISON, "targets", "samples", "max_new_tokens", "source")
-    kwargs = config.pick((*order, "translation_items", "seed", "intervals"))  # the order departures are listed in
-    results = evaluate_neurons(args, model, neurons, stats, held_out, **kwargs, progress=progress)
+    kwargs = config.pick((*order, "translation_items", "seed", "intervals", "residual_alphas"))  # departures' order
+    results = evaluate_neurons(args, model, neurons, stats, held_out, setting, **kwargs, progress=progress)
     methods = list(config.methods)
     if evaluation["sweep_alphas"]:
         results.sweep = []

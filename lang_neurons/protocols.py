@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from lang_neurons import intervals as iv
 from lang_neurons import steering as st
 from lang_neurons import study
+from lang_neurons.config import Setting
 from lang_neurons.controls import random_controls
 from lang_neurons.corpora import LanguageCorpus
 from lang_neurons.errors import LangNeuronsError
@@ -254,32 +255,35 @@ def evaluate(
     stats: ActivationStats,
     held_out: LanguageCorpus,
     name: str | Protocol,
+    *,
+    setting: Setting | None = None,
     **overrides: Any,
 ) -> study.EvaluationResult:
     """:func:`lang_neurons.study.evaluate` with the preset's settings (``overrides`` win) and,
     when the protocol has one, its :func:`deactivation_generation` (``results["deactivation_generation"]``,
     with the same samples, prompt length, decoding, controls and seed). ``results["settings"]``
     gains ``protocol``, ``paper``, ``code``, ``departures`` (the preset's and this run's, see
-    :func:`departures`) and ``additions``."""
+    :func:`departures`) and ``additions``. ``setting``: a sweep's chosen
+    :class:`~lang_neurons.config.Setting` (``neurons`` selected with its parameters): its method,
+    alpha and residual layer/alpha override the preset's, one departure says they came from the
+    sweep's dev split, and ``settings["setting"]`` holds it."""
     p = protocol(name)
+    if setting is not None:
+        setting.check_neurons(neurons.params)
+        overrides = {**setting.evaluate_kwargs(), **overrides}
     kwargs = {**p.evaluate, **overrides}
     results = study.evaluate(model, neurons, stats, held_out, **kwargs)
     if p.deactivation_generation is not None:
-        shared = ("samples", "prompt_tokens", "max_new_tokens", "do_sample", "temperature", "repetition_penalty")
-        given = {
-            k: kwargs[k] for k in ("controls", "lid", "seed", "batch_size", "intervals", "progress") if k in kwargs
-        }
+        keys = ("samples", "prompt_tokens", "max_new_tokens", "do_sample", "temperature", "repetition_penalty")
+        keys += ("controls", "lid", "seed", "batch_size", "intervals", "progress")  # the study's, where given
         with computing_in(model, kwargs.get("generation_dtype")):
             results.deactivation_generation = deactivation_generation(
-                model, neurons, held_out, **{k: kwargs[k] for k in shared}, **given, **p.deactivation_generation
+                model, neurons, held_out, **{k: kwargs[k] for k in keys if k in kwargs}, **p.deactivation_generation
             )
-    results.settings.update(
-        protocol=p.name,
-        paper=p.paper,
-        code=p.code,
-        departures=departures(p, overrides, neurons),
-        additions=list(p.additions),
-    )
+    listed = departures(p, overrides, neurons) + ([setting.describe()] if setting is not None else [])
+    results.settings.update(protocol=p.name, paper=p.paper, code=p.code, departures=listed, additions=list(p.additions))
+    if setting is not None:
+        results.settings["setting"] = {**setting.to_dict(), "note": setting.describe()}
     return results
 
 
@@ -436,6 +440,8 @@ def format_results(results: Mapping[str, Any]) -> str:
         ]
         lines += [f"  - {d}" for d in settings["departures"]]
         lines += ["additions (ours):", *[f"  - {a}" for a in settings["additions"]]]
+    elif "setting" in settings:  # under a protocol the departures say it
+        lines += ["", f"setting: {settings['setting']['note']}"]
     if "deactivation_generation" in results:
         lines += ["", format_deactivation(results["deactivation_generation"])]
     return "\n".join(lines)

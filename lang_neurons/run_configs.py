@@ -7,10 +7,13 @@ run`` compares to reuse ``metrics.json``. :mod:`lang_neurons.pipeline` runs the 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lang_neurons.config import ApConfig, EvaluateConfig, LapeConfig, RecordConfig, RunConfig
 from lang_neurons.errors import LangNeuronsError
+
+if TYPE_CHECKING:
+    from lang_neurons.sweep import SweepConfig
 
 
 def record_config(args: argparse.Namespace) -> RecordConfig:
@@ -76,16 +79,55 @@ COMPARISON = (
 the decoding (``metrics.json``'s ``evaluation["comparison"]``)."""
 
 
+def _numbers(flag: str, text: str | None, cast: Any, example: str) -> tuple[Any, ...] | None:
+    """The comma-separated numbers of a flag (``None`` when not given), or one line saying what was expected."""
+    if text is None:
+        return None
+    try:
+        return tuple(cast(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise LangNeuronsError(f"{flag} takes comma-separated numbers, e.g. {example}; got {text!r}") from None
+
+
+def _residual_layers(args: argparse.Namespace) -> tuple[int, ...] | None:
+    return _numbers("--residual-layers", args.residual_layers or None, int, "6,9,12")
+
+
+def sweep_config(args: argparse.Namespace, targets: list[str] | None) -> SweepConfig:
+    """The grid and settings of ``lang-neurons sweep`` (``--top-rates``, ``--alphas``, ...)."""
+    from lang_neurons.sweep import SweepConfig  # the sweep package imports torch
+
+    return SweepConfig(
+        top_rates=_numbers("--top-rates", args.top_rates, float, "0.005,0.01,0.02"),
+        ks=_numbers("--ks", args.ks, int, "100,200"),
+        alphas=_numbers("--alphas", args.alphas, float, "0.5,1,2") or (),
+        methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
+        residual_layers=_residual_layers(args),
+        dev_samples=args.dev_samples,
+        samples=args.samples,
+        targets=tuple(targets) if targets is not None else None,
+        source=args.source,
+        prompts=args.prompts,
+        prompt_tokens=args.prompt_tokens,
+        dev_share=args.dev_share,
+        max_new_tokens=args.max_new_tokens,
+        do_sample=not args.greedy,
+        temperature=args.temperature,
+        repetition_penalty=args.repetition_penalty,
+        deactivate=args.deactivate,
+        deactivate_value=args.deactivate_value,
+        controls=args.controls,
+        residual=not args.no_residual,
+        intervals=not args.no_intervals,
+        seed=args.seed,
+        batch_size=args.gen_batch_size,
+        generation_dtype=generation_dtype(args.generation_dtype, args.dtype),
+    )
+
+
 def evaluate_config(args: argparse.Namespace, methods: list[str], targets: list[str] | None) -> EvaluateConfig:
     """The steering evaluation of the command line (``--samples``, ``--controls``, ...)."""
-    layers = None
-    if args.residual_layers:
-        try:
-            layers = [int(x) for x in args.residual_layers.split(",") if x.strip()]
-        except ValueError:
-            raise LangNeuronsError(
-                f"--residual-layers takes comma-separated layer numbers, e.g. 6,9,12; got {args.residual_layers!r}"
-            ) from None
+    layers = _residual_layers(args)
     return EvaluateConfig(
         targets=tuple(targets) if targets is not None else None,
         methods=tuple(methods),

@@ -5,7 +5,8 @@ Every function takes library objects (:class:`~lang_neurons.neurons.NeuronSet`,
 plain result dicts) and returns a :class:`plotly.graph_objects.Figure`; the caller shows it
 (``fig.show()``) or saves it (``fig.write_html(...)``, :func:`lang_neurons.report.write_report`).
 The figures of neuron sets and statistics are in :mod:`~lang_neurons.plots.neurons`, those of
-evaluation results in :mod:`~lang_neurons.plots.results`; every name is importable from
+evaluation results in :mod:`~lang_neurons.plots.results`, those of sweeps in
+:mod:`~lang_neurons.plots.sweep`; every name is importable from
 ``lang_neurons.plots`` itself.
 
 Languages keep one order and one colour everywhere: :func:`language_colors` assigns colours
@@ -38,6 +39,7 @@ from .results import (
     steering_rates,
     steering_sweep,
 )
+from .sweep import sweep_heatmap, sweep_lines, sweep_parameter
 
 __all__ = [
     "BACKGROUND",
@@ -57,4 +59,7 @@ __all__ = [
     "overlap_heatmap",
     "steering_rates",
     "steering_sweep",
+    "sweep_heatmap",
+    "sweep_lines",
+    "sweep_parameter",
 ]

@@ -414,3 +414,105 @@ def test_parallel_folder_and_bos_flags(llama_dir, tmp_path, capsys):
     assert "holds a different run (skip_bos: True there, False now)" in capsys.readouterr().err
     assert _identify(llama_dir, "default", tmp_path / "named", "--parallel") == 2
     assert "--parallel marks a --corpus folder" in capsys.readouterr().err
+
+
+SWEEP_FAST = ["--dev-samples", "10", "--samples", "10", "--max-new-tokens", "4", "--controls", "1", "--no-images"]
+
+
+def _sweep(model_dir, text_dir, out, *extra):
+    return cli.main(
+        ["sweep", "--model", str(model_dir), "--corpus", str(text_dir), "--langs", "en,de,ja", "--out", str(out)]
+        + ["--no-progress", *SWEEP_FAST, *extra]
+    )
+
+
+def test_sweep_writes_its_files_and_run_takes_the_setting(llama_dir, text_dir, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    grid = ["--top-rates", "0.05,0.1", "--alphas", "0.5,2", "--methods", "add,residual_diffmean"]
+    assert _sweep(llama_dir, text_dir, out, *grid, "--residual-layers", "0,1") == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "chosen on the dev split" in printed and f"--setting {out}/chosen.json" in printed
+    for name in ("run.json", "stats.safetensors", "sweep_cells.jsonl", "sweep.json", "chosen.json", "metrics.txt"):
+        assert (out / name).is_file(), name
+    assert {p.stem for p in (out / "figures").glob("*.html")} == {"sweep_heatmap", "sweep_lines", "test_add"}
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert "Chosen setting" in page and "Test split: add at its chosen setting" in page
+    data = json.loads((out / "sweep.json").read_text())
+    assert len(data["cells"]) == 8 and data["test"]["add"]["settings"]["samples"] == 10
+    setting = ln.config.Setting.load(out / "chosen.json")
+    best = data["chosen"]["add"]
+    assert (setting.method, setting.top_rate, setting.alpha) == ("add", best["top_rate"], best["alpha"])
+    assert setting.residual_layer == data["chosen"]["residual_diffmean"]["layer"] and setting.sweep == str(out)
+    assert "test split: add" in (out / "metrics.txt").read_text()
+    # again: the statistics and every cell are reused
+    assert _sweep(llama_dir, text_dir, out, *grid, "--residual-layers", "0,1") == 0
+    err = capsys.readouterr().err
+    assert "reusing statistics" in err and "reusing 8 finished cells" in err
+    # run --setting: the sweep's top rate, method, alpha and residual layer/alpha
+    run = tmp_path / "run"
+    argv = ["run", "--model", str(llama_dir), "--corpus", str(text_dir), "--langs", "en,de,ja", "--out", str(run)]
+    argv += ["--setting", str(out / "chosen.json"), "--samples", "10", "--max-new-tokens", "4", "--dev-samples", "2"]
+    assert cli.main([*argv, "--loss-texts", "0", "--controls", "1", "--no-images", "--no-progress"]) == 0
+    capsys.readouterr()
+    metrics = json.loads((run / "metrics.json").read_text())
+    s = metrics["settings"]
+    assert s["neuron_methods"] == [setting.method] and s["alpha"] == setting.alpha and s["method"] == "lape"
+    assert s["setting"]["top_rate"] == setting.top_rate and "came from the sweep in" in s["setting"]["note"]
+    assert (metrics["residual"]["layer"], metrics["residual"]["alpha"]) == (
+        setting.residual_layer,
+        setting.residual_alpha,
+    )
+    assert ln.NeuronSet.load(run / "neurons_lape").params["top_rate"] == setting.top_rate
+    assert metrics["evaluation"]["setting"] == setting.to_dict()
+    assert "came from the sweep in" in (run / "metrics.txt").read_text()
+    # an explicit flag still wins over the setting; under a protocol the departures say where the rest came from
+    assert (
+        cli.main(
+            [
+                *argv,
+                "--alpha",
+                "3",
+                "--protocol",
+                "tang",
+                "--no-greedy",
+                "--loss-texts",
+                "0",
+                "--no-images",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    s = json.loads((run / "metrics.json").read_text())["settings"]
+    assert s["alpha"] == 3.0 and s["protocol"] == "tang" and s["departures"][-1] == setting.describe()
+    assert f"top_rate={setting.top_rate!r} (the preset: 0.01)" in " ".join(s["departures"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--alphas", ""], "the sweep grid is empty: alphas (--alphas) has no values"),
+        (["--alphas", "half,1"], "--alphas takes comma-separated numbers, e.g. 0.5,1,2; got 'half,1'"),
+        (["--top-rates", "0.01", "--ks", "5"], "not both"),
+        (["--methods", "teleport"], "unknown method 'teleport'"),
+        (["--residual-layers", "0"], "residual_layers are swept only with the method residual_diffmean"),
+        (["--ks", "200"], "--ks 200: top-k plus bottom-k must fit the site's 256 neurons"),
+        (["--methods", "add,residual_diffmean", "--residual-layers", "7"], "residual layer 7 is out of range"),
+        (["--time-budget", "0.0001"], "dev samples, then the test), over the budget of 0.0 min: drop alphas"),
+        (["--time-budget", "0"], "expected a positive number of minutes"),
+    ],
+)
+def test_sweep_bad_input_is_one_line(llama_dir, text_dir, tmp_path, capsys, args, message):
+    try:
+        code = _sweep(llama_dir, text_dir, tmp_path / "out", *args)
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+    assert len([x for x in err.splitlines() if "error" in x]) == 1  # (transformers' loading bar aside)
+    assert not (tmp_path / "out" / "sweep_cells.jsonl").exists()
+
+
+def test_run_with_a_missing_setting_is_one_line(tmp_path, capsys):
+    assert cli.main(["run", "--out", str(tmp_path / "o"), "--setting", str(tmp_path / "nope.json")]) == 2
+    assert "no such file" in capsys.readouterr().err

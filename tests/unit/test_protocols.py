@@ -15,6 +15,7 @@ from tiny_models import SENTENCES
 
 import lang_neurons as ln
 from lang_neurons import cli, protocols, study
+from lang_neurons.config import Setting
 from lang_neurons.corpora import LanguageCorpus
 from lang_neurons.evaluation import translation_task
 
@@ -312,3 +313,22 @@ def test_generation_dtype_is_listed_among_the_departures():
     assert listed[: len(k.departures)] == list(k.departures)
     assert any("bfloat16" in d and "loss matrix" in d for d in listed[len(k.departures) :])
     assert protocols.departures(k, {"generation_dtype": None}) == list(k.departures)
+
+
+def test_a_sweep_setting_runs_through_the_api(tiny):
+    model, stats, held, sets = tiny
+    s = Setting(method="diffmean", alpha=2.0, top_rate=0.1, residual_layer=1, residual_alpha=0.5, score=0.4, sweep="sw")
+    res = protocols.evaluate(model, sets["lape"], stats, held, "gurgurov", setting=s, **FAST)
+    settings = res["settings"]
+    assert settings["neuron_methods"] == ["diffmean"] and settings["alpha"] == 2.0
+    assert (res["residual"]["layer"], res["residual"]["alpha"]) == (1, 0.5)
+    assert "methods=('diffmean',) given (the preset: ('add',))" in settings["departures"]
+    assert "alpha=2.0 given (the preset: 1.0)" in settings["departures"]
+    line = settings["departures"][-1]
+    assert line == s.describe() and "came from the sweep in sw, chosen on its dev split" in line
+    assert "top_rate 0.1, method diffmean and alpha 2" in line and "residual DiffMean layer 1 and alpha 0.5" in line
+    assert settings["setting"]["top_rate"] == 0.1 and line in protocols.format_results(res)
+    with pytest.raises(ln.LangNeuronsError, match="the setting's neurons are selected with top_rate=0.2"):
+        protocols.evaluate(model, sets["lape"], stats, held, "gurgurov", setting=Setting("add", 1.0, top_rate=0.2))
+    with pytest.raises(ln.LangNeuronsError, match="top_rate \\(LAPE\\) or k \\(AP\\): give exactly one"):
+        Setting("add", 1.0)
