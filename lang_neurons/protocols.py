@@ -274,8 +274,8 @@ def evaluate(
     kwargs = {**p.evaluate, **overrides}
     results = study.evaluate(model, neurons, stats, held_out, **kwargs)
     if p.deactivation_generation is not None:
-        keys = ("samples", "prompt_tokens", "max_new_tokens", "do_sample", "temperature", "repetition_penalty")
-        keys += ("controls", "lid", "seed", "batch_size", "intervals", "progress")  # the study's, where given
+        keys: tuple[str, ...] = ("samples", "prompt_tokens", "max_new_tokens", "do_sample", "temperature")
+        keys += ("repetition_penalty", "controls", "lid", "seed", "batch_size", "intervals", "progress")  # as given
         with computing_in(model, kwargs.get("generation_dtype")):
             results.deactivation_generation = deactivation_generation(
                 model, neurons, held_out, **{k: kwargs[k] for k in keys if k in kwargs}, **p.deactivation_generation
