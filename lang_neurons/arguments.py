@@ -361,9 +361,10 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
         "before the first cell when the projection is over (default: no budget)",
     )
     p.add_argument(
-        "--no-residual",
+        "--residual",
         action="store_true",
-        help="re-measure the chosen setting on the test split without the residual DiffMean baseline",
+        help="re-measure the residual DiffMean baseline on the test split beside the chosen setting (default: off, "
+        "as `run --setting` measures it; on when residual_diffmean is swept)",
     )
     p.add_argument(
         "--no-images", action="store_true", help="skip the PNG/SVG copies of the figures (made only if kaleido works)"

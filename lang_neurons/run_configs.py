@@ -117,7 +117,7 @@ def sweep_config(args: argparse.Namespace, targets: list[str] | None) -> SweepCo
         deactivate=args.deactivate,
         deactivate_value=args.deactivate_value,
         controls=args.controls,
-        residual=not args.no_residual,
+        residual=args.residual,
         intervals=not args.no_intervals,
         seed=args.seed,
         batch_size=args.gen_batch_size,

@@ -59,7 +59,9 @@ class SweepConfig(_Config):
         residual_layers: the residual layers swept (default: a third, half and two thirds of the depth).
         dev_samples: dev samples per target and cell; samples: test samples per target and row.
         filter_rate, activation_bar_ratio: LAPE's other parameters (not swept).
-        controls, residual: the test re-measurement's random-control seeds and residual baseline.
+        controls, residual: the test re-measurement's random-control seeds, and whether it also
+            measures the residual DiffMean baseline (off by default: ``run --setting`` measures
+            it; on whenever ``residual_diffmean`` is swept, at its chosen layer and alpha).
         The rest are :func:`lang_neurons.study.evaluate`'s settings of the same names.
     """
 
@@ -84,7 +86,7 @@ class SweepConfig(_Config):
     filter_rate: float = 0.95
     activation_bar_ratio: float = 0.95
     controls: int = 3
-    residual: bool = True
+    residual: bool = False
     intervals: bool = True
     resamples: int = RESAMPLES
     seed: int = 0
@@ -126,6 +128,11 @@ class SweepConfig(_Config):
         self.evaluate_config(self.neuron_methods[0], self.alphas[0])  # the shared settings, checked there
         if self.intervals:
             iv.check_samples(self.dev_samples)
+
+    @property
+    def test_residual(self) -> bool:
+        """Whether the test re-measurement includes the residual baseline (``residual``, or swept)."""
+        return self.residual or RESIDUAL in self.methods
 
     @property
     def neuron_methods(self) -> tuple[str, ...]:

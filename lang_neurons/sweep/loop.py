@@ -84,7 +84,7 @@ def _project(seconds: float, cells: int, c: SweepConfig, targets: int) -> dict[s
     (targets x dev samples each), then the test (baseline, each method's row and control, the residual row)."""
     rows = 1 + (c.controls > 0)
     test = len(c.neuron_methods) * (c.samples + targets * c.samples * rows)
-    if c.residual:
+    if c.test_residual:
         swept = 1 if RESIDUAL in c.methods else 6  # evaluate's own residual grid: 3 layers x 2 alphas
         test += targets * (c.samples + swept * c.dev_samples)
     grid = cells * targets * c.dev_samples
@@ -139,7 +139,7 @@ def sweep(
     if c.residual and stats.resid_sums is None:
         raise LangNeuronsError(
             "these statistics have no residual-stream sums, which the test's residual baseline needs: "
-            "record them again, or sweep without it (residual=False, --no-residual)"
+            "record them again, or sweep without it (residual=False: leave out --residual)"
         )
     if c.ks is not None and max(c.ks) > stats.n_neurons // 2:
         raise LangNeuronsError(
@@ -263,7 +263,7 @@ def _test(
         if saved is not None:
             test[m] = saved
             continue
-        residual = c.residual and i == 0
+        residual = c.test_residual and i == 0
         more: dict[str, Any] = {"residual": residual, "targets": tuple(targets)}
         if residual and res is not None:
             more.update(residual_layers=(res["layer"],), residual_alphas=(res["alpha"],))

@@ -260,3 +260,15 @@ def test_generation_dtype_casts_the_cells_and_the_test_and_restores_the_model(ti
     assert result.test["add"]["settings"]["generation_dtype"] == "bfloat16"
     assert next(model.parameters()).dtype == torch.float32
     assert config.digest(stats) != sw.SweepConfig(top_rates=(0.1,), alphas=(1.0,), **FAST).digest(stats)
+
+
+def test_the_test_measures_the_residual_baseline_only_when_asked_or_swept():
+    from lang_neurons import cli
+    from lang_neurons.run_configs import sweep_config
+
+    assert not sw.SweepConfig().test_residual  # run --setting measures it beside the chosen setting
+    assert sw.SweepConfig(residual=True).test_residual
+    assert sw.SweepConfig(methods=("add", RESIDUAL)).test_residual
+    parser = cli.build_parser()
+    assert not sweep_config(parser.parse_args(["sweep", "--out", "x"]), None).residual
+    assert sweep_config(parser.parse_args(["sweep", "--out", "x", "--residual"]), None).residual
