@@ -164,19 +164,21 @@ def _protocol_defaults(name: str, command: str) -> dict[str, Any]:
 
 
 def _setting_defaults(path: Path) -> dict[str, Any]:
-    """The defaults a sweep's ``chosen.json`` gives ``run``'s flags: the neuron set and its top
-    rate or k, the method, alpha and the residual layer (its alpha is set by the command)."""
+    """The defaults a sweep's ``chosen.json`` gives ``run``'s flags: the neuron set and its
+    selection, the method, alpha, the residual layer (its alpha is set by the command) and the
+    settings of the sweep's dev/test split of the prompts."""
     from lang_neurons.config import Setting  # no torch
 
     s = Setting.load(path)
     out: dict[str, Any] = {"evaluate_set": s.selection, "methods": s.method, "alpha": s.alpha}
     if s.top_rate is not None:
         out.update(top_rate=s.top_rate, per_language=None)
+        out.update({k: v for k, v in (("filter_rate", s.filter_rate), ("activation_bar", s.activation_bar_ratio)) if v})
     else:
         out.update(top_k=s.k, bottom_k=s.k)
     if s.residual_layer is not None:
         out["residual_layers"] = str(s.residual_layer)
-    return out
+    return {**out, **(s.prompts_split or {})}  # the sweep's dev/test split of the prompts
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -224,6 +224,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     setting = Setting.load(args.setting) if args.setting else None  # its values are the flags' defaults (cli.main)
     if setting is not None and setting.residual_alpha is not None:
         config = dataclasses.replace(config, residual_alphas=(setting.residual_alpha,))
+    for key, value in (setting.prompts_split or {}).items() if setting is not None else ():
+        if getattr(config, key) != value:  # another split could put the sweep's dev prompts on the test side
+            raise LangNeuronsError(
+                f"--setting {args.setting} was chosen on the dev split drawn with {key}={value!r}, this run draws "
+                f"it with {getattr(config, key)!r}: leave that flag to the setting, or sweep with it"
+            )
 
     _stage(1, "statistics")
     model, site, train, held_out, run, reuse = open_run(args)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -324,6 +325,10 @@ class Setting(_Config):
         score: the setting's dev forcing score in the sweep.
         sweep: the sweep's folder (or another note of where the setting came from).
         split: the split it was chosen on (``"dev"``).
+        filter_rate, activation_bar_ratio: a LAPE set's other selection parameters (``None``: not recorded).
+        prompts_split: the settings that drew the sweep's dev/test split of the prompts (``source``,
+            ``prompts``, ``prompt_tokens``, ``dev_share``, ``seed``): an evaluation with other ones
+            could test on the prompts the setting was chosen on (``None``: not recorded).
     """
 
     method: str
@@ -335,8 +340,13 @@ class Setting(_Config):
     score: float | None = None
     sweep: str | None = None
     split: str = "dev"
+    filter_rate: float | None = None
+    activation_bar_ratio: float | None = None
+    prompts_split: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not math.isfinite(self.alpha):
+            raise LangNeuronsError(f"the setting's alpha must be a finite number, got {self.alpha!r}")
         if self.method not in EVAL_METHODS:
             raise LangNeuronsError(
                 f"the setting's method {self.method!r} is unknown: it must be one of {', '.join(EVAL_METHODS)}"
@@ -356,8 +366,12 @@ class Setting(_Config):
         return "lape" if self.top_rate is not None else "ap"
 
     def selection_params(self) -> dict[str, Any]:
-        """The selection parameters of its set: ``{"top_rate"}`` or ``{"top_k", "bottom_k"}``."""
-        return {"top_rate": self.top_rate} if self.top_rate is not None else {"top_k": self.k, "bottom_k": self.k}
+        """The selection parameters of its set: ``{"top_rate"}`` (with ``filter_rate`` and
+        ``activation_bar_ratio`` when recorded) or ``{"top_k", "bottom_k"}``."""
+        if self.top_rate is None:
+            return {"top_k": self.k, "bottom_k": self.k}
+        lape = {"filter_rate": self.filter_rate, "activation_bar_ratio": self.activation_bar_ratio}
+        return {"top_rate": self.top_rate, **{k: v for k, v in lape.items() if v is not None}}
 
     def evaluate_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :func:`lang_neurons.study.evaluate` it sets: ``methods``,
@@ -378,7 +392,7 @@ class Setting(_Config):
 
     def describe(self) -> str:
         """One line: which settings came from the sweep's dev split."""
-        chosen = ", ".join(f"{k} {v:g}" for k, v in self.selection_params().items() if k != "bottom_k")
+        chosen = ", ".join(f"{k} {v:g}" for k, v in self.selection_params().items() if k in ("top_rate", "top_k"))
         chosen = chosen.replace("top_k", "k")
         line = f"{chosen}, method {self.method} and alpha {self.alpha:g}"
         if self.residual_layer is not None:
@@ -407,4 +421,7 @@ class Setting(_Config):
             raise LangNeuronsError(f"--setting {p} is not JSON ({e})") from None
         if not isinstance(data, dict) or data.get("kind") != SETTING_KIND:
             raise LangNeuronsError(f'--setting {p} is not a sweep\'s chosen setting (no "kind": {SETTING_KIND!r})')
-        return cls.from_dict({k: v for k, v in data.items() if k != "kind"})
+        try:
+            return cls.from_dict({k: v for k, v in data.items() if k != "kind"})
+        except TypeError as e:  # a required field (method, alpha) is missing
+            raise LangNeuronsError(f"--setting {p} is incomplete ({e}): use the chosen.json a sweep wrote") from None

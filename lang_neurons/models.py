@@ -299,7 +299,9 @@ def computing_in(model: HookedModel, dtype: torch.dtype | str | None) -> Iterato
     cast it (tied weights once; rotary inverse frequencies, which Hugging Face keeps in float32
     in every dtype, stay as they are) and ``model.cfg.dtype`` follows; on any exit the original
     tensors come back, so the model is bit for bit what it was. The cast copy's memory (half the
-    float32 model for bfloat16) is held while the block runs. :func:`lang_neurons.study.evaluate`
+    float32 model for bfloat16) is held while the block runs. Inside the block the weights are
+    rounded, so :func:`model_fingerprint` (and with it the check that a neuron set or statistics
+    file was made on this model) sees another model: load and build steering before entering. :func:`lang_neurons.study.evaluate`
     uses it to generate in bfloat16 (``generation_dtype``), whose matrix products are several
     times faster than float32 ones on CPUs with AVX512-BF16 or AMX and on GPUs.
     """

@@ -25,6 +25,8 @@ DEFAULT_TOP_RATES = (0.01, 0.02)
 """The LAPE top rates swept when neither ``top_rates`` nor ``ks`` is given."""
 
 GRID = ("top_rates", "ks", "alphas", "methods", "residual_layers")
+PROMPTS_SPLIT = ("source", "prompts", "prompt_tokens", "dev_share", "seed")
+"""The settings that draw the dev/test split of the prompts (kept in ``chosen.json``)."""
 """The :class:`SweepConfig` fields of the grid; the others go into the cells' digest."""
 
 _TEST_ONLY = ("samples", "controls", "residual")
@@ -216,6 +218,9 @@ class SweepResult:
             residual_alpha=res["alpha"] if res else None,
             score=best["score"],
             sweep=self.settings.get("out"),
+            filter_rate=self.settings["filter_rate"] if best.get("top_rate") is not None else None,
+            activation_bar_ratio=self.settings["activation_bar_ratio"] if best.get("top_rate") is not None else None,
+            prompts_split={k: self.settings[k] for k in PROMPTS_SPLIT},
         )
 
     def to_dict(self) -> dict[str, Any]:

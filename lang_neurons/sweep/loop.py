@@ -3,6 +3,7 @@ choice, the test re-measurement."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -256,17 +257,19 @@ def _test(
     """Each neuron method's chosen cell on the test split (the first with the residual baseline)."""
     test: dict[str, dict[str, Any]] = {}
     res = chosen.get(RESIDUAL)
-    digest = c.digest(stats, test=True)
+    base = c.digest(stats, test=True)
     for i, m in enumerate(c.neuron_methods):
         key = _key(chosen[m])
-        saved = store.test(m, key, digest)
-        if saved is not None:
-            test[m] = saved
-            continue
         residual = c.test_residual and i == 0
         more: dict[str, Any] = {"residual": residual, "targets": tuple(targets)}
         if residual and res is not None:
             more.update(residual_layers=(res["layer"],), residual_alphas=(res["alpha"],))
+        # what this measurement depends on beyond the cell: the test settings and its residual baseline
+        digest = hashlib.sha256(json.dumps([base, more], sort_keys=True, default=list).encode()).hexdigest()
+        saved = store.test(m, key, digest)
+        if saved is not None:
+            test[m] = saved
+            continue
         config = c.evaluate_config(m, key["alpha"], **more)
         neurons = _select(stats, c, key[c.parameter], sets)
         test[m] = evaluate(model, neurons, stats, held_out, config=config, lid=lid, progress=progress).to_dict()

@@ -486,6 +486,11 @@ def test_sweep_writes_its_files_and_run_takes_the_setting(llama_dir, text_dir, t
     s = json.loads((run / "metrics.json").read_text())["settings"]
     assert s["alpha"] == 3.0 and s["protocol"] == "tang" and s["departures"][-1] == setting.describe()
     assert f"top_rate={setting.top_rate!r} (the preset: 0.01)" in " ".join(s["departures"])
+    # the setting keeps the sweep's split and LAPE parameters; a run that would draw another split is refused
+    assert setting.prompts_split is not None and setting.prompts_split["seed"] == 0 and setting.filter_rate == 0.95
+    assert cli.main([*argv, "--seed", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "was chosen on the dev split drawn with seed=0, this run draws it with 1" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize(
@@ -516,3 +521,12 @@ def test_sweep_bad_input_is_one_line(llama_dir, text_dir, tmp_path, capsys, args
 def test_run_with_a_missing_setting_is_one_line(tmp_path, capsys):
     assert cli.main(["run", "--out", str(tmp_path / "o"), "--setting", str(tmp_path / "nope.json")]) == 2
     assert "no such file" in capsys.readouterr().err
+    bad = tmp_path / "chosen.json"
+    for data, message in [
+        ({"method": "add"}, "is incomplete"),
+        ({"method": "add", "alpha": None, "top_rate": 0.01}, "the setting's alpha must be a finite number, got None"),
+    ]:
+        bad.write_text(json.dumps({"kind": "lang_neurons.setting", **data}))
+        assert cli.main(["run", "--out", str(tmp_path / "o"), "--setting", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err

@@ -272,3 +272,14 @@ def test_the_test_measures_the_residual_baseline_only_when_asked_or_swept():
     parser = cli.build_parser()
     assert not sweep_config(parser.parse_args(["sweep", "--out", "x"]), None).residual
     assert sweep_config(parser.parse_args(["sweep", "--out", "x", "--residual"]), None).residual
+
+
+def test_a_saved_test_is_measured_again_when_its_residual_baseline_changes(tiny, tmp_path):
+    model, stats, held = tiny
+    grid = dict(top_rates=(0.1,), alphas=(1.0,), controls=0, **FAST)
+    first = sw.sweep(model, stats, held, sw.SweepConfig(**grid), out=tmp_path, progress=False)
+    assert "residual_diffmean" not in first.test["add"]["settings"]["methods"]
+    again = sw.sweep(model, stats, held, sw.SweepConfig(**grid, residual=True), out=tmp_path, progress=False)
+    assert again.reused == 1 and "residual_diffmean" in again.test["add"]["settings"]["methods"]
+    same = sw.sweep(model, stats, held, sw.SweepConfig(**grid, residual=True), out=tmp_path, progress=False)
+    assert same.test == again.test  # read back, not measured again
