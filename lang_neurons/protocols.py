@@ -33,7 +33,7 @@ from lang_neurons.corpora import LanguageCorpus
 from lang_neurons.errors import LangNeuronsError
 from lang_neurons.evaluation import LanguageIdentifier
 from lang_neurons.generation import generate
-from lang_neurons.models import HookedModel, computing_in
+from lang_neurons.models import HookedModel, computing_in, parse_dtype
 from lang_neurons.neurons import NeuronSet, average_precision, lape
 from lang_neurons.recording import ActivationStats
 
@@ -280,6 +280,8 @@ def evaluate(
             results.deactivation_generation = deactivation_generation(
                 model, neurons, held_out, **{k: kwargs[k] for k in keys if k in kwargs}, **p.deactivation_generation
             )
+    if (dtype := overrides.get("generation_dtype")) and parse_dtype(dtype) == getattr(model.cfg, "dtype", None):
+        overrides = {k: v for k, v in overrides.items() if k != "generation_dtype"}  # the model's own: no departure
     listed = departures(p, overrides, neurons) + ([setting.describe()] if setting is not None else [])
     results.settings.update(protocol=p.name, paper=p.paper, code=p.code, departures=listed, additions=list(p.additions))
     if setting is not None:
