@@ -103,25 +103,8 @@ def sweep_config(args: argparse.Namespace, targets: list[str] | None) -> SweepCo
         alphas=_numbers("--alphas", args.alphas, float, "0.5,1,2") or (),
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
         residual_layers=_residual_layers(args),
-        dev_samples=args.dev_samples,
-        samples=args.samples,
-        targets=tuple(targets) if targets is not None else None,
-        source=args.source,
-        prompts=args.prompts,
-        prompt_tokens=args.prompt_tokens,
-        dev_share=args.dev_share,
-        max_new_tokens=args.max_new_tokens,
-        do_sample=not args.greedy,
-        temperature=args.temperature,
-        repetition_penalty=args.repetition_penalty,
-        deactivate=args.deactivate,
-        deactivate_value=args.deactivate_value,
-        controls=args.controls,
         residual=args.residual,
-        intervals=not args.no_intervals,
-        seed=args.seed,
-        batch_size=args.gen_batch_size,
-        generation_dtype=generation_dtype(args.generation_dtype, args.dtype),
+        **_generation(args, targets),
     )
 
 
@@ -129,9 +112,23 @@ def evaluate_config(args: argparse.Namespace, methods: list[str], targets: list[
     """The steering evaluation of the command line (``--samples``, ``--controls``, ...)."""
     layers = _residual_layers(args)
     return EvaluateConfig(
-        targets=tuple(targets) if targets is not None else None,
         methods=tuple(methods),
         alpha=args.alpha,
+        translation_items=args.translation_items,
+        translation_template=args.translation_template,
+        translation_tokens=args.translation_tokens,
+        loss_texts=args.loss_texts,
+        residual=not args.no_residual,
+        residual_layers=tuple(layers) if layers is not None else None,
+        **_generation(args, targets),
+    )
+
+
+def _generation(args: argparse.Namespace, targets: list[str] | None) -> dict[str, Any]:
+    """The settings of :func:`~lang_neurons.arguments.add_generation_args` (targets, prompts,
+    samples, decoding, controls, dev split, intervals) that ``evaluate``, ``run`` and ``sweep`` share."""
+    return dict(
+        targets=tuple(targets) if targets is not None else None,
         samples=args.samples,
         prompts=args.prompts,
         prompt_tokens=args.prompt_tokens,
@@ -142,16 +139,10 @@ def evaluate_config(args: argparse.Namespace, methods: list[str], targets: list[
         repetition_penalty=args.repetition_penalty,
         deactivate=args.deactivate,
         deactivate_value=args.deactivate_value,
-        translation_items=args.translation_items,
-        translation_template=args.translation_template,
-        translation_tokens=args.translation_tokens,
         source=args.source,
-        loss_texts=args.loss_texts,
         seed=args.seed,
         intervals=not args.no_intervals,
         controls=args.controls,
-        residual=not args.no_residual,
-        residual_layers=tuple(layers) if layers is not None else None,
         dev_samples=args.dev_samples,
         batch_size=args.gen_batch_size,
         generation_dtype=generation_dtype(args.generation_dtype, args.dtype),

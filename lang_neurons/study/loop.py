@@ -143,15 +143,8 @@ def evaluate(
             "these statistics have no residual-stream sums (recorded before they existed): "
             "record them again, or evaluate without the residual baseline (residual=False, --no-residual)"
         )
-    split = forcing_prompts(
-        held_out,
-        c.prompts,
-        source=c.source,
-        tokenizer=model.tokenizer,
-        prompt_tokens=c.prompt_tokens,
-        dev_share=c.dev_share,
-        seed=c.seed,
-    )
+    drawn = {k: getattr(c, k) for k in ("source", "prompt_tokens", "dev_share", "seed")}
+    split = forcing_prompts(held_out, c.prompts, tokenizer=model.tokenizer, **drawn)
     if not c.do_sample and c.prompts == "source" and c.samples > len(split.test):
         raise LangNeuronsError(
             f"greedy decoding gives one continuation per prompt, but samples={c.samples} is more than the "

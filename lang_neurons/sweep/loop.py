@@ -146,15 +146,8 @@ def sweep(
         raise LangNeuronsError(
             f"k {max(c.ks)} is too large: top-k plus bottom-k must fit the site's {stats.n_neurons} neurons"
         )
-    split = forcing_prompts(
-        held_out,
-        c.prompts,
-        source=c.source,
-        tokenizer=model.tokenizer,
-        prompt_tokens=c.prompt_tokens,
-        dev_share=c.dev_share,
-        seed=c.seed,
-    )
+    drawn = {k: getattr(c, k) for k in ("source", "prompt_tokens", "dev_share", "seed")}
+    split = forcing_prompts(held_out, c.prompts, tokenizer=model.tokenizer, **drawn)
     if not c.do_sample and c.prompts == "source" and c.dev_samples > len(split.dev):
         raise LangNeuronsError(
             f"greedy decoding gives one continuation per prompt, but dev_samples={c.dev_samples} is more than the "
