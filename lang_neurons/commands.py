@@ -210,26 +210,28 @@ def _stage(step: int, text: str) -> None:
     print(f"[{step}/5] {text}", file=sys.stderr)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    """``lang-neurons run``: the whole study and its HTML report, reusing finished stages; returns the exit code."""
-    methods = _parse_methods(args.methods)
+def _targets(args: argparse.Namespace) -> list[str] | None:
+    """``--targets`` (``None``: every language but the source), each one of ``--langs``."""
     targets = parse_langs(args.targets) if args.targets else None
-    config = evaluate_config(args, methods, targets)
     langs = parse_langs(args.langs)
     for t in targets or []:
         if t not in langs:
             raise LangNeuronsError(f"--targets {t!r} is not one of --langs {','.join(langs)}")
+    return targets
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``lang-neurons run``: the whole study and its HTML report, reusing finished stages; returns the exit code."""
+    methods = _parse_methods(args.methods)
+    targets = _targets(args)
+    config = evaluate_config(args, methods, targets)
     alphas = _parse_alphas(args.sweep_alphas)
     out: Path = args.out
     setting = Setting.load(args.setting) if args.setting else None  # its values are the flags' defaults (cli.main)
     if setting is not None and setting.residual_alpha is not None:
         config = dataclasses.replace(config, residual_alphas=(setting.residual_alpha,))
-    for key, value in (setting.prompts_split or {}).items() if setting is not None else ():
-        if getattr(config, key) != value:  # another split could put the sweep's dev prompts on the test side
-            raise LangNeuronsError(
-                f"--setting {args.setting} was chosen on the dev split drawn with {key}={value!r}, this run draws "
-                f"it with {getattr(config, key)!r}: leave that flag to the setting, or sweep with it"
-            )
+    if setting is not None:
+        setting.check_split(config, f"--setting {args.setting}")
 
     _stage(1, "statistics")
     model, site, train, held_out, run, reuse = open_run(args)
@@ -308,12 +310,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from lang_neurons import _io, plots
     from lang_neurons.sweep import format_sweep, sweep
 
-    targets = parse_langs(args.targets) if args.targets else None
-    config = sweep_config(args, targets)
-    langs = parse_langs(args.langs)
-    for t in targets or []:
-        if t not in langs:
-            raise LangNeuronsError(f"--targets {t!r} is not one of --langs {','.join(langs)}")
+    config = sweep_config(args, _targets(args))
     model, site, train, held_out, run, reuse = open_run(args)
     if config.ks is not None and 2 * max(config.ks) > site.n_neurons:
         raise LangNeuronsError(

@@ -390,6 +390,21 @@ class Setting(_Config):
                     "select the set with the setting's parameters"
                 )
 
+    def check_split(self, config: Any, what: str = "the setting") -> None:
+        """Refuse an evaluation ``config`` whose prompts' dev/test split is drawn with other
+        settings than the sweep's (:attr:`prompts_split`): its test side could hold the prompts
+        the setting was chosen on."""
+        for key, value in (self.prompts_split or {}).items():
+            if getattr(config, key) != value:
+                raise LangNeuronsError(
+                    f"{what} was chosen on the dev split drawn with {key}={value!r}, this run draws "
+                    f"it with {getattr(config, key)!r}: leave that flag to the setting, or sweep with it"
+                )
+
+    def record(self) -> dict[str, Any]:
+        """What an evaluation's ``settings["setting"]`` holds: :meth:`to_dict` and the :meth:`describe` line."""
+        return {**self.to_dict(), "note": self.describe()}
+
     def describe(self) -> str:
         """One line: which settings came from the sweep's dev split."""
         chosen = ", ".join(f"{k} {v:g}" for k, v in self.selection_params().items() if k in ("top_rate", "top_k"))

@@ -301,9 +301,10 @@ def computing_in(model: HookedModel, dtype: torch.dtype | str | None) -> Iterato
     tensors come back, so the model is bit for bit what it was. The cast copy's memory (half the
     float32 model for bfloat16) is held while the block runs. Inside the block the weights are
     rounded, so :func:`model_fingerprint` (and with it the check that a neuron set or statistics
-    file was made on this model) sees another model: load and build steering before entering. :func:`lang_neurons.study.evaluate`
-    uses it to generate in bfloat16 (``generation_dtype``), whose matrix products are several
-    times faster than float32 ones on CPUs with AVX512-BF16 or AMX and on GPUs.
+    file was made on this model) sees another model: load and build steering before entering.
+    :func:`lang_neurons.study.evaluate` uses it to generate in bfloat16 (``generation_dtype``),
+    whose matrix products are several times faster than float32 ones on CPUs with AVX512-BF16 or
+    AMX and on GPUs.
     """
     if dtype is None:
         yield model

@@ -259,7 +259,7 @@ def evaluate_neurons(
         setting.check_neurons(neurons.params)
     results = evaluate(model, neurons, stats, held_out, **kwargs)
     if setting is not None:
-        results.settings["setting"] = {**setting.to_dict(), "note": setting.describe()}
+        results.settings["setting"] = setting.record()
     return results
 
 

@@ -226,11 +226,13 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def departures(p: Protocol, overrides: Mapping[str, Any], neurons: NeuronSet | None = None) -> list[str]:
-    """``p.departures`` plus those of this run: an ``overrides`` value that differs from the
-    preset's, and a neuron set of another method or other parameters than ``p.identify``."""
+def departures(
+    p: Protocol, overrides: Mapping[str, Any], neurons: NeuronSet | None = None, model_dtype: Any = None
+) -> list[str]:
+    """``p.departures`` plus this run's: an ``overrides`` value other than the preset's, a ``generation_dtype``
+    other than ``model_dtype`` (when known), a neuron set of another method or parameters than ``p.identify``."""
     out = list(p.departures)
-    if dtype := overrides.get("generation_dtype"):
+    if (dtype := overrides.get("generation_dtype")) and (model_dtype is None or parse_dtype(dtype) != model_dtype):
         out.append(
             f"generation and its fluency scoring in {dtype}; statistics and the loss matrix in the model's dtype"
         )
@@ -280,12 +282,11 @@ def evaluate(
             results.deactivation_generation = deactivation_generation(
                 model, neurons, held_out, **{k: kwargs[k] for k in keys if k in kwargs}, **p.deactivation_generation
             )
-    if (dtype := overrides.get("generation_dtype")) and parse_dtype(dtype) == getattr(model.cfg, "dtype", None):
-        overrides = {k: v for k, v in overrides.items() if k != "generation_dtype"}  # the model's own: no departure
-    listed = departures(p, overrides, neurons) + ([setting.describe()] if setting is not None else [])
+    listed = departures(p, overrides, neurons, getattr(model.cfg, "dtype", None))
+    listed += [setting.describe()] if setting is not None else []
     results.settings.update(protocol=p.name, paper=p.paper, code=p.code, departures=listed, additions=list(p.additions))
     if setting is not None:
-        results.settings["setting"] = {**setting.to_dict(), "note": setting.describe()}
+        results.settings["setting"] = setting.record()
     return results
 
 

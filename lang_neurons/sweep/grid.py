@@ -16,7 +16,7 @@ from lang_neurons.choices import EVAL_METHODS, RESAMPLES, RESIDUAL
 from lang_neurons.config import EvaluateConfig, Setting, _Config, _freeze
 from lang_neurons.errors import LangNeuronsError
 from lang_neurons.recording import ActivationStats
-from lang_neurons.study import residual_candidates
+from lang_neurons.study import format_interval, format_rate, residual_candidates
 
 CELLS_FILE = "sweep_cells.jsonl"
 """The file of finished cells in a sweep's ``out`` folder, one JSON object a line."""
@@ -209,6 +209,7 @@ class SweepResult:
         swept, the best residual layer and alpha (``chosen.json``)."""
         best = max((self.chosen[m] for m in self.settings["methods"] if m != RESIDUAL), key=lambda c: c["score"])
         res = self.chosen.get(RESIDUAL)
+        lape = best.get("top_rate") is not None
         return Setting(
             method=best["method"],
             alpha=best["alpha"],
@@ -218,8 +219,8 @@ class SweepResult:
             residual_alpha=res["alpha"] if res else None,
             score=best["score"],
             sweep=self.settings.get("out"),
-            filter_rate=self.settings["filter_rate"] if best.get("top_rate") is not None else None,
-            activation_bar_ratio=self.settings["activation_bar_ratio"] if best.get("top_rate") is not None else None,
+            filter_rate=self.settings["filter_rate"] if lape else None,
+            activation_bar_ratio=self.settings["activation_bar_ratio"] if lape else None,
             prompts_split={k: self.settings[k] for k in PROMPTS_SPLIT},
         )
 
@@ -246,9 +247,9 @@ def format_sweep(result: SweepResult | Mapping[str, Any]) -> str:
             else f"{'top_rate' if 'top_rate' in x else 'k'} {x.get('top_rate', x.get('k')):g}"
         )
         fi = x.get("forcing_interval")
-        rate = _cell(x["rate"], x.get("rate_interval"), rate=True)
-        q = _cell(x["quality"], fi["quality"] if fi else None)
-        s = _cell(x["score"], fi["score"] if fi else None)
+        rate = format_rate(x["rate_interval"]) if "rate_interval" in x else f"{x['rate']:.2f}"
+        q = format_interval(fi["quality"], digits=2) if fi else f"{x['quality']:.2f}"
+        s = format_interval(fi["score"], digits=2) if fi else f"{x['score']:.2f}"
         lines.append(f"{x['method']:<19}{where:<16}{x['alpha']:>7g}  {rate:<24}{q:<20}{s:<20}{x['neurons']:>8}")
     lines += ["", "chosen on the dev split (highest forcing score; ties: the earlier cell):"]
     for m, x in data["chosen"].items():
@@ -256,9 +257,3 @@ def format_sweep(result: SweepResult | Mapping[str, Any]) -> str:
     for m, results in data["test"].items():
         lines += ["", f"test split: {m} at its chosen setting", format_results(results)]
     return "\n".join(lines)
-
-
-def _cell(value: float, interval: Mapping[str, Any] | None, rate: bool = False) -> str:
-    if interval is None:
-        return f"{value:.2f}"
-    return f"{value:.2f} [{interval['low']:.2f}, {interval['high']:.2f}]" + (f" n={interval['n']}" if rate else "")
