@@ -276,11 +276,12 @@ def attached(model: HookedModel, fwd_hooks: list[tuple[str, HookFn]]) -> Iterato
     KeyboardInterrupt.
     """
     added: list[tuple[Any, Any]] = []
+    hook_dict = model.hook_dict  # a TransformerBridge builds this dict anew at every access: once
     try:
         for name, fn in fwd_hooks:
-            if name not in model.hook_dict:
+            if name not in hook_dict:
                 raise LangNeuronsError(f"this model has no hook point {name!r}")
-            hp = model.hook_dict[name]
+            hp = hook_dict[name]
             before = {id(h) for h in hp.fwd_hooks}
             hp.add_hook(fn, dir="fwd")
             added += [(hp, h) for h in hp.fwd_hooks if id(h) not in before]

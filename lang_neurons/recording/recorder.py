@@ -23,7 +23,7 @@ from ..config import REDUCE_EVERY, RecordConfig
 from ..corpora import LanguageCorpus
 from ..errors import LangNeuronsError
 from ..models import HookedModel, attached, model_fingerprint
-from ..sites import resolve_site
+from ..sites import Site, resolve_site
 from .accumulator import Accumulator, StopForward, resid_hook_name
 from .batching import batches, encode, pad
 from .checkpoint import checkpoint_path, load_checkpoint, recording_key, save_checkpoint
@@ -135,14 +135,14 @@ def record(
     keep = {lang: len(ids) if ap_sentences is None else min(ap_sentences, len(ids)) for lang, ids in encoded.items()}
     offsets = dict(zip(corpus.langs, [0, *torch.tensor(list(keep.values())).cumsum(0).tolist()]))
     d_model = int(model.cfg.d_model)
-    missing = [
-        resid_hook_name(layer) for layer in range(spec.n_layers) if resid_hook_name(layer) not in model.hook_dict
-    ]
+    hook_dict = model.hook_dict  # built anew at every access on a TransformerBridge
+    missing = [resid_hook_name(layer) for layer in range(spec.n_layers) if resid_hook_name(layer) not in hook_dict]
     if missing:
         raise LangNeuronsError(
             f"this model has no hook point {missing[0]!r}: lang_neurons records the residual stream there"
         )
-    acc = Accumulator(spec, len(corpus.langs), sum(keep.values()), pooling, device, d_model)
+    act_modules = spec.act_modules(model) if isinstance(spec, Site) else None
+    acc = Accumulator(spec, len(corpus.langs), sum(keep.values()), pooling, device, d_model, act_modules)
     plan = [
         (li, lang, b)
         for li, lang in enumerate(corpus.langs)
@@ -180,6 +180,7 @@ def record(
                 pass
             finally:
                 acc.pending.clear()
+                acc.gates.clear()
             acc.flush()
             if bar is not None:
                 bar.update(len(batch))
@@ -194,7 +195,7 @@ def record(
         disable=not progress or rank != 0,
     )
     since_checkpoint = 0
-    with torch.inference_mode(), attached(model, acc.hooks()):
+    with torch.inference_mode(), attached(model, acc.hooks()), acc.module_hooks():
         while done < len(chunks):
             round_ids = list(range(done, min(done + world, len(chunks))))
             tokens = torch.zeros(len(corpus.langs), dtype=torch.int64, device=device)
