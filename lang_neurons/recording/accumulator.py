@@ -2,7 +2,9 @@
 
 Per batch, the neuron hooks add counts, sums and sums of squares over the counted tokens (pads
 and BOS out) and pool each kept sentence; the residual-stream hooks add ``hook_resid_post``
-sums. Nothing in a hook reads a device value on the host (tests/test_record_sync.py guards
+sums. At site ``act`` of a gated MLP the neuron values are the model's own ``act_fn(gate)``,
+read by a forward hook on the MLP's activation module (:meth:`Site.act_modules`) where there is
+one, instead of applying ``act_fn`` to ``hook_pre`` a second time. Nothing in a hook reads a device value on the host (tests/test_record_sync.py guards
 this); :func:`lang_neurons.recording.record` takes the partial sums chunk by chunk.
 """
 
@@ -52,9 +54,25 @@ class Accumulator:
     (per language, layer and ``d_model``) and ``pooled``, ``n_pooled`` rows on the CPU.
     """
 
-    def __init__(self, site: Site, n_langs: int, n_pooled: int, pooling: str, device: torch.device, d_model: int):
+    def __init__(
+        self,
+        site: Site,
+        n_langs: int,
+        n_pooled: int,
+        pooling: str,
+        device: torch.device,
+        d_model: int,
+        act_modules: Sequence[torch.nn.Module | None] | None = None,
+    ):
         shape = (n_langs, site.n_layers, site.width)
         self.site, self.pooling = site, pooling
+        # Per layer, the model's module that computes the site's activation (act_fn of a gated
+        # MLP, `Site.act_modules`) or None: `hooks` then keeps the gate for `_act_hook`.
+        self.act_modules = list(act_modules) if act_modules is not None else [None] * site.n_layers
+        self.gates: dict[int, Tensor] = {}
+        self.scratch: dict[
+            int, Tensor
+        ] = {}  # reused buffers of the hooks' temporaries (`_scratch`)  # layer -> its hook_pre value, until act_fn's output is taken
         self.active = torch.zeros(shape, dtype=torch.int64, device=device)
         self.sums = torch.zeros(shape, dtype=torch.float64, device=device)
         self.sq_sums = torch.zeros(shape, dtype=torch.float64, device=device)
@@ -113,11 +131,41 @@ class Accumulator:
             out.append((resid_hook_name(layer), self._resid_hook(layer, stop=layer == self.site.n_layers - 1)))
         return out
 
+    @contextlib.contextmanager
+    def module_hooks(self) -> Iterator[None]:
+        """Attach the forward hooks on the model's activation modules (:attr:`act_modules`) for
+        the duration of a ``with`` block, then remove them."""
+        handles = [
+            m.register_forward_hook(self._act_hook(layer)) for layer, m in enumerate(self.act_modules) if m is not None
+        ]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _act_hook(self, layer: int):
+        def hook(module: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+            # Only the call that applies act_fn to this layer's own gate (the very tensor
+            # hook_pre saw) counts; if none does, the layer's residual hook applies act_fn itself.
+            if inputs and self.gates.get(layer) is inputs[0]:
+                del self.gates[layer]
+                with one_cpu_thread(output.device):
+                    self._neurons(layer, output, owned=False)  # the model's tensor: not ours to overwrite
+            return None
+
+        return hook
+
     def _resid_hook(self, layer: int, stop: bool):
         def hook(value: Tensor, hook: Any = None) -> None:
             with one_cpu_thread(value.device):
+                gate = self.gates.pop(layer, None)
+                if gate is not None:  # the activation module did not take it (see `_act_hook`)
+                    self._neurons(layer, self.site.activation([gate]), owned=True)
                 # Same mask as the neurons (pads and BOS out); float32 per batch, float64 totals.
-                self.resid_sums[self.lang, layer] += (value.float() * self.maskf).sum((0, 1)).double()
+                v = value.float()
+                masked = torch.mul(v, self.maskf, out=self._scratch(2, v))
+                self.resid_sums[self.lang, layer] += masked.sum((0, 1)).double()
             if stop:
                 raise StopForward
             return None
@@ -131,19 +179,25 @@ class Accumulator:
             if any(v is None for v in got):
                 return None
             del self.pending[layer]
+            if self.act_modules[layer] is not None:  # the model's act_fn(gate) follows: `_act_hook`
+                self.gates[layer] = got[0]
+                return None
             with one_cpu_thread(value.device):
                 act = self.site.activation(got)
-                if self.careful:
-                    bad = ~torch.isfinite(act)
-                    self.nonfinite[self.lang, layer] += (bad & self.mask[..., None]).sum()
-                    act = act.masked_fill(bad, 0)
-                # `act` is ours to overwrite when the site computed it (act_fn, cat, careful fill).
-                self._accumulate(layer, act, owned=all(act is not v for v in got))
+                # `act` is ours to overwrite when the site computed it (act_fn, cat).
+                self._neurons(layer, act, owned=all(act is not v for v in got))
             if stop:
                 raise StopForward
             return None
 
         return hook
+
+    def _neurons(self, layer: int, act: Tensor, owned: bool) -> None:
+        if self.careful:
+            bad = ~torch.isfinite(act)
+            self.nonfinite[self.lang, layer] += (bad & self.mask[..., None]).sum()
+            act, owned = act.masked_fill(bad, 0), True
+        self._accumulate(layer, act, owned=owned)
 
     def _part_hook(self, layer: int, slot: int):
         cols = self.site.columns(slot)  # type: ignore[attr-defined]
@@ -194,15 +248,25 @@ class Accumulator:
             else:
                 pooled = a[torch.arange(a.shape[0], device=a.device), self.last]
             self._pool(layer, pooled, cols)
-        masked = a.mul_(self.maskf) if owned or a is not act else a * self.maskf
+        owned = owned or a is not act
+        masked = a.mul_(self.maskf) if owned else torch.mul(a, self.maskf, out=self._scratch(0, a))
         self.sums[at] += masked.sum((0, 1)).double()
         if masked[..., 0].numel() < 2**24:
-            self.active[at] += torch.gt(masked, 0, out=torch.empty_like(masked)).sum((0, 1)).long()
+            self.active[at] += torch.gt(masked, 0, out=self._scratch(1, masked)).sum((0, 1)).long()
         else:
             self.active[at] += (masked > 0).sum((0, 1))
         if self.batch_pooled is not None and self.pooling == "mean":
             self._pool(layer, masked.sum(1) / self.lengths.clamp(min=1)[:, None], cols)
         self.sq_sums[at] += masked.mul_(masked).sum((0, 1)).double()
+
+    def _scratch(self, slot: int, like: Tensor) -> Tensor:
+        """A buffer shaped like ``like`` for the hooks' temporaries, kept between calls and grown
+        when a batch needs more: a fresh ``[batch, pos, width]`` tensor per layer costs more than
+        the pass that fills it on the CPU (newly mapped pages are zeroed by the kernel)."""
+        buf = self.scratch.get(slot)
+        if buf is None or buf.numel() < like.numel() or buf.dtype != like.dtype or buf.device != like.device:
+            buf = self.scratch[slot] = torch.empty(like.numel(), dtype=like.dtype, device=like.device)
+        return buf[: like.numel()].view(like.shape)
 
     def _pool(self, layer: int, pooled: Tensor, cols: slice | None = None) -> None:
         assert self.batch_pooled is not None

@@ -133,6 +133,17 @@ class Site:
             return self.act_fn(values[0])
         return values[0]
 
+    def act_modules(self, model: HookedModel) -> list[torch.nn.Module | None]:
+        """Per layer, the module of ``model``'s MLP whose output is this site's activation:
+        ``act_fn`` of a gated MLP at site ``act``, so that recording reads the forward pass's own
+        ``act_fn(gate)`` instead of applying :attr:`act_fn` to ``hook_pre`` a second time.
+        ``None`` where there is no such module (other sites, an activation that is a plain
+        function, as on TL3's ``HookedTransformer``)."""
+        if not (self.name == "act" and self.gated):
+            return [None] * self.n_layers
+        own = [_own_act_fn(model, layer) for layer in range(self.n_layers)]
+        return [fn if isinstance(fn, torch.nn.Module) else None for fn in own]
+
     def write_hooks(
         self,
         layer: int,

@@ -71,15 +71,16 @@ class _SyncGuard:
 def guard(monkeypatch):
     """Arms a :class:`_SyncGuard` around the body of every hook `record` attaches."""
     g = _SyncGuard(monkeypatch)
-    for name in ("_hook", "_resid_hook"):  # the neuron hooks and the residual-stream hooks
+    # the neuron hooks, the residual-stream hooks and the hooks on the activation modules
+    for name in ("_hook", "_resid_hook", "_act_hook"):
         make_hook = getattr(Accumulator, name)
 
         def guarded_hook(acc, *args, _make=make_hook, **kwargs):
             inner = _make(acc, *args, **kwargs)
 
-            def run(value, hook=None):
+            def run(*hook_args, **hook_kwargs):
                 with g.arm():
-                    return inner(value, hook)
+                    return inner(*hook_args, **hook_kwargs)
 
             return run
 
