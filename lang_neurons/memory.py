@@ -13,7 +13,10 @@ With ``L`` languages, ``N = n_layers x width`` neurons at the site (``width`` is
   ``pooled_lang`` (``8 S``): the only part that grows with the corpus, capped by
   ``ap_sentences``;
 * per batch, ``B`` pooled rows on the device (float32, ``4 B N``) until they are copied to the
-  host.
+  host;
+* the hooks' scratch buffers, sized by the largest batch (``T`` = batch x positions), kept for
+  the whole pass: two float32 ``[T, width]`` and one float32 ``[T, d_model]``. Like the model's
+  own activations they grow with the batch, not the corpus, and are not in the plan.
 
 See docs/performance.md for the figures of an 8B model.
 """

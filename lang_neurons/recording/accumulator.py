@@ -4,8 +4,10 @@ Per batch, the neuron hooks add counts, sums and sums of squares over the counte
 and BOS out) and pool each kept sentence; the residual-stream hooks add ``hook_resid_post``
 sums. At site ``act`` of a gated MLP the neuron values are the model's own ``act_fn(gate)``,
 read by a forward hook on the MLP's activation module (:meth:`Site.act_modules`) where there is
-one, instead of applying ``act_fn`` to ``hook_pre`` a second time. Nothing in a hook reads a device value on the host (tests/test_record_sync.py guards
-this); :func:`lang_neurons.recording.record` takes the partial sums chunk by chunk.
+one, instead of applying ``act_fn`` to ``hook_pre`` a second time. The hooks' temporaries live
+in buffers reused from batch to batch. Nothing in a hook reads a device value on the host
+(tests/unit/recording/test_record_sync.py guards this); :func:`lang_neurons.recording.record`
+takes the partial sums chunk by chunk.
 """
 
 from __future__ import annotations
@@ -69,10 +71,8 @@ class Accumulator:
         # Per layer, the model's module that computes the site's activation (act_fn of a gated
         # MLP, `Site.act_modules`) or None: `hooks` then keeps the gate for `_act_hook`.
         self.act_modules = list(act_modules) if act_modules is not None else [None] * site.n_layers
-        self.gates: dict[int, Tensor] = {}
-        self.scratch: dict[
-            int, Tensor
-        ] = {}  # reused buffers of the hooks' temporaries (`_scratch`)  # layer -> its hook_pre value, until act_fn's output is taken
+        self.gates: dict[int, Tensor] = {}  # layer -> its hook_pre value, until act_fn's output is taken
+        self.scratch: dict[int, Tensor] = {}  # reused buffers of the hooks' temporaries (`_scratch`)
         self.active = torch.zeros(shape, dtype=torch.int64, device=device)
         self.sums = torch.zeros(shape, dtype=torch.float64, device=device)
         self.sq_sums = torch.zeros(shape, dtype=torch.float64, device=device)
@@ -135,10 +135,11 @@ class Accumulator:
     def module_hooks(self) -> Iterator[None]:
         """Attach the forward hooks on the model's activation modules (:attr:`act_modules`) for
         the duration of a ``with`` block, then remove them."""
-        handles = [
-            m.register_forward_hook(self._act_hook(layer)) for layer, m in enumerate(self.act_modules) if m is not None
-        ]
+        handles = []
         try:
+            for layer, module in enumerate(self.act_modules):
+                if module is not None:
+                    handles.append(module.register_forward_hook(self._act_hook(layer)))
             yield
         finally:
             for handle in handles:
@@ -161,7 +162,8 @@ class Accumulator:
             with one_cpu_thread(value.device):
                 gate = self.gates.pop(layer, None)
                 if gate is not None:  # the activation module did not take it (see `_act_hook`)
-                    self._neurons(layer, self.site.activation([gate]), owned=True)
+                    act = self.site.activation([gate])
+                    self._neurons(layer, act, owned=act is not gate)
                 # Same mask as the neurons (pads and BOS out); float32 per batch, float64 totals.
                 v = value.float()
                 masked = torch.mul(v, self.maskf, out=self._scratch(2, v))
@@ -239,7 +241,7 @@ class Accumulator:
         # copy in place. Same reductions as the plain version, so the same bits.
         # No host synchronisation here (nothing that reads a device value on the host: `.item()`,
         # `.cpu()`, boolean-mask indexing, `if tensor`): pooled rows go to a device buffer that
-        # `flush` copies to the CPU once per batch; tests/test_record_sync.py guards this.
+        # `flush` copies to the CPU once per batch; test_record_sync.py guards this.
         at = (self.lang, layer) if cols is None else (self.lang, layer, cols)
         a = act.float()
         if self.batch_pooled is not None and self.pooling != "mean":  # these read the unmasked values
@@ -262,7 +264,11 @@ class Accumulator:
     def _scratch(self, slot: int, like: Tensor) -> Tensor:
         """A buffer shaped like ``like`` for the hooks' temporaries, kept between calls and grown
         when a batch needs more: a fresh ``[batch, pos, width]`` tensor per layer costs more than
-        the pass that fills it on the CPU (newly mapped pages are zeroed by the kernel)."""
+        the pass that fills it on the CPU (newly mapped pages are zeroed by the kernel). Elsewhere
+        a fresh tensor: a GPU's caching allocator already reuses its memory, and kept buffers
+        would hold their largest batch's size for the whole recording."""
+        if like.device.type != "cpu":
+            return torch.empty_like(like)
         buf = self.scratch.get(slot)
         if buf is None or buf.numel() < like.numel() or buf.dtype != like.dtype or buf.device != like.device:
             buf = self.scratch[slot] = torch.empty(like.numel(), dtype=like.dtype, device=like.device)

@@ -142,7 +142,10 @@ class Site:
         if not (self.name == "act" and self.gated):
             return [None] * self.n_layers
         own = [_own_act_fn(model, layer) for layer in range(self.n_layers)]
-        return [fn if isinstance(fn, torch.nn.Module) else None for fn in own]
+        # Only a module of the same kind as :attr:`act_fn` (which the site's writes and the
+        # fallback apply): another module there would give other values than the site's.
+        modules = [fn if isinstance(fn, torch.nn.Module) else None for fn in own]
+        return [m if type(m) is type(self.act_fn) else None for m in modules]
 
     def write_hooks(
         self,

@@ -9,6 +9,7 @@ import torch
 from tiny_models import SENTENCES
 
 import lang_neurons as ln
+from lang_neurons.recording.accumulator import Accumulator
 from lang_neurons.sites import Site, resolve_site
 
 TEXTS = {lang: SENTENCES[lang][:9] for lang in ("en", "de", "ja")}
@@ -52,11 +53,44 @@ def test_module_hook_gives_the_statistics_of_act_fn_of_hook_pre(llama, monkeypat
 
 
 def test_module_that_sees_another_tensor_leaves_the_layer_to_act_fn(llama, monkeypatch):
-    # hooks on the wrong layers' modules never see their own layer's gate: every layer but the
-    # middle one (whose module is its own) is computed from hook_pre, with the same statistics
+    # Layer 0 alone on its own module: only it takes the model's act_fn(gate). Layers 0 and 1
+    # hooked on each other's modules: neither module ever sees its hook's layer's gate, so both
+    # layers are computed from hook_pre. The statistics are the same every time.
     n = llama.cfg.n_layers
     own = resolve_site(llama, "act").act_modules(llama)
-    swapped, applied = _record(llama, monkeypatch, lambda model: own[::-1])
     plain, applied_plain = _record(llama, monkeypatch, lambda model: [None] * n)
-    assert applied == applied_plain * (n - n % 2) // n
+    mixed, applied_mixed = _record(llama, monkeypatch, lambda model: [own[0]] + [None] * (n - 1))
+    swapped, applied_swapped = _record(llama, monkeypatch, lambda model: [own[1], own[0]] + [None] * (n - 2))
+    assert applied_plain % n == 0 and applied_mixed == applied_plain // n * (n - 1)
+    assert applied_swapped == applied_plain
+    _assert_same(mixed, plain)
     _assert_same(swapped, plain)
+    assert not any(m._forward_hooks for m in own)  # removed again
+
+
+def test_module_hooks_are_removed_when_recording_fails(llama, monkeypatch):
+    own = resolve_site(llama, "act").act_modules(llama)
+
+    def fail(self):
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(Accumulator, "flush", fail)
+    with pytest.raises(RuntimeError, match="stop here"):
+        ln.record(llama, TEXTS, batch_size=4, progress=False)
+    assert not any(m._forward_hooks for m in own)
+
+
+def test_every_gated_family_reads_its_own_act_fn(tiny_model_dir, monkeypatch):
+    # On each tiny family's bridge: a gated MLP's act_fn module sees the very tensor hook_pre
+    # saw, in every layer (no layer falls back), with the statistics of act_fn(hook_pre).
+    model = ln.load_model(tiny_model_dir, device="cpu")
+    site = resolve_site(model, "act")
+    modules = site.act_modules(model)
+    if not site.gated:  # hook_post is act_fn(hook_pre): nothing computed twice, nothing to read
+        assert modules == [None] * model.cfg.n_layers
+        return
+    assert all(m is not None for m in modules)
+    fast, applied = _record(model, monkeypatch)
+    plain, _ = _record(model, monkeypatch, lambda model: [None] * model.cfg.n_layers)
+    assert applied == 0
+    _assert_same(fast, plain)
