@@ -194,24 +194,21 @@ class Accumulator:
 
         return hook
 
-    def _neurons(self, layer: int, act: Tensor, owned: bool) -> None:
+    def _neurons(self, layer: int, act: Tensor, owned: bool, cols: slice | None = None) -> None:
+        """Accumulate one layer's (or, with ``cols``, one module's) neuron values; in careful
+        mode NaN/inf values are counted, then replaced by 0."""
         if self.careful:
             bad = ~torch.isfinite(act)
             self.nonfinite[self.lang, layer] += (bad & self.mask[..., None]).sum()
             act, owned = act.masked_fill(bad, 0), True
-        self._accumulate(layer, act, owned=owned)
+        self._accumulate(layer, act, owned=owned, cols=cols)
 
     def _part_hook(self, layer: int, slot: int):
         cols = self.site.columns(slot)  # type: ignore[attr-defined]
 
         def hook(value: Tensor, hook: Any = None) -> None:
             with one_cpu_thread(value.device):
-                act, owned = self.site.part(value), False  # type: ignore[attr-defined]
-                if self.careful:
-                    bad = ~torch.isfinite(act)
-                    self.nonfinite[self.lang, layer] += (bad & self.mask[..., None]).sum()
-                    act, owned = act.masked_fill(bad, 0), True
-                self._accumulate(layer, act, owned=owned, cols=cols)
+                self._neurons(layer, self.site.part(value), owned=False, cols=cols)  # type: ignore[attr-defined]
             return None
 
         return hook
@@ -270,8 +267,8 @@ class Accumulator:
         if like.device.type != "cpu":
             return torch.empty_like(like)
         buf = self.scratch.get(slot)
-        if buf is None or buf.numel() < like.numel() or buf.dtype != like.dtype or buf.device != like.device:
-            buf = self.scratch[slot] = torch.empty(like.numel(), dtype=like.dtype, device=like.device)
+        if buf is None or buf.numel() < like.numel() or buf.dtype != like.dtype:
+            buf = self.scratch[slot] = torch.empty(like.numel(), dtype=like.dtype)
         return buf[: like.numel()].view(like.shape)
 
     def _pool(self, layer: int, pooled: Tensor, cols: slice | None = None) -> None:

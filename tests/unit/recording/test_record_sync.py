@@ -131,9 +131,9 @@ def test_guard_catches_a_sync_in_the_hook(llama, guard, monkeypatch, sync, name)
     # the guard itself: one deliberate sync inside `_accumulate` is caught, once per layer and batch
     accumulate = Accumulator._accumulate
 
-    def syncing(self, layer, act, owned=False):
+    def syncing(self, layer, act, owned=False, cols=None):
         sync(act)
-        return accumulate(self, layer, act, owned)
+        return accumulate(self, layer, act, owned, cols)
 
     monkeypatch.setattr(Accumulator, "_accumulate", syncing)
     ln.record(llama, TEXTS, batch_size=4, progress=False)
