@@ -13,9 +13,20 @@ Prints ONE JSON line. Timed variants, each over the same batches (record's own b
   end to end: tokenisation, batching, hooks, statistics.
 
 Repetitions are interleaved (a, b, b_same_stop, c, a, b, ...) and the medians reported, so load
-from other processes hits every variant alike. ``--every k`` times the texts of every k-th batch
-of each language: ``record`` gets those texts, and ``a``/``b`` get the batches ``recording.batches``
-makes of them.
+from other processes hits every variant alike. Each ratio also comes as the mean of its
+per-repetition ratios (a variant against the ``c`` run next to it) with a 95 % bootstrap interval
+over the repetitions (``*_mean``, ``*_ci``).
+
+Inside ``c`` the time is split, measured in the same pass and so robust to the machine's speed
+drifting between passes: the time spent in ``record``'s hooks (``perf_counter`` around every hook
+call: the neuron statistics, including the ``act_fn`` module hooks, and the residual sums), in
+the model's forward outside them, and in ``record`` outside the forward (tokenisation, batching,
+``set_batch``, ``flush``, folding the chunk sums). ``c_share_*`` are those parts of ``c``;
+``c_share_model`` is what ``c/b_same_stop`` would be if ``c``'s model work took exactly as long
+as ``b_same_stop``'s (``c_model_over_b_same_stop`` checks that, pass against pass).
+
+``--every k`` times the texts of every k-th batch of each language: ``record`` gets those texts,
+and ``a``/``b`` get the batches ``recording.batches`` makes of them.
 The padding share is reported for the whole corpus and for the timed batches. Peak RSS is read
 after an untimed ``record`` warm-up (before any full forward has allocated logits) and at the end.
 
@@ -28,14 +39,18 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import time
 
 import _common
 import torch
 
 import lang_neurons as ln
-from lang_neurons.recording import batching
+from lang_neurons.intervals import bootstrap
+from lang_neurons.recording import batching, recorder
+from lang_neurons.recording.accumulator import Accumulator
 from lang_neurons.sites import resolve_site
 
 
@@ -52,6 +67,74 @@ def _timed(fn) -> tuple[float, float]:
     t0, c0 = time.perf_counter(), time.process_time()
     fn()
     return time.perf_counter() - t0, time.process_time() - c0
+
+
+def _timing(clock: dict[str, float], part: str, fn, label: bool = False):
+    """``fn`` that adds its own wall time (also when it raises) to ``clock[part]``; with ``label``
+    each call is also a ``torch.profiler`` range named ``record.<part>`` (see :func:`_hook_ops`)."""
+
+    def timed(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            if not label:
+                return fn(*args, **kwargs)
+            with torch.profiler.record_function(f"record.{part}"):
+                return fn(*args, **kwargs)
+        finally:
+            clock[part] += time.perf_counter() - t0
+
+    return timed
+
+
+@contextlib.contextmanager
+def _split_clock(model, clock: dict[str, float], label: bool = False):
+    """For the ``with`` block, time ``record``'s hooks (``neurons``: the site's hooks and the
+    ``act_fn`` module hooks; ``resid``: the ``hook_resid_post`` sums) and the model's whole
+    forward (``forward``, hooks included) into ``clock``: ``record`` builds its
+    :class:`Accumulator` from :mod:`lang_neurons.recording.recorder`, where a subclass that wraps
+    each hook stands in for it. About 650 wrapped calls per pass on Gemma."""
+
+    class TimedAccumulator(Accumulator):
+        def hooks(self):
+            return [
+                (name, _timing(clock, "resid" if name.endswith("hook_resid_post") else "neurons", fn, label))
+                for name, fn in super().hooks()
+            ]
+
+        def _act_hook(self, layer):
+            return _timing(clock, "neurons", super()._act_hook(layer), label)
+
+    forward = model.forward
+    recorder.Accumulator, model.forward = TimedAccumulator, _timing(clock, "forward", forward)
+    try:
+        yield
+    finally:
+        recorder.Accumulator = Accumulator
+        del model.forward  # the instance attribute: back to the class's forward
+        assert model.forward == forward
+
+
+def _hook_ops(prof) -> dict[str, dict[str, float]]:
+    """Self CPU ms of the ops inside the labelled hook calls (:func:`_timing`), per part and op;
+    ``python`` is the hooks' own time outside any op."""
+    out: dict[str, dict[str, float]] = {}
+    for e in prof.events():
+        part, up = None, e
+        while up is not None and part is None:
+            if up.name.startswith("record."):
+                part = up.name.removeprefix("record.")
+            up = up.cpu_parent
+        if part is not None:
+            op = "python" if e.name.startswith("record.") else e.name
+            out.setdefault(part, {}).setdefault(op, 0.0)
+            out[part][op] += e.self_cpu_time_total / 1e3
+    return {k: dict(sorted(((op, round(ms, 1)) for op, ms in v.items()), key=lambda x: -x[1])) for k, v in out.items()}
+
+
+def _mean_ci(values: list[float]) -> tuple[float, list[float]]:
+    """Mean and 95 % percentile-bootstrap interval over the repetitions (10,000 resamples)."""
+    ci = bootstrap(values, lambda xs: sum(xs) / len(xs), resamples=10_000)
+    return round(ci.estimate, 3), [round(ci.low, 3), round(ci.high, 3)]
 
 
 def _forward(model, batches, stop_at: str | None) -> None:
@@ -125,7 +208,9 @@ def main(argv=None) -> None:
     )
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument(
-        "--profile", action="store_true", help="print the top ops of one record pass (torch.profiler) to stderr"
+        "--profile",
+        action="store_true",
+        help="print the top ops of one record pass (torch.profiler) to stderr, and report the ops inside its hooks",
     )
     p.add_argument(
         "--micro",
@@ -170,30 +255,58 @@ def main(argv=None) -> None:
     def run_c() -> None:
         ln.record(model, sub_corpus, site=args.site, batch_size=args.batch_size, progress=False)
 
+    clock: dict[str, float] = {}
+    parts: dict[str, list[float]] = {k: [] for k in ("neurons", "resid", "forward")}
+
+    def run_c_split() -> None:
+        clock.update(dict.fromkeys(parts, 0.0))
+        with _split_clock(model, clock):
+            run_c()
+        assert clock["neurons"] > 0 and clock["forward"] > 0, "record's hooks were not timed: see _split_clock"
+        for k in parts:
+            parts[k].append(clock[k])
+
     run_c()  # warm-up; peak RSS of recording before any full forward allocates logits
     rss_record = _common.peak_rss_mb()
     for stop in stops.values():
         _forward(model, batches[:2], stop)  # warm-up
+    hook_ops = None
     if args.profile:
         import sys
 
         from torch.profiler import ProfilerActivity, profile
 
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
+        with profile(activities=[ProfilerActivity.CPU]) as prof, _split_clock(model, dict.fromkeys(parts, 0.0), True):
             run_c()
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25), file=sys.stderr)
+        hook_ops = _hook_ops(prof)
 
     times: dict[str, list[float]] = {k: [] for k in (*stops, "c")}
     cpu: dict[str, list[float]] = {k: [] for k in times}
     load0 = _common.machine()["loadavg_1m"]
     for _ in range(args.repeats):
         for name in times:
-            fn = run_c if name == "c" else lambda: _forward(model, batches, stops[name])  # noqa: B023
+            fn = run_c_split if name == "c" else lambda: _forward(model, batches, stops[name])  # noqa: B023
             wall, c = _timed(fn)
             times[name].append(wall)
             cpu[name].append(c)
     med = {k: _common.median(v) for k, v in times.items()}
     med_cpu = {k: _common.median(v) for k, v in cpu.items()}
+    # Per repetition: each variant against the c run next to it, and c's parts (shares of c's wall time).
+    paired = {k: _mean_ci([x / y for x, y in zip(times[k], times["c"])]) for k in stops}
+    hooks_s = [n + r for n, r in zip(parts["neurons"], parts["resid"])]
+    shares = {
+        "hooks": [h / c for h, c in zip(hooks_s, times["c"])],
+        "neurons": [n / c for n, c in zip(parts["neurons"], times["c"])],
+        "resid": [r / c for r, c in zip(parts["resid"], times["c"])],
+        "model": [(f - h) / c for f, h, c in zip(parts["forward"], hooks_s, times["c"])],
+        "outside_forward": [(c - f) / c for f, c in zip(parts["forward"], times["c"])],
+    }
+    assert all(math.isfinite(x) and x >= 0 for v in shares.values() for x in v)
+    share_ci = {k: _mean_ci(v) for k, v in shares.items()}
+    # the split's premise: c's model work takes as long as b_same_stop's (its own pass next to it)
+    model_s = [f - h for f, h in zip(parts["forward"], hooks_s)]
+    model_vs_b = _mean_ci([m / b for m, b in zip(model_s, times["b_same_stop"])])
     pad_all, total_all = _padding(encoded, full_plan)
     pad_sub, total_sub = _padding(sub_enc, timed_plan)
     res = {
@@ -221,6 +334,17 @@ def main(argv=None) -> None:
         "cpu_c_over_a": round(med_cpu["a"] / med_cpu["c"], 3),
         "cpu_c_over_b": round(med_cpu["b"] / med_cpu["c"], 3),
         "cpu_c_over_b_same_stop": round(med_cpu["b_same_stop"] / med_cpu["c"], 3),
+        # mean of the per-repetition ratios, with its 95 % bootstrap interval over the repetitions
+        **{f"c_over_{k}_mean": paired[k][0] for k in stops},
+        **{f"c_over_{k}_ci": paired[k][1] for k in stops},
+        # c's wall time split within each pass: hooks (neurons + resid), the model's own forward
+        # work (model = 1 - hooks - outside_forward), and record outside the forward
+        **{f"c_share_{k}_mean": v[0] for k, v in share_ci.items()},
+        **{f"c_share_{k}_ci": v[1] for k, v in share_ci.items()},
+        "c_model_over_b_same_stop_mean": model_vs_b[0],
+        "c_model_over_b_same_stop_ci": model_vs_b[1],
+        "c_parts_s": {k: [round(t, 3) for t in v] for k, v in parts.items()},
+        **({"profile_hook_ops_ms": hook_ops} if hook_ops is not None else {}),
         "times_s": {k: [round(t, 3) for t in v] for k, v in times.items()},
         "cpu_s": {k: [round(t, 3) for t in v] for k, v in cpu.items()},
         "stop_hooks": {k: v for k, v in stops.items() if v},
