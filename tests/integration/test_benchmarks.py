@@ -59,7 +59,7 @@ def test_batches_cut_the_long_tail():
 
 @pytest.mark.slow
 def test_bench_recording_tiny():
-    r = _run("bench_recording.py", "--model", "tiny", "--every", "12", "--repeats", "2")
+    r = _run("bench_recording.py", "--model", "tiny", "--every", "12", "--repeats", "2", "--profile")
     assert r["bench"] == "recording" and r["model"] == "tiny"
     for key in (
         "a_tok_s",
@@ -75,9 +75,15 @@ def test_bench_recording_tiny():
         assert r[key] > 0 if not isinstance(r[key], str) else r[key]
     assert 0 <= r["padding_share_corpus"] <= 0.05  # the default corpus with record's batching
     assert r["timed_tokens"] > 0 and r["timed_batches"] >= 6
-    # c split within each pass: its hooks were timed, and the parts add up to c's wall time
-    assert all(len(v) == 2 for v in r["c_parts_s"].values())
-    assert all(neurons > 0 for neurons in r["c_parts_s"]["neurons"])
+    # c split within each pass: the hooks run inside the forward, the forward inside c
+    parts_s = r["c_parts_s"]
+    assert all(len(v) == 2 for v in parts_s.values())
+    for neurons, resid, forward, c in zip(parts_s["neurons"], parts_s["resid"], parts_s["forward"], r["times_s"]["c"]):
+        assert neurons > 0 and resid > 0 and neurons + resid <= forward + 0.002 and forward <= c + 0.002
+    assert r["c_model_over_b_same_stop_mean"] > 0 and r["c_over_a_mean"] > 0
+    # --profile: the ops inside the labelled hook calls
+    assert set(r["profile_hook_ops_ms"]) == {"neurons", "resid"}
+    assert all(ms >= 0 for ops in r["profile_hook_ops_ms"].values() for ms in ops.values())
     parts = ("model", "hooks", "outside_forward")
     assert sum(r[f"c_share_{k}_mean"] for k in parts) == pytest.approx(1, abs=0.003)  # rounded to 3 places
     assert r["c_share_hooks_mean"] == pytest.approx(r["c_share_neurons_mean"] + r["c_share_resid_mean"], abs=0.002)
