@@ -300,17 +300,17 @@ def main(argv=None) -> None:
     # Per repetition: each variant against the c run next to it, and c's parts (shares of c's wall time).
     paired = {k: _mean_ci([x / y for x, y in zip(times[k], times["c"])]) for k in stops}
     hooks_s = [n + r for n, r in zip(parts["neurons"], parts["resid"])]
+    model_s = [f - h for f, h in zip(parts["forward"], hooks_s)]  # c's forward less its hooks
     shares = {
         "hooks": [h / c for h, c in zip(hooks_s, times["c"])],
         "neurons": [n / c for n, c in zip(parts["neurons"], times["c"])],
         "resid": [r / c for r, c in zip(parts["resid"], times["c"])],
-        "model": [(f - h) / c for f, h, c in zip(parts["forward"], hooks_s, times["c"])],
+        "model": [m / c for m, c in zip(model_s, times["c"])],
         "outside_forward": [(c - f) / c for f, c in zip(parts["forward"], times["c"])],
     }
     assert all(math.isfinite(x) and x >= 0 for v in shares.values() for x in v)
     share_ci = {k: _mean_ci(v) for k, v in shares.items()}
     # the split's premise: c's model work takes as long as b_same_stop's (its own pass next to it)
-    model_s = [f - h for f, h in zip(parts["forward"], hooks_s)]
     model_vs_b = _mean_ci([m / b for m, b in zip(model_s, times["b_same_stop"])])
     pad_all, total_all = _padding(encoded, full_plan)
     pad_sub, total_sub = _padding(sub_enc, timed_plan)
