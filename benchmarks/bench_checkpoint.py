@@ -30,18 +30,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import lang_neurons as ln
-
-rec = sys.modules["lang_neurons.recording.recorder"]  # the module whose record() saves the checkpoints
-
-
-class _Stop:
-    def __init__(self, n: int):
-        self.n, self.seen = n, 0
-
-    def __call__(self, act, hook):
-        self.seen += 1
-        if self.seen == self.n:
-            raise KeyboardInterrupt
+from lang_neurons.recording import recorder as rec  # the module whose record() saves the checkpoints
 
 
 def main() -> None:
@@ -63,11 +52,14 @@ def main() -> None:
 
     writes: list[float] = []
     save = rec.save_checkpoint
+    interrupt = False  # set for the interrupted recording: stop it right after its first checkpoint
 
     def timed_save(*a, **k):
         t = time.perf_counter()
         save(*a, **k)
         writes.append(time.perf_counter() - t)
+        if interrupt:
+            raise KeyboardInterrupt
 
     out: dict = {
         "model": args.model,
@@ -84,14 +76,17 @@ def main() -> None:
             _, out["checkpointed_s"] = timed(checkpoint=ck, checkpoint_every=args.every)
             out["checkpoint_writes"] = len(writes)
             out["checkpoint_write_s"] = round(sum(writes) / max(len(writes), 1), 3)
-            stop = _Stop(args.every + 1)
-            model.hook_dict["blocks.0.hook_resid_pre"].add_hook(stop)
+            interrupt = True
             try:
                 ln.record(model, corpus, **kw, checkpoint=ck, checkpoint_every=args.every)
             except KeyboardInterrupt:
                 pass
-            finally:
-                model.reset_hooks()
+            interrupt = False
+            if not ck.exists():
+                raise SystemExit(
+                    f"no checkpoint was written: {len(corpus)} texts make too few batches for a checkpoint "
+                    f"every {args.every} (rounded up to whole chunks of 8): give more --texts or a smaller --every"
+                )
             out["checkpoint_bytes"] = ck.stat().st_size
             resumed, out["resumed_part_s"] = timed(checkpoint=ck, checkpoint_every=args.every, resume=True)
         finally:

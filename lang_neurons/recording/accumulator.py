@@ -33,19 +33,24 @@ def resid_hook_name(layer: int) -> str:
     return ResidualSite.hook(layer)
 
 
-@contextlib.contextmanager
-def one_cpu_thread(device: torch.device) -> Iterator[None]:
+class one_cpu_thread:
     """Run the hooks' few small element-wise passes on one thread when on the CPU. With several,
     every pass ends at an OpenMP barrier that stalls whenever another process holds a core
-    (measured on 2 shared cores: 30-60 ms instead of ~1 ms per layer). A no-op elsewhere."""
-    threads = torch.get_num_threads() if device.type == "cpu" else 1
-    if threads > 1:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        if threads > 1:
-            torch.set_num_threads(threads)
+    (measured on 2 shared cores: 30-60 ms instead of ~1 ms per layer). A no-op elsewhere.
+    A class rather than a generator context manager: it is entered 10^5+ times per corpus."""
+
+    __slots__ = ("threads",)
+
+    def __init__(self, device: torch.device):
+        self.threads = torch.get_num_threads() if device.type == "cpu" else 1
+
+    def __enter__(self) -> None:
+        if self.threads > 1:
+            torch.set_num_threads(1)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.threads > 1:
+            torch.set_num_threads(self.threads)
 
 
 class Accumulator:
@@ -73,6 +78,9 @@ class Accumulator:
         self.act_modules = list(act_modules) if act_modules is not None else [None] * site.n_layers
         self.gates: dict[int, Tensor] = {}  # layer -> its hook_pre value, until act_fn's output is taken
         self.scratch: dict[int, Tensor] = {}  # reused buffers of the hooks' temporaries (`_scratch`)
+        self.scratch_views: dict[int, Tensor] = {}  # their last view, reused while the shape stays
+        # (lang, layer[, first column]) -> the views of the totals a hook adds to (`_totals`)
+        self.views: dict[tuple[int, ...], tuple[Tensor, ...]] = {}
         self.active = torch.zeros(shape, dtype=torch.int64, device=device)
         self.sums = torch.zeros(shape, dtype=torch.float64, device=device)
         self.sq_sums = torch.zeros(shape, dtype=torch.float64, device=device)
@@ -85,7 +93,8 @@ class Accumulator:
         self.nonfinite = torch.zeros(shape[:2], dtype=torch.int64, device=device)
         # Set per batch by `set_batch`.
         self.lang = 0
-        self.mask = self.maskf = self.lengths = self.last = torch.empty(0)
+        self.mask = self.maskf = self.lengths = self.divisor = self.last = torch.empty(0)
+        self.small = True  # fewer than 2**24 counted positions a batch: count actives in float32
         self.rows: Tensor = torch.empty(0, dtype=torch.long)  # rows of `pooled` this batch fills (CPU)
         self.keep: Tensor | None = None  # batch items that fill them (device), None = all
         self.batch_pooled: Tensor | None = None  # their pooled values, [kept, layer, width] on the device
@@ -97,6 +106,8 @@ class Accumulator:
         self.lang, self.mask = lang, mask
         self.maskf = mask.to(torch.float32)[..., None]
         self.lengths = mask.sum(1)
+        self.divisor = self.lengths.clamp(min=1)[:, None]  # of the sentence means
+        self.small = mask.numel() < 2**24
         # Index of the last real token (works for either padding side).
         pos = torch.arange(mask.shape[1], device=mask.device)
         self.last = torch.where(mask, pos, -1).amax(1).clamp(min=0)
@@ -167,7 +178,7 @@ class Accumulator:
                 # Same mask as the neurons (pads and BOS out); float32 per batch, float64 totals.
                 v = value.float()
                 masked = torch.mul(v, self.maskf, out=self._scratch(2, v))
-                self.resid_sums[self.lang, layer] += masked.sum((0, 1)).double()
+                self._totals(layer)[3].add_(masked.sum((0, 1)))  # float64 += float32, as `.double()` then +=
             if stop:
                 raise StopForward
             return None
@@ -176,11 +187,14 @@ class Accumulator:
 
     def _hook(self, layer: int, slot: int, n_slots: int, stop: bool):
         def hook(value: Tensor, hook: Any = None) -> None:
-            got = self.pending.setdefault(layer, [None] * n_slots)  # type: ignore[list-item]
-            got[slot] = value
-            if any(v is None for v in got):
-                return None
-            del self.pending[layer]
+            if n_slots == 1:
+                got = [value]
+            else:
+                got = self.pending.setdefault(layer, [None] * n_slots)  # type: ignore[list-item]
+                got[slot] = value
+                if any(v is None for v in got):
+                    return None
+                del self.pending[layer]
             if self.act_modules[layer] is not None:  # the model's act_fn(gate) follows: `_act_hook`
                 self.gates[layer] = got[0]
                 return None
@@ -239,7 +253,7 @@ class Accumulator:
         # No host synchronisation here (nothing that reads a device value on the host: `.item()`,
         # `.cpu()`, boolean-mask indexing, `if tensor`): pooled rows go to a device buffer that
         # `flush` copies to the CPU once per batch; test_record_sync.py guards this.
-        at = (self.lang, layer) if cols is None else (self.lang, layer, cols)
+        active, sums, sq_sums, _ = self._totals(layer, cols)
         a = act.float()
         if self.batch_pooled is not None and self.pooling != "mean":  # these read the unmasked values
             if self.pooling == "max":
@@ -249,14 +263,32 @@ class Accumulator:
             self._pool(layer, pooled, cols)
         owned = owned or a is not act
         masked = a.mul_(self.maskf) if owned else torch.mul(a, self.maskf, out=self._scratch(0, a))
-        self.sums[at] += masked.sum((0, 1)).double()
-        if masked[..., 0].numel() < 2**24:
-            self.active[at] += torch.gt(masked, 0, out=self._scratch(1, masked)).sum((0, 1)).long()
+        # float64 totals += float32 partials: add_ promotes exactly as `.double()` then `+=` did.
+        sums.add_(masked.sum((0, 1)))
+        if self.small:
+            active.add_(torch.gt(masked, 0, out=self._scratch(1, masked)).sum((0, 1)).long())
         else:
-            self.active[at] += (masked > 0).sum((0, 1))
+            active.add_((masked > 0).sum((0, 1)))
         if self.batch_pooled is not None and self.pooling == "mean":
-            self._pool(layer, masked.sum(1) / self.lengths.clamp(min=1)[:, None], cols)
-        self.sq_sums[at] += masked.mul_(masked).sum((0, 1)).double()
+            self._pool(layer, masked.sum(1) / self.divisor, cols)
+        sq_sums.add_(masked.mul_(masked).sum((0, 1)))
+
+    def _totals(self, layer: int, cols: slice | None = None) -> tuple[Tensor, ...]:
+        """The views of ``active``, ``sums``, ``sq_sums`` and ``resid_sums`` at the batch's language
+        and ``layer`` (and ``cols``) that the hooks add to, made once: indexing the totals anew
+        at every call costs more than the adds themselves on a small batch. (The totals are only
+        ever changed in place, so the views stay theirs.)"""
+        key = (self.lang, layer) if cols is None else (self.lang, layer, cols.start)
+        views = self.views.get(key)
+        if views is None:
+            at = (self.lang, layer) if cols is None else (self.lang, layer, cols)
+            views = self.views[key] = (
+                self.active[at],
+                self.sums[at],
+                self.sq_sums[at],
+                self.resid_sums[self.lang, layer],
+            )
+        return views
 
     def _scratch(self, slot: int, like: Tensor) -> Tensor:
         """A buffer shaped like ``like`` for the hooks' temporaries, kept between calls and grown
@@ -266,15 +298,19 @@ class Accumulator:
         would hold their largest batch's size for the whole recording."""
         if like.device.type != "cpu":
             return torch.empty_like(like)
+        view = self.scratch_views.get(slot)
+        if view is not None and view.shape == like.shape and view.dtype == like.dtype:
+            return view  # the same shape as the last call's (every layer of a batch)
         buf = self.scratch.get(slot)
         if buf is None or buf.numel() < like.numel() or buf.dtype != like.dtype:
             buf = self.scratch[slot] = torch.empty(like.numel(), dtype=like.dtype)
-        return buf[: like.numel()].view(like.shape)
+        view = self.scratch_views[slot] = buf[: like.numel()].view(like.shape)
+        return view
 
     def _pool(self, layer: int, pooled: Tensor, cols: slice | None = None) -> None:
         assert self.batch_pooled is not None
         rows = pooled if self.keep is None else pooled.index_select(0, self.keep)
         if cols is None:
-            self.batch_pooled[:, layer] = rows
+            self.batch_pooled.select(1, layer).copy_(rows)  # as `[:, layer] = rows`, without parsing an index
         else:
             self.batch_pooled[:, layer, cols] = rows

@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 from .._io import FORMAT_VERSION, atomic_write
 from ..corpora import LanguageCorpus
 from ..errors import LangNeuronsError
-from ..models import HookedModel, model_fingerprint
+from ..models import HookedModel
 from .accumulator import Accumulator
 from .distributed import Totals
 
@@ -37,8 +37,11 @@ def digest(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
-def recording_key(model: HookedModel, corpus: LanguageCorpus, settings: dict[str, Any]) -> dict[str, str]:
-    """What a checkpoint must match to be resumed: model, corpus (every text) and settings."""
+def recording_key(
+    model: HookedModel, corpus: LanguageCorpus, settings: dict[str, Any], fingerprint: dict[str, Any]
+) -> dict[str, str]:
+    """What a checkpoint must match to be resumed: model (its ``fingerprint``, from
+    :func:`~lang_neurons.models.model_fingerprint`, and dtype), corpus (every text) and settings."""
     texts = hashlib.sha256()
     for lang in corpus.langs:
         texts.update(f"\0{lang}\0".encode())
@@ -46,7 +49,7 @@ def recording_key(model: HookedModel, corpus: LanguageCorpus, settings: dict[str
             texts.update(text.encode("utf-8", "surrogatepass") + b"\0")
     dtype = next((str(p.dtype) for p in model.parameters()), "")  # type: ignore[attr-defined]
     return {
-        "model": digest({**model_fingerprint(model), "dtype": dtype}),
+        "model": digest({**fingerprint, "dtype": dtype}),
         "corpus": texts.hexdigest()[:16],
         "settings": digest(settings),
     }

@@ -169,3 +169,15 @@ def test_bench_scale_refuses_an_8b_model_without_the_memory():
         "bench_scale: refusing --shape llama-3.1-8b on cpu: it needs about 40.7 GiB (torch.float32, batch 16 x 512) "
         "but only 8.0 GiB is free; use a GPU or --shape tiny"
     ]
+
+
+@pytest.mark.slow
+def test_bench_checkpoint_tiny(llama_dir):
+    r = _run("bench_checkpoint.py", "--model", str(llama_dir), "--texts", "6", "--batch-size", "2", "--every", "2")
+    assert r["texts"] == 36 and r["batch_size"] == 2
+    assert r["resumed_equals_plain"] is True  # the resumed recording is the uninterrupted one, bit for bit
+    # 18 batches (3 per language) in chunks of 8: a checkpoint every 2 batches rounds up to one
+    # after each of the first two chunks (none after the last: the recording is then done)
+    assert r["checkpoint_writes"] == 2 and r["checkpoint_write_s"] >= 0 and r["checkpoint_bytes"] > 0
+    assert all(r[k] > 0 for k in ("one_chunk_s", "plain_s", "checkpointed_s", "resumed_part_s"))
+    assert isinstance(r["full_default_checkpoint_mb"], int)

@@ -9,7 +9,7 @@ import torch
 from tiny_models import SENTENCES
 
 import lang_neurons as ln
-from lang_neurons.recording.accumulator import Accumulator
+from lang_neurons.recording.accumulator import Accumulator, StopForward, one_cpu_thread
 from lang_neurons.sites import Site, resolve_site
 
 TEXTS = {lang: SENTENCES[lang][:9] for lang in ("en", "de", "ja")}
@@ -94,3 +94,69 @@ def test_every_gated_family_reads_its_own_act_fn(tiny_model_dir, monkeypatch):
     plain, _ = _record(model, monkeypatch, lambda model: [None] * model.cfg.n_layers)
     assert applied == 0
     _assert_same(fast, plain)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max", "last"])
+def test_reused_views_and_buffers_follow_each_batch(pooling):
+    # The hooks keep the views of the totals and of their scratch buffers between calls. Batches
+    # of another language, of another shape with the same number of positions, and a smaller one
+    # after a larger one must still give the plain reductions' statistics, bit for bit.
+    n_layers, width, d_model = 2, 8, 4
+    site = Site("act", n_layers, width, width, True, torch.nn.GELU(approximate="tanh"))
+    batches = [(0, 2, 6), (1, 3, 4), (0, 2, 6), (1, 1, 3), (0, 5, 7)]  # (lang, batch, pos)
+    acc = Accumulator(site, 2, sum(b for _, b, _ in batches), pooling, torch.device("cpu"), d_model)
+    hooks = acc.hooks()
+    g = torch.Generator().manual_seed(0)
+    active = torch.zeros(2, n_layers, width, dtype=torch.int64)
+    sums, sq_sums = (torch.zeros(2, n_layers, width, dtype=torch.float64) for _ in range(2))
+    resid = torch.zeros(2, n_layers, d_model, dtype=torch.float64)
+    pooled, row = [], 0
+    for lang, b, pos in batches:
+        mask = torch.rand(b, pos, generator=g) > 0.3
+        mask[:, 0] = True
+        acc.set_batch(lang, mask, list(range(row, row + b)))
+        row += b
+        for layer in range(n_layers):
+            gate, r = torch.randn(b, pos, width, generator=g), torch.randn(b, pos, d_model, generator=g)
+            (_, neuron_hook), (_, resid_hook) = hooks[2 * layer], hooks[2 * layer + 1]
+            neuron_hook(gate.clone())
+            try:
+                resid_hook(r)
+            except StopForward:
+                assert layer == n_layers - 1
+            act, m = site.activation([gate]), mask[..., None]
+            masked = act * m
+            active[lang, layer] += (masked > 0).sum((0, 1))
+            sums[lang, layer] += masked.sum((0, 1)).double()
+            sq_sums[lang, layer] += (masked * masked).sum((0, 1)).double()
+            resid[lang, layer] += (r * m).sum((0, 1)).double()
+            if pooling == "mean":
+                pooled.append(masked.sum(1) / m.sum(1).clamp(min=1))
+            elif pooling == "max":
+                pooled.append(act.masked_fill(~m, -torch.inf).amax(1))
+            else:
+                pooled.append(act[torch.arange(b), mask.long().cumsum(1).argmax(1)])
+        acc.flush()
+    want = torch.stack([torch.cat(pooled[layer::n_layers]) for layer in range(n_layers)], 1)
+    got = acc.take()
+    for name, a, b in zip(
+        ("active", "sums", "sq_sums", "resid_sums"), got[:3] + got[4:], (active, sums, sq_sums, resid)
+    ):
+        assert torch.equal(a, b), name
+    assert torch.equal(acc.pooled, want)
+
+
+def test_one_cpu_thread_restores_the_thread_count():
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with one_cpu_thread(torch.device("cpu")):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError, match="inside"), one_cpu_thread(torch.device("cpu")):
+            raise RuntimeError("inside")
+        assert torch.get_num_threads() == 2
+        with one_cpu_thread(torch.device("meta")):  # not the CPU: left alone
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
