@@ -30,6 +30,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import lang_neurons as ln
+from lang_neurons.config import REDUCE_EVERY
 from lang_neurons.recording import recorder as rec  # the module whose record() saves the checkpoints
 
 
@@ -85,7 +86,7 @@ def main() -> None:
             if not ck.exists():
                 raise SystemExit(
                     f"no checkpoint was written: {len(corpus)} texts make too few batches for a checkpoint "
-                    f"every {args.every} (rounded up to whole chunks of 8): give more --texts or a smaller --every"
+                    f"every {args.every} (rounded up to whole chunks of {REDUCE_EVERY}): give more --texts or a smaller --every"
                 )
             out["checkpoint_bytes"] = ck.stat().st_size
             resumed, out["resumed_part_s"] = timed(checkpoint=ck, checkpoint_every=args.every, resume=True)

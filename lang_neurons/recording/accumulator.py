@@ -79,7 +79,7 @@ class Accumulator:
         self.gates: dict[int, Tensor] = {}  # layer -> its hook_pre value, until act_fn's output is taken
         self.scratch: dict[int, Tensor] = {}  # reused buffers of the hooks' temporaries (`_scratch`)
         self.scratch_views: dict[int, Tensor] = {}  # their last view, reused while the shape stays
-        # (lang, layer[, first column]) -> the views of the totals a hook adds to (`_totals`)
+        # (lang, layer[, first and end column]) -> the views of the totals a hook adds to (`_totals`)
         self.views: dict[tuple[int, ...], tuple[Tensor, ...]] = {}
         self.active = torch.zeros(shape, dtype=torch.int64, device=device)
         self.sums = torch.zeros(shape, dtype=torch.float64, device=device)
@@ -94,7 +94,7 @@ class Accumulator:
         # Set per batch by `set_batch`.
         self.lang = 0
         self.mask = self.maskf = self.lengths = self.divisor = self.last = torch.empty(0)
-        self.small = True  # fewer than 2**24 counted positions a batch: count actives in float32
+        self.small = True  # fewer than 2**24 positions a batch (pads included): count actives in float32
         self.rows: Tensor = torch.empty(0, dtype=torch.long)  # rows of `pooled` this batch fills (CPU)
         self.keep: Tensor | None = None  # batch items that fill them (device), None = all
         self.batch_pooled: Tensor | None = None  # their pooled values, [kept, layer, width] on the device
@@ -278,7 +278,7 @@ class Accumulator:
         and ``layer`` (and ``cols``) that the hooks add to, made once: indexing the totals anew
         at every call costs more than the adds themselves on a small batch. (The totals are only
         ever changed in place, so the views stay theirs.)"""
-        key = (self.lang, layer) if cols is None else (self.lang, layer, cols.start)
+        key = (self.lang, layer) if cols is None else (self.lang, layer, cols.start, cols.stop)
         views = self.views.get(key)
         if views is None:
             at = (self.lang, layer) if cols is None else (self.lang, layer, cols)

@@ -96,22 +96,37 @@ def test_every_gated_family_reads_its_own_act_fn(tiny_model_dir, monkeypatch):
     _assert_same(fast, plain)
 
 
+@pytest.mark.filterwarnings("error")  # e.g. an `out=` buffer of the wrong shape, resized by torch
+@pytest.mark.parametrize("via", ["hook_pre", "act_fn module"])
 @pytest.mark.parametrize("pooling", ["mean", "max", "last"])
-def test_reused_views_and_buffers_follow_each_batch(pooling):
+def test_reused_views_and_buffers_follow_each_batch(pooling, via):
     # The hooks keep the views of the totals and of their scratch buffers between calls. Batches
-    # of another language, of another shape with the same number of positions, and a smaller one
-    # after a larger one must still give the plain reductions' statistics, bit for bit.
+    # of another language, of another shape with the same number of positions, a smaller one
+    # after a larger one, and a `take` in between (which zeroes the totals in place) must still
+    # give the plain reductions' statistics, bit for bit. Via the act_fn module the activation is
+    # the model's tensor, so the hook masks it into a scratch buffer instead of in place.
     n_layers, width, d_model = 2, 8, 4
-    site = Site("act", n_layers, width, width, True, torch.nn.GELU(approximate="tanh"))
+    act_fn = torch.nn.GELU(approximate="tanh")
+    site = Site("act", n_layers, width, width, True, act_fn)
+    modules = [act_fn] * n_layers if via == "act_fn module" else None
     batches = [(0, 2, 6), (1, 3, 4), (0, 2, 6), (1, 1, 3), (0, 5, 7)]  # (lang, batch, pos)
-    acc = Accumulator(site, 2, sum(b for _, b, _ in batches), pooling, torch.device("cpu"), d_model)
+    acc = Accumulator(site, 2, sum(b for _, b, _ in batches), pooling, torch.device("cpu"), d_model, modules)
     hooks = acc.hooks()
     g = torch.Generator().manual_seed(0)
-    active = torch.zeros(2, n_layers, width, dtype=torch.int64)
-    sums, sq_sums = (torch.zeros(2, n_layers, width, dtype=torch.float64) for _ in range(2))
-    resid = torch.zeros(2, n_layers, d_model, dtype=torch.float64)
+
+    def zeros(*shape, dtype=torch.float64):
+        return torch.zeros(2, n_layers, *shape, dtype=dtype)
+
+    def check(active, sums, sq_sums, resid):
+        got = acc.take()
+        for name, a, b in zip(
+            ("active", "sums", "sq_sums", "resid_sums"), got[:3] + got[4:], (active, sums, sq_sums, resid)
+        ):
+            assert torch.equal(a, b), name
+
+    active, sums, sq_sums, resid = zeros(width, dtype=torch.int64), zeros(width), zeros(width), zeros(d_model)
     pooled, row = [], 0
-    for lang, b, pos in batches:
+    for i, (lang, b, pos) in enumerate(batches):
         mask = torch.rand(b, pos, generator=g) > 0.3
         mask[:, 0] = True
         acc.set_batch(lang, mask, list(range(row, row + b)))
@@ -119,12 +134,16 @@ def test_reused_views_and_buffers_follow_each_batch(pooling):
         for layer in range(n_layers):
             gate, r = torch.randn(b, pos, width, generator=g), torch.randn(b, pos, d_model, generator=g)
             (_, neuron_hook), (_, resid_hook) = hooks[2 * layer], hooks[2 * layer + 1]
-            neuron_hook(gate.clone())
+            act = act_fn(gate)
+            neuron_hook(gate)
+            if modules is not None:
+                acc._act_hook(layer)(act_fn, (gate,), act)
             try:
                 resid_hook(r)
             except StopForward:
                 assert layer == n_layers - 1
-            act, m = site.activation([gate]), mask[..., None]
+            assert torch.equal(act, act_fn(gate))  # the model's tensor is left as it was
+            m = mask[..., None]
             masked = act * m
             active[lang, layer] += (masked > 0).sum((0, 1))
             sums[lang, layer] += masked.sum((0, 1)).double()
@@ -137,13 +156,13 @@ def test_reused_views_and_buffers_follow_each_batch(pooling):
             else:
                 pooled.append(act[torch.arange(b), mask.long().cumsum(1).argmax(1)])
         acc.flush()
+        if i == 1:  # the partial sums so far, then zeroed in place: the kept views must follow
+            check(active, sums, sq_sums, resid)
+            active, sums, sq_sums, resid = (t.zero_() for t in (active, sums, sq_sums, resid))
+    check(active, sums, sq_sums, resid)
     want = torch.stack([torch.cat(pooled[layer::n_layers]) for layer in range(n_layers)], 1)
-    got = acc.take()
-    for name, a, b in zip(
-        ("active", "sums", "sq_sums", "resid_sums"), got[:3] + got[4:], (active, sums, sq_sums, resid)
-    ):
-        assert torch.equal(a, b), name
     assert torch.equal(acc.pooled, want)
+    assert len(acc.views) == 2 * n_layers  # made once per (language, layer), not per call
 
 
 def test_one_cpu_thread_restores_the_thread_count():
