@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from plain_stats import plain_layer_statistics
 from tiny_models import SENTENCES
 
 import lang_neurons as ln
@@ -143,18 +144,12 @@ def test_reused_views_and_buffers_follow_each_batch(pooling, via):
             except StopForward:
                 assert layer == n_layers - 1
             assert torch.equal(act, act_fn(gate))  # the model's tensor is left as it was
-            m = mask[..., None]
-            masked = act * m
-            active[lang, layer] += (masked > 0).sum((0, 1))
-            sums[lang, layer] += masked.sum((0, 1)).double()
-            sq_sums[lang, layer] += (masked * masked).sum((0, 1)).double()
-            resid[lang, layer] += (r * m).sum((0, 1)).double()
-            if pooling == "mean":
-                pooled.append(masked.sum(1) / m.sum(1).clamp(min=1))
-            elif pooling == "max":
-                pooled.append(act.masked_fill(~m, -torch.inf).amax(1))
-            else:
-                pooled.append(act[torch.arange(b), mask.long().cumsum(1).argmax(1)])
+            a, s, sq, res, p = plain_layer_statistics(act, r, mask[..., None], pooling)
+            active[lang, layer] += a
+            sums[lang, layer] += s
+            sq_sums[lang, layer] += sq
+            resid[lang, layer] += res
+            pooled.append(p)
         acc.flush()
         if i == 1:  # the partial sums so far, then zeroed in place: the kept views must follow
             check(active, sums, sq_sums, resid)

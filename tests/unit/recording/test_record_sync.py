@@ -13,6 +13,7 @@ import contextlib
 
 import pytest
 import torch
+from plain_stats import plain_layer_statistics
 from tiny_models import SENTENCES
 
 import lang_neurons as ln
@@ -174,19 +175,12 @@ def test_statistics_equal_a_plain_forward_on_the_same_batches(llama, pooling):
             counted = (mask & (ids != bos))[..., None]
             for layer in range(site.n_layers):
                 act = site.activation([seen[h] for h in site.read_hooks(layer)]).float()
-                masked = act * counted
-                active[li, layer] += (masked > 0).sum((0, 1))
-                sums[li, layer] += masked.sum((0, 1)).double()
-                sq_sums[li, layer] += (masked * masked).sum((0, 1)).double()
-                resid_sums[li, layer] += (
-                    (seen[f"blocks.{layer}.hook_resid_post"].float() * counted).sum((0, 1)).double()
-                )
-                if pooling == "mean":
-                    p = masked.sum(1) / counted.sum(1).clamp(min=1)
-                elif pooling == "max":
-                    p = act.masked_fill(~counted, -torch.inf).amax(1)
-                else:
-                    p = act[torch.arange(len(batch)), counted[..., 0].long().cumsum(1).argmax(1)]
+                resid = seen[f"blocks.{layer}.hook_resid_post"].float()
+                a, s, sq, r, p = plain_layer_statistics(act, resid, counted, pooling)
+                active[li, layer] += a
+                sums[li, layer] += s
+                sq_sums[li, layer] += sq
+                resid_sums[li, layer] += r
                 pooled[[row + i for i in batch], layer] = p
         row += len(encoded)
     assert torch.equal(stats.active, active)
