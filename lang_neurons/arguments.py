@@ -323,8 +323,10 @@ def add_generation_args(p: argparse.ArgumentParser) -> None:
         default="auto",
         choices=["auto", "bfloat16", "float32", "float16"],
         help="dtype of every generation and its fluency scoring (statistics and the loss matrix keep --dtype); "
-        "default auto: bfloat16 for a float32 model (1.8x the generation speed of float32 on Gemma-3-270M, "
-        "2 cores with AVX512-BF16), else the model's dtype",
+        "default auto: for a float32 model, bfloat16 where the device computes it natively (a CPU with "
+        "AVX512-BF16 or AMX: 1.8x the generation speed of float32 on Gemma-3-270M; a CUDA GPU with bf16), "
+        "float32 elsewhere (on an AVX2-only CPU bfloat16 is over 20x slower); else the model's dtype. "
+        "`lang-neurons doctor` says what auto picks here",
     )
     p.add_argument("--max-new-tokens", type=positive_int, default=32)
     p.add_argument(

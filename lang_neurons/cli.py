@@ -200,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     from lang_neurons.commands import (
         COMMANDS,  # torch and the model stack load here, after the arguments parsed
     )
+    from lang_neurons.hardware import keep_freed_memory
+
+    keep_freed_memory()  # big logits blocks reused, not mapped afresh per batch (lang_neurons.hardware)
 
     try:
         return int(COMMANDS[args.command](args))

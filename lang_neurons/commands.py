@@ -26,6 +26,7 @@ from lang_neurons.pipeline import (
     evaluate_neurons,
     is_main,
     load_run,
+    log_generation_dtype,
     open_run,
     run_neuron_set,
     run_statistics,
@@ -303,6 +304,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _decided(settings: dict, decided: dict) -> dict:
+    """``settings`` with the generation dtype that ``auto`` decided, and why."""
+    keys = ("generation_dtype", "generation_dtype_reason")
+    return {**settings, **{k: decided[k] for k in keys if k in decided}}
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     """``lang-neurons sweep``: the statistics (recorded or reused), the sweep's cells on the dev
     split (resumed from ``sweep_cells.jsonl``), the choice and its test re-measurement; writes
@@ -321,6 +328,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     budget = args.time_budget * 60 if args.time_budget is not None else None
     progress = not args.no_progress
+    log_generation_dtype(model, config.generation_dtype)
     result = sweep(
         model, stats, held_out, config, out=args.out, time_budget=budget, force=args.force, progress=progress
     )
@@ -337,7 +345,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         figures[f"test_{method}"] = plots.headline_figure(test)
         tables[f"Test split: {method} at its chosen setting"] = report.headline_table(test)
     tables["Sweep"] = table
-    shown = {**run.to_dict(), "model fingerprint": stats.model, "sweep": config.to_dict(), "setting": setting.to_dict()}
+    shown = {**run.to_dict(), "model fingerprint": stats.model, "sweep": _decided(config.to_dict(), result.settings), "setting": setting.to_dict()}
     page = report.write_report(
         args.out, figures, shown, tables, title=f"lang_neurons sweep: {args.model}", images=not args.no_images
     )

@@ -232,8 +232,9 @@ class ApConfig(_Config):
         return {"top_k": self.top_k, "bottom_k": self.bottom_k}
 
 
-GENERATION_DTYPES = (None, "bfloat16", "float32", "float16")
-"""What :class:`EvaluateConfig`'s ``generation_dtype`` takes (``None``: the model's own dtype)."""
+GENERATION_DTYPES = (None, "auto", "bfloat16", "float32", "float16")
+"""What :class:`EvaluateConfig`'s ``generation_dtype`` takes (``None``: the model's own dtype;
+``"auto"``: bfloat16 where the model's device multiplies it natively, :func:`lang_neurons.hardware.generation_dtype`)."""
 
 
 @dataclass(frozen=True)

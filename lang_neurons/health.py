@@ -138,6 +138,17 @@ def _lid_check() -> Check:
     return Check("lid", not wrong, "; ".join(wrong) or f"{lid.path.name} identifies {', '.join(got)} sentences")
 
 
+def _generation_check(device: str | None, dtype: str) -> Check:
+    """What ``--generation-dtype auto`` picks on this machine, and why (informational: always passes)."""
+    import torch
+
+    from lang_neurons import hardware
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    choice = hardware.generation_dtype("auto", dtype, device)
+    return Check("generation", True, f"--generation-dtype auto picks {choice.dtype or dtype} on {device}: {choice.reason}")
+
+
 def _model_checks(model_name: str, device: str | None, dtype: str) -> Iterator[Check]:
     import torch
 
@@ -194,6 +205,7 @@ def doctor(
     run(_lock_check(lock))
     run(_known_bad_check(found))
     run(_lid_check())
+    run(_generation_check(device, dtype))
     if model is not None:
         for check in _model_checks(model, device, dtype):
             run(check)

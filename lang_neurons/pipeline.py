@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from lang_neurons import _io, protocols
+from lang_neurons import _io, hardware, protocols
 from lang_neurons.choices import RESIDUAL
 from lang_neurons.config import EvaluateConfig, RunConfig, Setting
 from lang_neurons.corpora import LanguageCorpus, load_corpus
@@ -253,6 +253,7 @@ def evaluate_neurons(
     """:func:`~lang_neurons.study.evaluate`, or :func:`~lang_neurons.protocols.evaluate` under --protocol
     (every setting passed, so the run's departures from the preset are listed); ``setting``: a
     sweep's chosen setting (--setting), recorded in ``settings["setting"]``."""
+    log_generation_dtype(model, kwargs.get("generation_dtype"))
     if args.protocol:
         return protocols.evaluate(model, neurons, stats, held_out, args.protocol, setting=setting, **kwargs)
     if setting is not None:
@@ -261,6 +262,11 @@ def evaluate_neurons(
     if setting is not None:
         results.settings["setting"] = setting.record()
     return results
+
+
+def log_generation_dtype(model: HookedModel, choice: str | None) -> None:
+    """One stderr line: the dtype generation runs in on this machine, and why."""
+    print(f"generation in {hardware.for_model(model, choice)}", file=sys.stderr)
 
 
 def write_metrics(out: Path, results: EvaluationResult, neurons: NeuronSet) -> str:

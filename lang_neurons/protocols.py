@@ -275,14 +275,16 @@ def evaluate(
         overrides = {**setting.evaluate_kwargs(), **overrides}
     kwargs = {**p.evaluate, **overrides}
     results = study.evaluate(model, neurons, stats, held_out, **kwargs)
+    dtype = results.settings["generation_dtype"]  # "auto" decided for this model's device
     if p.deactivation_generation is not None:
         keys: tuple[str, ...] = ("samples", "prompt_tokens", "max_new_tokens", "do_sample", "temperature")
         keys += ("repetition_penalty", "controls", "lid", "seed", "batch_size", "intervals", "progress")  # as given
-        with computing_in(model, kwargs.get("generation_dtype")):
+        with computing_in(model, dtype):
             results.deactivation_generation = deactivation_generation(
                 model, neurons, held_out, **{k: kwargs[k] for k in keys if k in kwargs}, **p.deactivation_generation
             )
-    listed = departures(p, overrides, neurons, getattr(model.cfg, "dtype", None))
+    decided = {**overrides, "generation_dtype": dtype} if "generation_dtype" in overrides else overrides
+    listed = departures(p, decided, neurons, getattr(model.cfg, "dtype", None))
     listed += [setting.describe()] if setting is not None else []
     results.settings.update(protocol=p.name, paper=p.paper, code=p.code, departures=listed, additions=list(p.additions))
     if setting is not None:

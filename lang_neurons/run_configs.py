@@ -145,16 +145,8 @@ def _generation(args: argparse.Namespace, targets: list[str] | None) -> dict[str
         controls=args.controls,
         dev_samples=args.dev_samples,
         batch_size=args.gen_batch_size,
-        generation_dtype=generation_dtype(args.generation_dtype, args.dtype),
+        generation_dtype=args.generation_dtype,  # "auto" is decided on the model's device (lang_neurons.hardware)
     )
-
-
-def generation_dtype(choice: str, model_dtype: str) -> str | None:
-    """``--generation-dtype``: ``auto`` is bfloat16 for a float32 model, else the model's own (``None``)."""
-    if choice != "auto":
-        return choice
-    float32 = model_dtype.strip().lower().removeprefix("torch.") in ("float32", "fp32", "float")  # models.DTYPES
-    return "bfloat16" if float32 else None
 
 
 def evaluation_settings(

@@ -12,6 +12,7 @@ from typing import Any, cast
 import torch
 from tqdm.auto import tqdm
 
+from lang_neurons import hardware
 from lang_neurons import intervals as iv
 from lang_neurons import steering as st
 from lang_neurons.choices import DEFAULT_METHODS, RESIDUAL
@@ -97,7 +98,8 @@ def evaluate(
     ``dev_samples`` per target and candidate, dev prompts and other sampling seeds) and
     reported on the test samples; ``results["residual"]`` says which. ``batch_size`` is the
     generation batch size. ``generation_dtype`` (``"bfloat16"``, ...; ``None``: the model's
-    own) is the dtype every generation and its fluency scoring run in
+    own; ``"auto"``: bfloat16 where the model's device multiplies it natively,
+    :func:`lang_neurons.hardware.generation_dtype`) is the dtype every generation and its fluency scoring run in
     (:func:`~lang_neurons.models.computing_in`); the loss matrix stays in the model's dtype.
 
     Per target and row: the fastText target-language rate, the quality of the continuations
@@ -154,7 +156,8 @@ def evaluate(
     decoding = c.pick(("do_sample", "temperature", "repetition_penalty"))
     gen = dict(max_new_tokens=c.max_new_tokens, seed=c.seed, batch_size=c.batch_size, progress=False, **decoding)
     # every generation and its fluency scoring in generation_dtype; the loss matrix below in the model's own
-    with computing_in(model, c.generation_dtype):
+    dtype = hardware.for_model(model, c.generation_dtype)
+    with computing_in(model, dtype.dtype):
         baseline_texts = generate(model, test_prompts, n=c.samples, **gen)
         base_fluency = fluency(model, baseline_texts)
         can_translate = held_out.is_parallel and c.source in held_out.langs
@@ -178,7 +181,9 @@ def evaluate(
                 progress=progress,
             )
             rows[RESIDUAL] = lambda target: [st.residual_diffmean(stats, target, chosen["layer"], chosen["alpha"])]
-        results = EvaluationResult({}, _settings(c, list(rows), neurons), split.to_dict(), residual=chosen)
+        settings = _settings(c, list(rows), neurons)
+        settings.update(generation_dtype=dtype.dtype, generation_dtype_reason=dtype.reason)
+        results = EvaluationResult({}, settings, split.to_dict(), residual=chosen)
         boot = dict(resamples=c.resamples, seed=c.seed)
         cells: dict[str, list[iv.ForcingCell]] = {name: [] for name in [*rows, "baseline"]}
         bar = tqdm(total=len(target_langs) * len(rows), desc="steering", disable=not progress)

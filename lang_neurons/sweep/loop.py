@@ -12,6 +12,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from lang_neurons import hardware
 from lang_neurons import intervals as iv
 from lang_neurons import steering as st
 from lang_neurons.choices import RESIDUAL
@@ -168,7 +169,8 @@ def sweep(
         progress=False,
     )
     projection = None
-    with computing_in(model, c.generation_dtype):  # as study.evaluate generates (the test below casts itself)
+    dtype = hardware.for_model(model, c.generation_dtype)
+    with computing_in(model, dtype.dtype):  # as study.evaluate generates (the test below casts itself)
         if todo:
             start = time.perf_counter()
             base = fluency(model, generate(model, dev, n=c.dev_samples, **gen))
@@ -195,6 +197,7 @@ def sweep(
     cells = [store.cell(k) for k in grid]
     chosen = _choose(cells, c.methods)  # type: ignore[arg-type]
     settings = {**c.to_dict(), "targets": targets, "prompts_split": split.to_dict(), "digest": store.digest}
+    settings.update(generation_dtype=dtype.dtype, generation_dtype_reason=dtype.reason)
     settings.update(methods=list(c.methods), out=str(out) if out is not None else None)
     result = SweepResult(cells, chosen, {}, settings, projection, reused)  # type: ignore[arg-type]
     result.test = _test(model, stats, held_out, c, chosen, targets, store, sets, lid, progress)

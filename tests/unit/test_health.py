@@ -52,8 +52,14 @@ def test_doctor_without_model_passes_on_the_locked_set(capsys):
     assert code == 0, out
     lines = out.splitlines()
     assert lines[0].startswith("versions: lang_neurons ") and "transformers " in lines[0]
-    assert [line.split()[:2] for line in lines[1:4]] == [["PASS", "lock"], ["PASS", "releases"], ["PASS", "lid"]]
-    assert lines[-1] == "doctor: 3 of 3 checks passed"
+    assert [line.split()[:2] for line in lines[1:5]] == [
+        ["PASS", "lock"],
+        ["PASS", "releases"],
+        ["PASS", "lid"],
+        ["PASS", "generation"],
+    ]
+    assert "--generation-dtype auto picks " in lines[4] and "on cpu: auto: " in lines[4]
+    assert lines[-1] == "doctor: 4 of 4 checks passed"
 
 
 def test_doctor_names_a_lock_mismatch(capsys, tmp_path):
@@ -62,7 +68,7 @@ def test_doctor_names_a_lock_mismatch(capsys, tmp_path):
     code, out = _doctor(capsys, "--no-model", "--lock", str(lock))
     assert code == 1
     assert "FAIL  lock       1 differ from" in out and "(locked 0.0.1)" in out
-    assert out.splitlines()[-1] == "doctor: 2 of 3 checks passed; failed: lock"
+    assert out.splitlines()[-1] == "doctor: 3 of 4 checks passed; failed: lock"
 
 
 def test_doctor_checks_a_model(capsys, llama_dir):

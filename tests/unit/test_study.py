@@ -126,8 +126,13 @@ def test_generation_dtype_runs_generation_in_it_and_leaves_the_loss_matrix(tiny,
         _evaluate(tiny, generation_dtype="int8")
 
 
-def test_cli_generation_dtype_auto_is_bfloat16_for_a_float32_model():
-    from lang_neurons.run_configs import generation_dtype
+def test_evaluate_records_what_auto_decided(tiny, monkeypatch):
+    from lang_neurons import hardware
 
-    assert generation_dtype("auto", "float32") == "bfloat16" and generation_dtype("auto", "fp32") == "bfloat16"
-    assert generation_dtype("auto", "bfloat16") is None and generation_dtype("float32", "float32") == "float32"
+    monkeypatch.setattr(hardware, "native_bfloat16", lambda device: (False, "CPU without AVX512-BF16 or AMX"))
+    res = _evaluate(tiny, generation_dtype="auto", residual=False, translation_items=0, controls=0)
+    assert res["settings"]["generation_dtype"] == "float32"
+    assert res["settings"]["generation_dtype_reason"] == "auto: CPU without AVX512-BF16 or AMX"
+    monkeypatch.setattr(hardware, "native_bfloat16", lambda device: (True, "CPU with avx512_bf16"))
+    res = _evaluate(tiny, generation_dtype="auto", residual=False, translation_items=0, controls=0)
+    assert res["settings"]["generation_dtype"] == "bfloat16"
