@@ -245,6 +245,13 @@ def add_generation_args(p: argparse.ArgumentParser) -> None:
     measurement (``evaluate``, ``run`` and ``sweep``)."""
     p.add_argument("--targets", default=None, help="comma-separated targets (default: every language but --source)")
     p.add_argument(
+        "--time-budget",
+        type=number(float, lambda v: v > 0, "a positive number of minutes"),
+        default=None,
+        help="minutes the command may take: the projected time of the rest is printed once the unsteered "
+        "generation is timed, and over the budget the command stops there with one line (default: no budget)",
+    )
+    p.add_argument(
         "--source",
         default="en",
         type=lang_code,
@@ -354,13 +361,6 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
         default="add",
         help=f"comma-separated neuron methods, and {RESIDUAL} for the residual baseline over --residual-layers "
         "(default: %(default)s)",
-    )
-    p.add_argument(
-        "--time-budget",
-        type=number(float, lambda v: v > 0, "a positive number of minutes"),
-        default=None,
-        help="minutes the sweep may take: it times the unsteered dev generation, projects the grid and stops "
-        "before the first cell when the projection is over (default: no budget)",
     )
     p.add_argument(
         "--residual",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -203,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     from lang_neurons.hardware import keep_freed_memory
 
     keep_freed_memory()  # big logits blocks reused, not mapped afresh per batch (lang_neurons.hardware)
+    args.started = time.monotonic()  # --time-budget counts from here
 
     try:
         return int(COMMANDS[args.command](args))

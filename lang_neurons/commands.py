@@ -32,6 +32,7 @@ from lang_neurons.pipeline import (
     run_statistics,
     run_steering,
     select_neurons,
+    time_left,
     write_metrics,
 )
 from lang_neurons.run_configs import COMPARISON, evaluate_config, evaluation_settings, sweep_config
@@ -326,7 +327,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     stats = run_statistics(args, model, train, run, reuse)
     if not is_main():
         return 0
-    budget = args.time_budget * 60 if args.time_budget is not None else None
+    budget = time_left(args)
     progress = not args.no_progress
     log_generation_dtype(model, config.generation_dtype)
     result = sweep(
@@ -345,7 +346,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         figures[f"test_{method}"] = plots.headline_figure(test)
         tables[f"Test split: {method} at its chosen setting"] = report.headline_table(test)
     tables["Sweep"] = table
-    shown = {**run.to_dict(), "model fingerprint": stats.model, "sweep": _decided(config.to_dict(), result.settings), "setting": setting.to_dict()}
+    shown = {
+        **run.to_dict(),
+        "model fingerprint": stats.model,
+        "sweep": _decided(config.to_dict(), result.settings),
+        "setting": setting.to_dict(),
+    }
     page = report.write_report(
         args.out, figures, shown, tables, title=f"lang_neurons sweep: {args.model}", images=not args.no_images
     )

@@ -35,7 +35,7 @@ from torch import Tensor
 from lang_neurons.choices import PROMPT_KINDS
 from lang_neurons.corpora import LanguageCorpus
 from lang_neurons.errors import LangNeuronsError
-from lang_neurons.generation import text_losses
+from lang_neurons.generation import SCORE_BATCH, text_losses
 from lang_neurons.models import HookedModel
 
 
@@ -117,7 +117,9 @@ class Fluency:
         return float(self.sums.sum()) / total if total else math.nan
 
 
-def fluency(model: HookedModel, texts: Sequence[str], *, batch_size: int = 16, max_length: int = 256) -> Fluency:
+def fluency(
+    model: HookedModel, texts: Sequence[str], *, batch_size: int = SCORE_BATCH, max_length: int = 256
+) -> Fluency:
     """Score each text alone (BOS + text) with the model as it is, no hooks: the fluency
     measurement of :func:`quality`. Empty and whitespace-only texts score zero tokens. (The corpus key "en" is only
     a label: ``text_losses`` wants a language code.)"""

@@ -11,6 +11,7 @@ cache from then on (correct, slower), unless asked to fail instead.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import itertools
@@ -19,7 +20,7 @@ import os
 import time
 import warnings
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Literal
@@ -97,6 +98,52 @@ def _generate_batch(
     return model.generate(ids, return_type="tokens", verbose=False, **kwargs)
 
 
+SCORE_BATCH = 16
+"""Texts per forward pass when continuations are scored (:func:`lang_neurons.forcing.fluency`)."""
+
+
+def planned_passes(samples: int, batch_size: int, max_new_tokens: int, score_batch: int = SCORE_BATCH) -> int:
+    """Forward passes of generating ``samples`` continuations (``max_new_tokens`` steps per batch
+    of ``batch_size``) and scoring them in batches of ``score_batch`` (``0``: not scored)."""
+    steps = -(-samples // batch_size) * max_new_tokens
+    return steps + (-(-samples // score_batch) if score_batch else 0)
+
+
+class PassBar:
+    """A stage's progress bar counted in forward passes of the model: every generation step and
+    every scoring batch moves it, so it moves every second or so whatever the stage's cells
+    cost, and its ETA is the stage's. Each :meth:`step` (a row, a grid cell) names itself in the
+    bar and ends at its planned count, so early stops and skipped texts do not skew the ETA.
+    Use it as a context manager (the bar closes on any exit)."""
+
+    def __init__(self, model: HookedModel, total: int, desc: str, progress: bool = True) -> None:
+        self.model, self.name = model, desc
+        self.bar = tqdm(total=total, desc=desc, unit="pass", disable=not progress)
+        self.end = 0
+
+    def __enter__(self) -> PassBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+
+    def _tick(self, *_: Any) -> None:
+        if self.bar.n < self.end - 1:  # never past the step's planned end
+            self.bar.update(1)
+
+    @contextlib.contextmanager
+    def step(self, label: str, passes: int) -> Iterator[None]:
+        """Count the model's forward passes while the block runs, as ``label``, planned at ``passes``."""
+        self.end = self.bar.n + passes
+        self.bar.set_postfix_str(label, refresh=False)
+        handle = self.model.register_forward_pre_hook(self._tick)
+        try:
+            yield
+        finally:
+            handle.remove()
+        self.bar.update(self.end - self.bar.n)
+
+
 def generate(
     model: HookedModel,
     prompts: Sequence[str] | None = None,
@@ -163,7 +210,7 @@ def generate(
     device = _device(model)
     out: list[str] = [""] * len(seqs)
     batches = _generation_batches(model, seqs, batch_size)
-    bar = tqdm(total=len(seqs), desc="generating", unit="seq", disable=not progress)
+    bar = PassBar(model, len(batches) * max_new_tokens, "generating", progress)  # moves every decoding step
     # the bar closes on any exit; fast_sampling: TransformerLens' per-token draw is 31 % of the time (lang_neurons.sampling)
     with torch.inference_mode(), fast_sampling(), attached(model, list(hooks)), bar:
         for bi, batch in enumerate(batches):
@@ -176,13 +223,12 @@ def generate(
                 kwargs["eos_token_id"] = eos
             if repetition_penalty != 1.0:
                 kwargs["repetition_penalty"] = repetition_penalty
-            with prompt_length(hooks, ids.shape[1]):  # a prompt/generated edit learns where the new tokens start
+            # a prompt/generated edit learns where the new tokens start
+            with prompt_length(hooks, ids.shape[1]), bar.step(f"batch {bi + 1}/{len(batches)}", max_new_tokens):
                 tokens = _generate_batch(model, ids, mask, **kwargs)
             for row, i in zip(tokens[:, ids.shape[1] :].tolist(), batch):
                 cut = next((j for j, t in enumerate(row) if t in stop), len(row))
                 out[i] = tok.decode(row[:cut], skip_special_tokens=True)
-            bar.update(len(batch))
-    bar.close()
     return out
 
 

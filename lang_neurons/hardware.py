@@ -168,9 +168,7 @@ def generation_dtype(
 def for_model(model: Any, choice: str | None) -> DtypeChoice:
     """:func:`generation_dtype` for ``model`` (its ``cfg.dtype`` and ``cfg.device``)."""
     cfg = getattr(model, "cfg", None)
-    return generation_dtype(
-        choice, getattr(cfg, "dtype", None) or torch.float32, getattr(cfg, "device", None) or "cpu"
-    )
+    return generation_dtype(choice, getattr(cfg, "dtype", None) or torch.float32, getattr(cfg, "device", None) or "cpu")
 
 
 def keep_freed_memory() -> bool:

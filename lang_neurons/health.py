@@ -146,7 +146,9 @@ def _generation_check(device: str | None, dtype: str) -> Check:
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     choice = hardware.generation_dtype("auto", dtype, device)
-    return Check("generation", True, f"--generation-dtype auto picks {choice.dtype or dtype} on {device}: {choice.reason}")
+    return Check(
+        "generation", True, f"--generation-dtype auto picks {choice.dtype or dtype} on {device}: {choice.reason}"
+    )
 
 
 def _model_checks(model_name: str, device: str | None, dtype: str) -> Iterator[Check]:

@@ -219,8 +219,23 @@ def load_model(
         ) from e
     bridge.enable_compatibility_mode(disable_warnings=True, no_processing=True)
     bridge.eval()
+    check_vocabulary(bridge, str(name_or_path))
     guard_generation(bridge, cache_check)
     return bridge
+
+
+def check_vocabulary(model: HookedModel, name: str = "the model") -> None:
+    """Refuse, in one line, a tokenizer whose ids run past the model's embedding rows (a model
+    folder with another model's tokenizer beside it): every text would fail deep in torch."""
+    tokenizer, rows = getattr(model, "tokenizer", None), getattr(model.cfg, "d_vocab", None)
+    if tokenizer is None or not rows:
+        return
+    ids = len(tokenizer)
+    if ids > rows:
+        raise ModelLoadError(
+            f"{name}: its tokenizer has {ids} tokens but the model's embedding has only {rows} rows, so token ids "
+            f"{rows} and up have no embedding: save the tokenizer the model was trained with beside it"
+        )
 
 
 def model_fingerprint(model: HookedModel) -> dict[str, Any]:

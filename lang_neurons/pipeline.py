@@ -16,6 +16,7 @@ import dataclasses
 import json
 import os
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -254,6 +255,7 @@ def evaluate_neurons(
     (every setting passed, so the run's departures from the preset are listed); ``setting``: a
     sweep's chosen setting (--setting), recorded in ``settings["setting"]``."""
     log_generation_dtype(model, kwargs.get("generation_dtype"))
+    kwargs["time_budget"] = time_left(args)
     if args.protocol:
         return protocols.evaluate(model, neurons, stats, held_out, args.protocol, setting=setting, **kwargs)
     if setting is not None:
@@ -262,6 +264,13 @@ def evaluate_neurons(
     if setting is not None:
         results.settings["setting"] = setting.record()
     return results
+
+
+def time_left(args: argparse.Namespace) -> float | None:
+    """Seconds of ``--time-budget`` left since the command started (``None``: no budget)."""
+    if getattr(args, "time_budget", None) is None:
+        return None
+    return args.time_budget * 60 - (time.monotonic() - getattr(args, "started", time.monotonic()))
 
 
 def log_generation_dtype(model: HookedModel, choice: str | None) -> None:

@@ -5,12 +5,12 @@ the loss-change matrix. Thin loops over the stages above."""
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any, cast
 
 import torch
-from tqdm.auto import tqdm
 
 from lang_neurons import hardware
 from lang_neurons import intervals as iv
@@ -27,14 +27,15 @@ from lang_neurons.evaluation import (
     translation_task,
 )
 from lang_neurons.forcing import fluency, forcing_prompts, harmonic_mean, quality
-from lang_neurons.generation import generate
+from lang_neurons.generation import PassBar, generate, planned_passes, text_losses
 from lang_neurons.models import HookedModel, check_fingerprint, computing_in
 from lang_neurons.neurons import NeuronSet
 from lang_neurons.recording import ActivationStats
 
-from .residual import choose_residual
+from .projection import Projection, dev_grid_passes, row_passes, translation_passes
+from .residual import choose_residual, residual_candidates
 from .result import EvaluationResult, MethodResult, TargetResult
-from .rows import method_rows, pooled_samples, rate_interval, text_loss_matrix
+from .rows import CONTROL_SUFFIX, ablation_losses, method_rows, pooled_samples, rate_interval
 
 _SETTINGS = {f.name for f in dataclasses.fields(EvaluateConfig)}
 
@@ -75,6 +76,7 @@ def evaluate(
     batch_size: int = 16,
     generation_dtype: str | None = None,
     progress: bool = True,
+    time_budget: float | None = None,
     config: EvaluateConfig | None = None,
 ) -> EvaluationResult:
     """Evaluate steering toward each target with each method; returns an :class:`EvaluationResult`
@@ -120,8 +122,14 @@ def evaluate(
     (paired bootstrap over texts), ``summary_interval`` (Wilson on the successes pooled over
     targets) and ``summary_forcing_interval`` (bootstrap of the mean score over targets).
 
+    **Cost.** The unsteered baseline and the loss matrix's unablated pass run first and are
+    timed; from them, and the forward passes each stage will take, the projected time of the rest
+    is printed (with ``progress``) before any steered generation, and a ``time_budget`` (seconds)
+    it exceeds stops the evaluation there with a :class:`~lang_neurons.LangNeuronsError`. The
+    progress bars (with ``progress``) move with every forward pass, naming the row or cell.
+
     ``config``: the settings as one :class:`~lang_neurons.config.EvaluateConfig`, in place of
-    the keywords (``lid`` and ``progress`` stay keywords).
+    the keywords (``lid``, ``progress`` and ``time_budget`` stay keywords).
     """
     keywords = {name: value for name, value in locals().items() if name in _SETTINGS}  # the settings given
     check_fingerprint(neurons.model, model, "the neuron set")
@@ -155,14 +163,31 @@ def evaluate(
     test_prompts = split.take("test", c.samples)
     decoding = c.pick(("do_sample", "temperature", "repetition_penalty"))
     gen = dict(max_new_tokens=c.max_new_tokens, seed=c.seed, batch_size=c.batch_size, progress=False, **decoding)
-    # every generation and its fluency scoring in generation_dtype; the loss matrix below in the model's own
+    boot = dict(resamples=c.resamples, seed=c.seed)
+    loss_corpus = _loss_corpus(held_out, neurons, c.loss_texts, c.seed) if c.loss_texts else None
+    start = time.perf_counter()  # the loss matrix's unablated pass first: it prices the ablated ones
+    loss_base = text_losses(model, loss_corpus, batch_size=LOSS_BATCH, progress=False) if loss_corpus else None
+    loss_s = time.perf_counter() - start
+    # every generation and its fluency scoring in generation_dtype; the loss matrix in the model's own
     dtype = hardware.for_model(model, c.generation_dtype)
     with computing_in(model, dtype.dtype):
-        baseline_texts = generate(model, test_prompts, n=c.samples, **gen)
-        base_fluency = fluency(model, baseline_texts)
-        can_translate = held_out.is_parallel and c.source in held_out.langs
+        start, planned = time.perf_counter(), planned_passes(c.samples, c.batch_size, c.max_new_tokens)
+        with PassBar(model, planned, "baseline", progress) as bar, bar.step("unsteered", planned):
+            baseline_texts = generate(model, test_prompts, n=c.samples, **gen)
+            base_fluency = fluency(model, baseline_texts)
+        per_pass = (time.perf_counter() - start) / planned
         off = c.source if c.deactivate == "source" else None
         rows = method_rows(neurons, stats, c.methods, c.alpha, c.controls, off, c.deactivate_value)
+        translate = [t for t in target_langs if _translates(c, held_out, t)]
+        plan = _plan(c, rows, target_langs, translate, stats.n_layers)
+        projection = Projection(
+            {stage: passes * per_pass for stage, passes in plan.items()}
+            | {"loss matrix": len(neurons.langs) * loss_s if loss_corpus else 0.0},
+            {"baseline_s_per_pass": per_pass, "loss_s_per_ablation": loss_s},
+        )
+        if progress:
+            projection.say()
+        projection.check(time_budget, "the evaluation")
         chosen = None
         if c.residual:
             chosen = choose_residual(
@@ -184,44 +209,95 @@ def evaluate(
         settings = _settings(c, list(rows), neurons)
         settings.update(generation_dtype=dtype.dtype, generation_dtype_reason=dtype.reason)
         results = EvaluationResult({}, settings, split.to_dict(), residual=chosen)
-        boot = dict(resamples=c.resamples, seed=c.seed)
         cells: dict[str, list[iv.ForcingCell]] = {name: [] for name in [*rows, "baseline"]}
-        bar = tqdm(total=len(target_langs) * len(rows), desc="steering", disable=not progress)
-        for target in target_langs:
-            base_rate = lid.rate(baseline_texts, target)
-            base_cell = (base_rate.hits, base_fluency.sums, base_fluency.counts, base_fluency.sums, base_fluency.counts)
-            cells["baseline"].append(base_cell)
-            entry = TargetResult(base_rate.rate, base_fluency.mean_loss, harmonic_mean(base_rate.rate, 1.0))
-            if c.intervals:
-                entry.baseline_interval = rate_interval(base_rate)
-                entry.baseline_forcing_interval = iv.forcing_interval(base_cell, **boot).to_dict()
-            translation = None
-            if c.translation_items > 0 and can_translate and target in held_out.langs:
-                translation = _translation_baseline(model, held_out, target, c, entry, boot)
-            for method, make in rows.items():
-                hook_sets = make(target)
-                texts = pooled_samples(model, hook_sets, test_prompts, c.samples, gen)
-                row, cell = _row(model, neurons, lid, hook_sets[0], texts, target, base_fluency, c, boot)
-                cells[method].append(cell)
-                if method == RESIDUAL:
-                    row.layer, row.alpha = chosen["layer"], chosen["alpha"]  # type: ignore[index]
-                if translation is not None:
-                    _translate_row(model, row, hook_sets[0], target, c, boot, *translation)
-                entry.methods[method] = row
-                bar.update(1)
-            results.targets[target] = entry
-        bar.close()
-    if c.loss_texts:
-        corpus = held_out.take(c.loss_texts, seed=c.seed)
-        corpus = corpus.subset([x for x in neurons.langs if x in corpus.langs])
-        base, ablated = text_loss_matrix(model, neurons, corpus, 0.0, 8, progress)
+        with PassBar(model, plan["steering"], "steering", progress) as bar:
+            for target in target_langs:
+                entry = _baseline_entry(lid, baseline_texts, base_fluency, target, c, boot, cells)
+                translation = None
+                if target in translate:
+                    with bar.step(f"{target} translation", _translation_passes(c)):
+                        translation = _translation_baseline(model, held_out, target, c, entry, boot)
+                for method, make in rows.items():
+                    hook_sets = make(target)
+                    with bar.step(f"{target} {method}", _row_passes(c, len(hook_sets), target in translate)):
+                        texts = pooled_samples(model, hook_sets, test_prompts, c.samples, gen)
+                        row, cell = _row(model, neurons, lid, hook_sets[0], texts, target, base_fluency, c, boot)
+                        if translation is not None:
+                            _translate_row(model, row, hook_sets[0], target, c, boot, *translation)
+                    cells[method].append(cell)
+                    if method == RESIDUAL:
+                        row.layer, row.alpha = chosen["layer"], chosen["alpha"]  # type: ignore[index]
+                    entry.methods[method] = row
+                results.targets[target] = entry
+    if loss_corpus is not None and loss_base is not None:
+        ablated = ablation_losses(model, neurons, loss_corpus, 0.0, LOSS_BATCH, progress)
         results.loss_matrix = LossMatrix(
-            list(corpus.langs), base.mean(), torch.stack([r.mean() for r in ablated])
+            list(loss_corpus.langs), loss_base.mean(), torch.stack([r.mean() for r in ablated])
         ).to_dict()
         if c.intervals:
-            results.loss_matrix["change_interval"] = iv.loss_change_intervals(base, ablated, **boot).to_dict()
+            results.loss_matrix["change_interval"] = iv.loss_change_intervals(loss_base, ablated, **boot).to_dict()
     _summaries(results, target_langs, rows, cells, c.intervals, boot)
     return results
+
+
+LOSS_BATCH = 8
+"""Texts per forward pass of the loss matrix."""
+
+
+def _loss_corpus(held_out: LanguageCorpus, neurons: NeuronSet, texts: int, seed: int) -> LanguageCorpus:
+    """Up to ``texts`` held-out texts of every language that has a neuron set (the loss matrix's texts)."""
+    corpus = held_out.take(texts, seed=seed)
+    return corpus.subset([x for x in neurons.langs if x in corpus.langs])
+
+
+def _translates(c: EvaluateConfig, held_out: LanguageCorpus, target: str) -> bool:
+    return c.translation_items > 0 and held_out.is_parallel and c.source in held_out.langs and target in held_out.langs
+
+
+def _translation_passes(c: EvaluateConfig) -> int:
+    return translation_passes(c.translation_items, c.batch_size, c.translation_tokens)
+
+
+def _row_passes(c: EvaluateConfig, hook_sets: int, translated: bool) -> int:
+    """One row of one target: its samples, their scoring and its translations."""
+    return row_passes(hook_sets, c.samples, c.batch_size, c.max_new_tokens) + translated * _translation_passes(c)
+
+
+def _plan(
+    c: EvaluateConfig, rows: dict[str, Any], targets: list[str], translate: list[str], n_layers: int
+) -> dict[str, int]:
+    """Forward passes still to run after the baseline, by stage: the residual dev grid and the steering rows."""
+    sets = {name: c.controls if name.endswith(CONTROL_SUFFIX) else 1 for name in rows}
+    if c.residual:
+        sets[RESIDUAL] = 1
+    steering = sum(_row_passes(c, n, t in translate) for t in targets for n in sets.values())
+    steering += len(translate) * _translation_passes(c)
+    grid = 0
+    if c.residual:
+        layers = c.residual_layers if c.residual_layers is not None else residual_candidates(n_layers)
+        cells = len(layers) * len(c.residual_alphas)
+        grid = dev_grid_passes(cells, len(targets), c.dev_samples, c.batch_size, c.max_new_tokens)
+    return {"residual dev grid": grid, "steering": steering}
+
+
+def _baseline_entry(
+    lid: LanguageIdentifier,
+    texts: list[str],
+    base_fluency: Any,
+    target: str,
+    c: EvaluateConfig,
+    boot: dict[str, Any],
+    cells: dict[str, list[iv.ForcingCell]],
+) -> TargetResult:
+    """The unsteered baseline of ``target``: its rate, fluency and score (and intervals), its cell in ``cells``."""
+    base_rate = lid.rate(texts, target)
+    base_cell = (base_rate.hits, base_fluency.sums, base_fluency.counts, base_fluency.sums, base_fluency.counts)
+    cells["baseline"].append(base_cell)
+    entry = TargetResult(base_rate.rate, base_fluency.mean_loss, harmonic_mean(base_rate.rate, 1.0))
+    if c.intervals:
+        entry.baseline_interval = rate_interval(base_rate)
+        entry.baseline_forcing_interval = iv.forcing_interval(base_cell, **boot).to_dict()
+    return entry
 
 
 def _settings(config: EvaluateConfig, rows: list[str], neurons: NeuronSet) -> dict[str, Any]:

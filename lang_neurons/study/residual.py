@@ -6,14 +6,14 @@ import inspect
 from collections.abc import Sequence
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from lang_neurons import steering as st
 from lang_neurons.evaluation import LanguageIdentifier
-from lang_neurons.forcing import ForcingPrompts, fluency, harmonic_mean, quality
-from lang_neurons.generation import generate
+from lang_neurons.forcing import Fluency, ForcingPrompts, fluency, harmonic_mean, quality
+from lang_neurons.generation import PassBar, generate, planned_passes
 from lang_neurons.models import HookedModel
 from lang_neurons.recording import ActivationStats
+
+from .projection import dev_grid_passes
 
 DEV_SEED = 100_003
 """Offset of the sampling seeds of the dev split (residual layer and alpha are chosen on it),
@@ -84,22 +84,30 @@ def choose_residual(
             )
         return texts
 
-    unsteered = fluency(model, generate(model, dev, n=samples, seed=seed + DEV_SEED, batch_size=batch_size, **gen))
-    grid = []
-    cells = [(layer, alpha) for layer in layers for alpha in alphas]
-    for layer, alpha in tqdm(cells, desc="residual layer/alpha (dev)", disable=not progress):
+    def cell(layer: int, alpha: float, unsteered: Fluency) -> dict[str, Any]:
         texts = dev_texts({t: st.residual_diffmean(stats, t, layer, alpha) for t in targets})
         hits = sum(sum(lid.rate(texts[i * samples : (i + 1) * samples], t).hits) for i, t in enumerate(targets))
         rate, q = hits / len(rows), quality(fluency(model, texts), unsteered)
-        grid.append(
-            {
-                "layer": layer,
-                "alpha": alpha,
-                "rate": rate,
-                "quality": q,
-                "score": harmonic_mean(rate, q),
-                "n": len(rows),
-            }
-        )
+        return {
+            "layer": layer,
+            "alpha": alpha,
+            "rate": rate,
+            "quality": q,
+            "score": harmonic_mean(rate, q),
+            "n": len(rows),
+        }
+
+    cells = [(layer, alpha) for layer in layers for alpha in alphas]
+    per_cell = planned_passes(len(rows), batch_size, max_new_tokens)
+    total = dev_grid_passes(len(cells), len(targets), samples, batch_size, max_new_tokens)
+    with PassBar(model, total, "residual dev grid", progress) as bar:
+        with bar.step("unsteered", total - len(cells) * per_cell):
+            unsteered = fluency(
+                model, generate(model, dev, n=samples, seed=seed + DEV_SEED, batch_size=batch_size, **gen)
+            )
+        grid = []
+        for layer, alpha in cells:
+            with bar.step(f"layer {layer} alpha {alpha:g}", per_cell):
+                grid.append(cell(layer, alpha, unsteered))
     best = max(grid, key=lambda g: g["score"])  # max keeps the first of equals: earlier layer, smaller alpha
     return {"layer": best["layer"], "alpha": best["alpha"], "grid": grid, "split": "dev", "criterion": "forcing score"}

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from lang_neurons import intervals as iv
 from lang_neurons import steering as st
@@ -15,7 +14,7 @@ from lang_neurons.choices import PIN
 from lang_neurons.controls import random_controls
 from lang_neurons.corpora import LanguageCorpus
 from lang_neurons.evaluation import LanguageRate, LossMatrix
-from lang_neurons.generation import TextLosses, generate, text_losses
+from lang_neurons.generation import PassBar, TextLosses, generate, text_losses
 from lang_neurons.models import HookedModel
 from lang_neurons.neurons import NeuronSet
 from lang_neurons.recording import ActivationStats
@@ -64,12 +63,21 @@ def text_loss_matrix(
 ) -> tuple[TextLosses, list[TextLosses]]:
     """Per-text losses without intervention and with each language's neurons set to ``value``."""
     base = text_losses(model, corpus, batch_size=batch_size, progress=False)
+    return base, ablation_losses(model, neurons, corpus, value, batch_size, progress)
+
+
+def ablation_losses(
+    model: HookedModel, neurons: NeuronSet, corpus: LanguageCorpus, value: float, batch_size: int, progress: bool
+) -> list[TextLosses]:
+    """Per-text losses with each language's neurons set to ``value``, in ``neurons.langs`` order."""
+    per_lang = sum(-(-len(corpus[lang]) // batch_size) for lang in corpus.langs)  # at least; more where lengths vary
     rows = []
-    for lang in tqdm(neurons.langs, desc="loss matrix", disable=not progress):
-        rows.append(
-            text_losses(model, corpus, hooks=st.deactivate(neurons, lang, value), batch_size=batch_size, progress=False)
-        )
-    return base, rows
+    with PassBar(model, len(neurons.langs) * per_lang, "loss matrix", progress) as bar:
+        for lang in neurons.langs:
+            with bar.step(f"{lang} neurons off", per_lang):
+                hooks = st.deactivate(neurons, lang, value)
+                rows.append(text_losses(model, corpus, hooks=hooks, batch_size=batch_size, progress=False))
+    return rows
 
 
 def loss_matrix(

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-from tqdm.auto import tqdm
 
 from lang_neurons import hardware
 from lang_neurons import intervals as iv
@@ -20,7 +20,7 @@ from lang_neurons.corpora import LanguageCorpus
 from lang_neurons.errors import LangNeuronsError
 from lang_neurons.evaluation import LanguageIdentifier
 from lang_neurons.forcing import fluency, forcing_prompts, harmonic_mean, quality
-from lang_neurons.generation import generate
+from lang_neurons.generation import SCORE_BATCH, PassBar, generate, planned_passes
 from lang_neurons.models import HookedModel, check_fingerprint, computing_in
 from lang_neurons.neurons import NeuronSet, average_precision, lape
 from lang_neurons.recording import ActivationStats
@@ -175,25 +175,28 @@ def sweep(
             start = time.perf_counter()
             base = fluency(model, generate(model, dev, n=c.dev_samples, **gen))
             projection = _project((time.perf_counter() - start) / c.dev_samples, len(todo), c, len(targets))
+            if progress:
+                print(
+                    f"projected on this machine: about {projection['total_s'] / 60:.1f} min ({len(todo)} cells, "
+                    f"then the test)",
+                    file=sys.stderr,
+                    flush=True,
+                )
             if time_budget is not None and projection["total_s"] > time_budget:
                 raise LangNeuronsError(
                     f"the sweep would take about {projection['total_s'] / 60:.1f} min ({len(todo)} cells x {len(targets)} "
-                    f"targets x {c.dev_samples} dev samples, then the test), over the budget of {time_budget / 60:.1f} min: "
+                    f"targets x {c.dev_samples} dev samples, then the test), over the budget of {max(time_budget, 0) / 60:.1f} min left: "
                     "drop alphas, top rates/ks or methods, lower --dev-samples or --samples, or raise --time-budget"
                 )
         sets: dict[Any, NeuronSet] = {}
-        hooks: dict[str, Any]
-        for key in tqdm(todo, desc="sweep cells (dev)", disable=not progress):
-            if key["method"] == RESIDUAL:
-                hooks = {t: st.residual_diffmean(stats, t, key["layer"], key["alpha"]) for t in targets}
-            else:
-                neurons = _select(stats, c, key[c.parameter], sets)
-                how: dict[str, Any] = dict(
-                    source=c.source if c.deactivate == "source" else None, deactivate_value=c.deactivate_value
-                )
-                hooks = {t: steering_for(neurons, stats, t, key["method"], key["alpha"], **how) for t in targets}
-            texts = {t: generate(model, dev, n=c.dev_samples, hooks=hooks[t], **gen) for t in targets}
-            store.append({"cell": _measure(model, lid, key, texts, hooks, base, c)})
+        per_cell = len(targets) * planned_passes(c.dev_samples, c.batch_size, c.max_new_tokens, score_batch=0)
+        per_cell += math.ceil(len(targets) * c.dev_samples / SCORE_BATCH)  # all targets' samples scored together
+        with PassBar(model, len(todo) * per_cell, "sweep cells (dev)", progress) as bar:
+            for key in todo:
+                hooks = _cell_hooks(stats, c, key, targets, sets)
+                with bar.step(" ".join(f"{k} {v}" for k, v in key.items()), per_cell):
+                    texts = {t: generate(model, dev, n=c.dev_samples, hooks=hooks[t], **gen) for t in targets}
+                    store.append({"cell": _measure(model, lid, key, texts, hooks, base, c)})
     cells = [store.cell(k) for k in grid]
     chosen = _choose(cells, c.methods)  # type: ignore[arg-type]
     settings = {**c.to_dict(), "targets": targets, "prompts_split": split.to_dict(), "digest": store.digest}
@@ -202,6 +205,19 @@ def sweep(
     result = SweepResult(cells, chosen, {}, settings, projection, reused)  # type: ignore[arg-type]
     result.test = _test(model, stats, held_out, c, chosen, targets, store, sets, lid, progress)
     return result
+
+
+def _cell_hooks(
+    stats: ActivationStats, c: SweepConfig, key: Mapping[str, Any], targets: list[str], sets: dict[Any, NeuronSet]
+) -> dict[str, Any]:
+    """Per target, the steering of one cell (its neuron set selected once, in ``sets``)."""
+    if key["method"] == RESIDUAL:
+        return {t: st.residual_diffmean(stats, t, key["layer"], key["alpha"]) for t in targets}
+    neurons = _select(stats, c, key[c.parameter], sets)
+    how: dict[str, Any] = dict(
+        source=c.source if c.deactivate == "source" else None, deactivate_value=c.deactivate_value
+    )
+    return {t: steering_for(neurons, stats, t, key["method"], key["alpha"], **how) for t in targets}
 
 
 def _measure(

@@ -503,7 +503,7 @@ def test_sweep_writes_its_files_and_run_takes_the_setting(llama_dir, text_dir, t
         (["--residual-layers", "0"], "residual_layers are swept only with the method residual_diffmean"),
         (["--ks", "200"], "--ks 200: top-k plus bottom-k must fit the site's 256 neurons"),
         (["--methods", "add,residual_diffmean", "--residual-layers", "7"], "residual layer 7 is out of range"),
-        (["--time-budget", "0.0001"], "dev samples, then the test), over the budget of 0.0 min: drop alphas"),
+        (["--time-budget", "0.0001"], "dev samples, then the test), over the budget of 0.0 min left: drop alphas"),
         (["--time-budget", "0"], "expected a positive number of minutes"),
     ],
 )

@@ -24,6 +24,27 @@ def test_hub_name_offline_is_a_clear_error(monkeypatch):
         ln.load_model("nobody/no-such-model", device="cpu")
 
 
+def test_a_tokenizer_larger_than_the_embedding_is_one_line(llama_dir, tmp_path, capsys):
+    import shutil
+
+    from transformers import AutoModelForCausalLM
+
+    from lang_neurons import cli
+
+    small = AutoModelForCausalLM.from_pretrained(llama_dir)
+    small.resize_token_embeddings(64)  # a 64-token Llama, saved beside the tiny Llama's larger tokenizer
+    small.save_pretrained(tmp_path / "small")
+    for f in llama_dir.iterdir():
+        if "token" in f.name:
+            shutil.copy(f, tmp_path / "small" / f.name)
+    with pytest.raises(ModelLoadError, match=r"tokenizer has \d+ tokens but the model's embedding has only 64 rows"):
+        ln.load_model(tmp_path / "small", device="cpu")
+    code = cli.main(["identify", "--model", str(tmp_path / "small"), "--out", str(tmp_path / "out"), "--device", "cpu"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "only 64 rows" in err[-1] and "Traceback" not in "\n".join(err)
+    assert not (tmp_path / "out").exists()
+
+
 def test_missing_folder_and_bad_dtype():
     with pytest.raises(ModelLoadError, match="does not exist"):
         ln.load_model("./no/such/folder")
