@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from lang_neurons import hardware
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # tiny_models.py builds the tiny random models
@@ -32,8 +34,22 @@ def machine() -> dict:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "machine": platform.machine(),
+        "cpu": cpu_name(),
+        "cpu_flags": sorted(f for f in hardware.cpu_flags() if f.startswith(("avx", "amx"))),
+        "torch_capability": hardware.cpu_capability(),
         "loadavg_1m": round(os.getloadavg()[0], 2),
     }
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``; else ``platform.processor()``)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor()
 
 
 def load(model: str):

@@ -107,6 +107,17 @@ def test_bench_steering_tiny():
     assert r["none_tok_s"] > 0 and r["add_tok_s"] > 0 and r["override_tok_s"] > 0
 
 
+def test_bench_row_tiny():
+    r = _run(
+        "bench_row.py", "--model", "tiny", "--samples", "6", "--batch", "3", "--new-tokens", "4", "--keep-freed-memory"
+    )
+    assert r["bench"] == "row" and r["dtype"] == "float32" and r["samples"] == 6
+    assert r["keep_freed_memory"] is (sys.platform == "linux")
+    assert r["generate_s"] > 0 and r["fluency_s"] > 0 and len(r["runs"]) == 2
+    assert {"generate", "fluency"} == set(r["last"]) and r["last"]["fluency"]["minor_faults"] >= 0
+    assert r["machine"]["torch_capability"] and "cpu_flags" in r["machine"]
+
+
 @pytest.mark.parametrize(
     "args", [("--neurons", "512", "--sentences", "300", "--sklearn-neurons", "8", "--repeats", "1")]
 )

@@ -243,8 +243,9 @@ def lid():
 
 
 def test_interrupt_from_progress_bar(setup, monkeypatch):
-    """Ctrl-C arriving in the progress bar's update after the first batch (a real tqdm, subclassed
-    to raise there): hooks removed, bar closed, outputs unsteered."""
+    """Ctrl-C arriving in the progress bar's update at the first decoding step, inside the model's
+    forward pass (a real tqdm, subclassed to raise there): hooks removed, the bar's counting hook
+    too, bar closed, outputs unsteered."""
     import lang_neurons.generation as generation
 
     model, neurons, stats, logits, greedy = setup
@@ -262,7 +263,8 @@ def test_interrupt_from_progress_bar(setup, monkeypatch):
     monkeypatch.setattr(generation, "tqdm", InterruptedBar)
     with pytest.raises(KeyboardInterrupt):
         ln.generate(model, n=4, batch_size=2, hooks=_steering(neurons, stats), max_new_tokens=3, progress=True)
-    assert len(bars) == 1 and bars[0].n == 2  # interrupted after the first batch of 2
+    assert len(bars) == 1 and bars[0].n == 1  # interrupted at the first forward pass
+    assert not model._forward_pre_hooks  # the bar's pass counter is gone
     assert bars[0] not in generation.tqdm._instances  # closed (an open bar stays registered)
     monkeypatch.undo()
     _assert_clean(model, logits, greedy)
