@@ -284,8 +284,8 @@ def text_losses(
             ids, mask = batching.pad([encoded[lang][i] for i in batch], pad, "right", device)
             logits = model(ids, attention_mask=mask.long())
             target_mask = mask[:, 1:]
-            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="none")
-            per_text = (loss.view(target_mask.shape) * target_mask).sum(dim=1)
+            loss = _token_losses(logits, ids)
+            per_text = (loss * target_mask).sum(dim=1)
             index = torch.tensor(batch)
             sums[li][index] = per_text.double().cpu()
             counts[li][index] = target_mask.sum(dim=1).double().cpu()
@@ -294,6 +294,18 @@ def text_losses(
     if any(c.sum() == 0 for c in counts):
         raise LangNeuronsError("every language needs texts of at least two tokens to measure loss")
     return TextLosses(list(corpus.langs), sums, counts)
+
+
+def _token_losses(
+    logits: Float[Tensor, "batch pos vocab"], ids: Int[Tensor, "batch pos"]
+) -> Float[Tensor, "batch pos-1"]:
+    """Each position's next-token cross-entropy, one text at a time: a text's ``[pos - 1, vocab]``
+    logits are a contiguous slice, so no copy of the batch's logits is made (on Gemma's 262k
+    vocabulary a 16 x 33 batch's is 553 MB, and flattening it cost more than the loss); the values
+    are bit for bit those of one ``cross_entropy`` over the flattened batch."""
+    return torch.stack(
+        [F.cross_entropy(logits[row, :-1].float(), ids[row, 1:], reduction="none") for row in range(ids.shape[0])]
+    )
 
 
 def language_loss(
