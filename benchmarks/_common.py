@@ -12,8 +12,6 @@ from pathlib import Path
 
 import torch
 
-from lang_neurons import hardware
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # tiny_models.py builds the tiny random models
@@ -27,6 +25,8 @@ def peak_rss_mb() -> float:
 
 def machine() -> dict:
     """What the numbers were measured on."""
+    from lang_neurons import hardware
+
     return {
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),

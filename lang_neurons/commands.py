@@ -10,8 +10,9 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
-from lang_neurons import protocols, report
+from lang_neurons import hardware, protocols, report
 from lang_neurons import steering as st
 from lang_neurons.choices import EVAL_METHODS
 from lang_neurons.config import Setting
@@ -252,6 +253,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     label = f"{chosen.upper()} neurons"
     _stage(3, f"steering evaluation ({label})")
     evaluation = evaluation_settings(args, run, config, alphas)
+    # a metrics.json is reused only when made in the dtype that "auto" decides on this machine
+    evaluation["comparison"]["generation_dtype"] = hardware.for_model(model, config.generation_dtype).dtype
     if setting is not None:
         evaluation["setting"] = setting.to_dict()
     results = run_steering(args, model, sets[chosen], stats, held_out, config, evaluation, reused[chosen], setting)
@@ -305,7 +308,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _decided(settings: dict, decided: dict) -> dict:
+def _decided(settings: dict[str, Any], decided: dict[str, Any]) -> dict[str, Any]:
     """``settings`` with the generation dtype that ``auto`` decided, and why."""
     keys = ("generation_dtype", "generation_dtype_reason")
     return {**settings, **{k: decided[k] for k in keys if k in decided}}

@@ -23,7 +23,7 @@ import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -105,8 +105,8 @@ SCORE_BATCH = 16
 def planned_passes(samples: int, batch_size: int, max_new_tokens: int, score_batch: int = SCORE_BATCH) -> int:
     """Forward passes of generating ``samples`` continuations (``max_new_tokens`` steps per batch
     of ``batch_size``) and scoring them in batches of ``score_batch`` (``0``: not scored)."""
-    steps = -(-samples // batch_size) * max_new_tokens
-    return steps + (-(-samples // score_batch) if score_batch else 0)
+    steps = math.ceil(samples / batch_size) * max_new_tokens
+    return steps + (math.ceil(samples / score_batch) if score_batch else 0)
 
 
 class PassBar:
@@ -117,8 +117,13 @@ class PassBar:
     Use it as a context manager (the bar closes on any exit)."""
 
     def __init__(self, model: HookedModel, total: int, desc: str, progress: bool = True) -> None:
-        self.model, self.name = model, desc
-        self.bar = tqdm(total=total, desc=desc, unit="pass", disable=not progress)
+        # the embedding runs once per forward pass, however the model's generate calls it (TL3's
+        # calls forward directly, past the model's own hooks)
+        embed = getattr(model, "embed", None)
+        self.counted: torch.nn.Module = embed if isinstance(embed, torch.nn.Module) else cast(torch.nn.Module, model)
+        self.name = desc
+        # smoothing=0: the ETA from the stage's average rate, as decoding steps and scoring batches differ in cost
+        self.bar = tqdm(total=total, desc=desc, unit="pass", disable=not progress, smoothing=0)
         self.end = 0
 
     def __enter__(self) -> PassBar:
@@ -136,7 +141,7 @@ class PassBar:
         """Count the model's forward passes while the block runs, as ``label``, planned at ``passes``."""
         self.end = self.bar.n + passes
         self.bar.set_postfix_str(label, refresh=False)
-        handle = self.model.register_forward_pre_hook(self._tick)
+        handle = self.counted.register_forward_pre_hook(self._tick)
         try:
             yield
         finally:

@@ -82,9 +82,12 @@ def native_bfloat16(device: torch.device | str) -> tuple[bool | None, str]:
     or ``None`` when only a measurement can tell (a CPU that is not Linux x86)."""
     device = torch.device(device)
     if device.type == "cuda":
-        ok = torch.cuda.is_bf16_supported()
-        name = torch.cuda.get_device_name(device)
-        return ok, f"{name} {'supports' if ok else 'does not support'} bfloat16"
+        if not torch.cuda.is_available():
+            return False, "CUDA is not available"
+        with torch.cuda.device(device):
+            ok = torch.cuda.is_bf16_supported(including_emulation=False)  # emulated bf16 (T4, V100) is slow
+            name = torch.cuda.get_device_name(device)
+        return ok, f"{name} {'computes' if ok else 'only emulates'} bfloat16"
     if device.type != "cpu":
         return False, f"{device.type} device: bfloat16 speed unknown, float32 kept"
     flags = cpu_flags()
@@ -145,7 +148,7 @@ def generation_dtype(
     if choice is None:
         return DtypeChoice(None, "the model's own dtype, as asked")
     if choice != "auto":
-        if choice in ("bfloat16", "bf16") and device.type == "cpu" and native_bfloat16(device)[0] is not True:
+        if choice == "bfloat16" and device.type == "cpu" and native_bfloat16(device)[0] is not True:
             slow = bfloat16_slowdown("cpu")
             if slow > FASTER:
                 warnings.warn(

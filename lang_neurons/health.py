@@ -139,12 +139,15 @@ def _lid_check() -> Check:
 
 
 def _generation_check(device: str | None, dtype: str) -> Check:
-    """What ``--generation-dtype auto`` picks on this machine, and why (informational: always passes)."""
+    """What ``--generation-dtype auto`` picks on this machine, and why (informational: fails only for a
+    device that is not there)."""
     import torch
 
     from lang_neurons import hardware
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        return Check("generation", False, f"--device {device}, but CUDA is not available here")
     choice = hardware.generation_dtype("auto", dtype, device)
     return Check(
         "generation", True, f"--generation-dtype auto picks {choice.dtype or dtype} on {device}: {choice.reason}"
@@ -194,7 +197,7 @@ def doctor(
 ) -> list[Check]:
     """Run every check, ``emit`` (print) each line as it finishes, and return them.
 
-    ``model=None`` skips the checks that load a model (versions, lock and language ID only).
+    ``model=None`` skips the checks that load a model (versions, lock, language ID and generation dtype only).
     """
     found = versions()
     emit("versions: " + ", ".join(f"{k} {v}" for k, v in found.items()))

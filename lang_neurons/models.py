@@ -230,7 +230,10 @@ def check_vocabulary(model: HookedModel, name: str = "the model") -> None:
     tokenizer, rows = getattr(model, "tokenizer", None), getattr(model.cfg, "d_vocab", None)
     if tokenizer is None or not rows:
         return
-    ids = len(tokenizer)
+    # the base vocabulary and the special ids that texts are encoded with; an added token past the
+    # embedding that text never yields (Gemma-3's <image_soft_token>, id 262144) is no error
+    special = [getattr(tokenizer, f"{k}_token_id", None) for k in ("bos", "eos", "pad", "unk")]
+    ids = max([getattr(tokenizer, "vocab_size", 0) or 0] + [i + 1 for i in special if isinstance(i, int)])
     if ids > rows:
         raise ModelLoadError(
             f"{name}: its tokenizer has {ids} tokens but the model's embedding has only {rows} rows, so token ids "

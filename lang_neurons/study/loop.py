@@ -5,6 +5,7 @@ the loss-change matrix. Thin loops over the stages above."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -27,7 +28,7 @@ from lang_neurons.evaluation import (
     translation_task,
 )
 from lang_neurons.forcing import fluency, forcing_prompts, harmonic_mean, quality
-from lang_neurons.generation import PassBar, generate, planned_passes, text_losses
+from lang_neurons.generation import PassBar, TextLosses, generate, planned_passes, text_losses
 from lang_neurons.models import HookedModel, check_fingerprint, computing_in
 from lang_neurons.neurons import NeuronSet
 from lang_neurons.recording import ActivationStats
@@ -132,6 +133,7 @@ def evaluate(
     the keywords (``lid``, ``progress`` and ``time_budget`` stay keywords).
     """
     keywords = {name: value for name, value in locals().items() if name in _SETTINGS}  # the settings given
+    entered = time.perf_counter()
     check_fingerprint(neurons.model, model, "the neuron set")
     check_fingerprint(stats.model, model, "the statistics")
     given = EvaluateConfig(**keywords)
@@ -165,9 +167,7 @@ def evaluate(
     gen = dict(max_new_tokens=c.max_new_tokens, seed=c.seed, batch_size=c.batch_size, progress=False, **decoding)
     boot = dict(resamples=c.resamples, seed=c.seed)
     loss_corpus = _loss_corpus(held_out, neurons, c.loss_texts, c.seed) if c.loss_texts else None
-    start = time.perf_counter()  # the loss matrix's unablated pass first: it prices the ablated ones
-    loss_base = text_losses(model, loss_corpus, batch_size=LOSS_BATCH, progress=False) if loss_corpus else None
-    loss_s = time.perf_counter() - start
+    loss_base, loss_s = _unablated(model, loss_corpus, progress) if loss_corpus else (None, 0.0)
     # every generation and its fluency scoring in generation_dtype; the loss matrix in the model's own
     dtype = hardware.for_model(model, c.generation_dtype)
     with computing_in(model, dtype.dtype):
@@ -182,12 +182,13 @@ def evaluate(
         plan = _plan(c, rows, target_langs, translate, stats.n_layers)
         projection = Projection(
             {stage: passes * per_pass for stage, passes in plan.items()}
-            | {"loss matrix": len(neurons.langs) * loss_s if loss_corpus else 0.0},
-            {"baseline_s_per_pass": per_pass, "loss_s_per_ablation": loss_s},
+            | {"loss matrix": len(neurons.langs) * loss_s if loss_corpus else 0.0}
         )
         if progress:
             projection.say()
-        projection.check(time_budget, "the evaluation")
+        projection.check(
+            time_budget - (time.perf_counter() - entered) if time_budget is not None else None, "the evaluation"
+        )
         chosen = None
         if c.residual:
             chosen = choose_residual(
@@ -248,6 +249,14 @@ def _loss_corpus(held_out: LanguageCorpus, neurons: NeuronSet, texts: int, seed:
     """Up to ``texts`` held-out texts of every language that has a neuron set (the loss matrix's texts)."""
     corpus = held_out.take(texts, seed=seed)
     return corpus.subset([x for x in neurons.langs if x in corpus.langs])
+
+
+def _unablated(model: HookedModel, corpus: LanguageCorpus, progress: bool) -> tuple[TextLosses, float]:
+    """The loss matrix's unablated pass, run first, and its seconds: they price the ablated ones."""
+    start, batches = time.perf_counter(), sum(math.ceil(len(corpus[lang]) / LOSS_BATCH) for lang in corpus.langs)
+    with PassBar(model, batches, "loss matrix", progress) as bar, bar.step("unablated", batches):
+        losses = text_losses(model, corpus, batch_size=LOSS_BATCH, progress=False)
+    return losses, time.perf_counter() - start
 
 
 def _translates(c: EvaluateConfig, held_out: LanguageCorpus, target: str) -> bool:

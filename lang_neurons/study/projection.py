@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from lang_neurons.errors import LangNeuronsError
 from lang_neurons.generation import SCORE_BATCH, planned_passes
@@ -15,14 +15,13 @@ from lang_neurons.generation import SCORE_BATCH, planned_passes
 
 @dataclass(frozen=True)
 class Projection:
-    """Projected seconds of each stage still to run (``stages``), from the seconds measured so
-    far (``measured``: what was timed to price them)."""
+    """Projected seconds of each stage still to run."""
 
     stages: dict[str, float]
-    measured: dict[str, float] = field(default_factory=dict)
 
     @property
     def total_s(self) -> float:
+        """The projected seconds of every stage together."""
         return sum(self.stages.values())
 
     def __str__(self) -> str:
@@ -40,6 +39,7 @@ class Projection:
             )
 
     def say(self) -> None:
+        """Print the projection as one line on stderr."""
         print(str(self), file=sys.stderr, flush=True)
 
 

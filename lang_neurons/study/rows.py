@@ -3,6 +3,7 @@ seeds, and the loss-change matrix."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -70,7 +71,9 @@ def ablation_losses(
     model: HookedModel, neurons: NeuronSet, corpus: LanguageCorpus, value: float, batch_size: int, progress: bool
 ) -> list[TextLosses]:
     """Per-text losses with each language's neurons set to ``value``, in ``neurons.langs`` order."""
-    per_lang = sum(-(-len(corpus[lang]) // batch_size) for lang in corpus.langs)  # at least; more where lengths vary
+    per_lang = sum(
+        math.ceil(len(corpus[lang]) / batch_size) for lang in corpus.langs
+    )  # at least; more where lengths vary
     rows = []
     with PassBar(model, len(neurons.langs) * per_lang, "loss matrix", progress) as bar:
         for lang in neurons.langs:

@@ -3,6 +3,7 @@ choice, the test re-measurement."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -120,6 +121,7 @@ def sweep(
     (see the module's docstring). ``out``: the folder of ``sweep_cells.jsonl`` (resumable);
     ``time_budget``: seconds the whole sweep may take (projected after the unsteered dev
     generation); ``force``: start ``sweep_cells.jsonl`` again when it holds other settings."""
+    entered = time.perf_counter()
     c = config or SweepConfig()
     check_fingerprint(stats.model, model, "the statistics")
     lid = lid or LanguageIdentifier()
@@ -154,7 +156,8 @@ def sweep(
             f"greedy decoding gives one continuation per prompt, but dev_samples={c.dev_samples} is more than the "
             f"{len(split.dev)} dev prompts: lower dev_samples, raise dev_share, or sample"
         )
-    store = _CellFile(out, c.digest(stats), force)
+    dtype = hardware.for_model(model, c.generation_dtype)  # "auto" decided here: cells of another dtype are not reused
+    store = _CellFile(out, _decided(c, dtype).digest(stats), force)
     grid = c.grid(stats.n_layers)
     todo = [k for k in grid if store.cell(k) is None]
     reused = len(grid) - len(todo)
@@ -169,7 +172,6 @@ def sweep(
         progress=False,
     )
     projection = None
-    dtype = hardware.for_model(model, c.generation_dtype)
     with computing_in(model, dtype.dtype):  # as study.evaluate generates (the test below casts itself)
         if todo:
             start = time.perf_counter()
@@ -182,10 +184,11 @@ def sweep(
                     file=sys.stderr,
                     flush=True,
                 )
-            if time_budget is not None and projection["total_s"] > time_budget:
+            left = time_budget - (time.perf_counter() - entered) if time_budget is not None else None
+            if left is not None and projection["total_s"] > left:
                 raise LangNeuronsError(
                     f"the sweep would take about {projection['total_s'] / 60:.1f} min ({len(todo)} cells x {len(targets)} "
-                    f"targets x {c.dev_samples} dev samples, then the test), over the budget of {max(time_budget, 0) / 60:.1f} min left: "
+                    f"targets x {c.dev_samples} dev samples, then the test), over the budget of {max(left, 0) / 60:.1f} min left: "
                     "drop alphas, top rates/ks or methods, lower --dev-samples or --samples, or raise --time-budget"
                 )
         sets: dict[Any, NeuronSet] = {}
@@ -205,6 +208,11 @@ def sweep(
     result = SweepResult(cells, chosen, {}, settings, projection, reused)  # type: ignore[arg-type]
     result.test = _test(model, stats, held_out, c, chosen, targets, store, sets, lid, progress)
     return result
+
+
+def _decided(c: SweepConfig, dtype: hardware.DtypeChoice) -> SweepConfig:
+    """``c`` with the generation dtype that ``auto`` decided (what its cells were measured in)."""
+    return dataclasses.replace(c, generation_dtype=dtype.dtype)
 
 
 def _cell_hooks(
@@ -269,7 +277,7 @@ def _test(
     """Each neuron method's chosen cell on the test split (the first with the residual baseline)."""
     test: dict[str, dict[str, Any]] = {}
     res = chosen.get(RESIDUAL)
-    base = c.digest(stats, test=True)
+    base = _decided(c, hardware.for_model(model, c.generation_dtype)).digest(stats, test=True)
     for i, m in enumerate(c.neuron_methods):
         key = _key(chosen[m])
         residual = c.test_residual and i == 0

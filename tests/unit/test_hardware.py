@@ -68,11 +68,29 @@ def test_auto_keeps_a_model_that_is_not_float32(cpu):
     assert choice.dtype is None and "bfloat16" in choice.reason
 
 
-def test_cuda_decides_by_bf16_support(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H100")
-    for supported, dtype in ((True, "bfloat16"), (False, "float32")):
-        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, s=supported: s)
-        assert hardware.generation_dtype("auto", torch.float32, "cuda").dtype == dtype
+def test_cuda_decides_by_native_bf16_support(monkeypatch):
+    import contextlib
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device", lambda d: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA T4")
+    asked = []
+    for native, dtype in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(
+            torch.cuda,
+            "is_bf16_supported",
+            lambda including_emulation=True, n=native: asked.append(including_emulation) or n,
+        )
+        choice = hardware.generation_dtype("auto", torch.float32, "cuda")
+        assert choice.dtype == dtype
+    assert asked == [False, False]  # emulated bf16 (a T4, a V100) does not count
+    assert "only emulates" in choice.reason
+
+
+def test_cuda_that_is_not_there(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    choice = hardware.generation_dtype("auto", torch.float32, "cuda")
+    assert choice.dtype == "float32" and "CUDA is not available" in choice.reason
 
 
 def test_explicit_choices_are_kept(cpu):

@@ -264,7 +264,7 @@ def test_interrupt_from_progress_bar(setup, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         ln.generate(model, n=4, batch_size=2, hooks=_steering(neurons, stats), max_new_tokens=3, progress=True)
     assert len(bars) == 1 and bars[0].n == 1  # interrupted at the first forward pass
-    assert not model._forward_pre_hooks  # the bar's pass counter is gone
+    assert not model.embed._forward_pre_hooks and not model._forward_pre_hooks  # the pass counter is gone
     assert bars[0] not in generation.tqdm._instances  # closed (an open bar stays registered)
     monkeypatch.undo()
     _assert_clean(model, logits, greedy)
