@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from lang_neurons import intervals as iv
 from lang_neurons import steering as st
 from lang_neurons import study
@@ -32,7 +30,7 @@ from lang_neurons.controls import random_controls
 from lang_neurons.corpora import LanguageCorpus
 from lang_neurons.errors import LangNeuronsError
 from lang_neurons.evaluation import LanguageIdentifier
-from lang_neurons.generation import generate
+from lang_neurons.generation import PassBar, generate, planned_passes
 from lang_neurons.models import HookedModel, computing_in, parse_dtype
 from lang_neurons.neurons import NeuronSet, average_precision, lape
 from lang_neurons.recording import ActivationStats
@@ -354,31 +352,32 @@ def deactivation_generation(
     rows = ["unsteered", "deactivated", *(["control"] if sets else [])]
     counts = {r: [0, 0] for r in rows}
     per_language: dict[str, Any] = {}
-    for lang in tqdm(langs, desc="deactivation generation", disable=not progress):
-        pool = _language_prompts(held_out, lang, model.tokenizer, prompt_tokens, seed)
-        n = min(samples, len(pool)) if not do_sample else samples
-        if intervals:
-            iv.check_samples(n)
-        prompts = [template.format(text=pool[i % len(pool)]) for i in range(n)]
-        off = st.deactivate(neurons, lang, value)
-        outputs = {
-            "unsteered": generate(model, prompts, **gen),
-            "deactivated": generate(model, prompts, hooks=off, **gen),
-        }
-        if sets:
-            outputs["control"] = study.pooled_samples(
-                model, [st.deactivate(c, lang, value) for c in sets], prompts, n, gen
-            )
-        entry: dict[str, Any] = {"n": n, "neurons": off.n_neurons}
-        for r in rows:
-            hits = sum(lid.rate(outputs[r], lang).hits)
-            counts[r][0] += hits
-            counts[r][1] += n
-            entry[f"{r}_rate"] = hits / n
+    steps = planned_passes(samples, batch_size, max_new_tokens, score_batch=0)
+    control_steps = sum(
+        planned_passes(samples // len(sets) + (i < samples % len(sets)), batch_size, max_new_tokens, score_batch=0)
+        for i in range(len(sets))
+    )
+    bar = PassBar(model, len(langs) * (2 * steps + control_steps), "deactivation generation", progress)
+    with bar:  # counts decoding steps; closes on any exit
+        for lang in langs:
+            pool = _language_prompts(held_out, lang, model.tokenizer, prompt_tokens, seed)
+            n = min(samples, len(pool)) if not do_sample else samples
             if intervals:
-                entry[f"{r}_interval"] = iv.wilson_interval(hits, n).to_dict()
-        entry["examples"] = [{"prompt": prompts[i], **{r: outputs[r][i] for r in rows}} for i in range(min(3, n))]
-        per_language[lang] = entry
+                iv.check_samples(n)
+            prompts = [template.format(text=pool[i % len(pool)]) for i in range(n)]
+            off = st.deactivate(neurons, lang, value)
+            outputs: dict[str, list[str]] = {}
+            with bar.step(f"{lang} unsteered", steps):
+                outputs["unsteered"] = generate(model, prompts, **gen)
+            with bar.step(f"{lang} deactivated", steps):
+                outputs["deactivated"] = generate(model, prompts, hooks=off, **gen)
+            if sets:
+                with bar.step(f"{lang} control", control_steps):
+                    controls_off = [st.deactivate(c, lang, value) for c in sets]
+                    outputs["control"] = study.pooled_samples(model, controls_off, prompts, n, gen)
+            per_language[lang] = _deactivation_entry(
+                lid, lang, rows, outputs, prompts, n, off.n_neurons, counts, intervals
+            )
     settings = {
         "samples": samples,
         "prompt_tokens": prompt_tokens,
@@ -401,6 +400,30 @@ def deactivation_generation(
     if intervals:
         out["summary_interval"] = {r: iv.wilson_interval(k, n).to_dict() for r, (k, n) in counts.items()}
     return out
+
+
+def _deactivation_entry(
+    lid: LanguageIdentifier,
+    lang: str,
+    rows: list[str],
+    outputs: dict[str, list[str]],
+    prompts: list[str],
+    n: int,
+    neurons: int,
+    counts: dict[str, list[int]],
+    intervals: bool,
+) -> dict[str, Any]:
+    """One language's rates (and intervals, examples) of the deactivation generation; adds its hits to ``counts``."""
+    entry: dict[str, Any] = {"n": n, "neurons": neurons}
+    for r in rows:
+        hits = sum(lid.rate(outputs[r], lang).hits)
+        counts[r][0] += hits
+        counts[r][1] += n
+        entry[f"{r}_rate"] = hits / n
+        if intervals:
+            entry[f"{r}_interval"] = iv.wilson_interval(hits, n).to_dict()
+    entry["examples"] = [{"prompt": prompts[i], **{r: outputs[r][i] for r in rows}} for i in range(min(3, n))]
+    return entry
 
 
 def format_deactivation(result: Mapping[str, Any]) -> str:

@@ -41,10 +41,15 @@ def test_compare_runs_agrees_with_itself_and_finds_a_moved_cell(tmp_path, capsys
     )
     b = copy.deepcopy(a)
     cell = b["targets"]["de"]["methods"]["add"]["rate_interval"]
-    cell.update(rate=1.0, low=0.99, high=1.0)  # far outside a's interval
+    cell.update(rate=1.0, low=0.99, high=1.0)  # no overlap with a's interval
     paths = [tmp_path / "a.json", tmp_path / "b.json"]
     for p, r in zip(paths, (a, b)):
         p.write_text(json.dumps(r))
     assert mod.main([str(p) for p in paths]) == 1
     out = capsys.readouterr().out
     assert "| de | add | rate |" in out and "**no**" in out and f"{n - 1} of {n} cells agree" in out
+    b["residual"] = {**a["residual"], "layer": a["residual"]["layer"] + 1}  # another dev choice: not compared
+    lines, m, _ = mod.compare(a, b)
+    assert m == n - 2 * (len(a["targets"]) + 1) and sum("another setting" in x for x in lines) == 2 * (
+        len(a["targets"]) + 1
+    )
