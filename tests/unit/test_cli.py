@@ -298,6 +298,13 @@ def test_steer_and_evaluate_commands(llama_dir, tmp_path, capsys):
     assert "rate_interval" not in json.loads((few / "metrics.json").read_text())["targets"]["de"]["methods"]["add"]
     assert cli.main(["evaluate", "--neurons", str(tmp_path), "--out", str(metrics)]) == 2
     assert "holds no lang-neurons run" in capsys.readouterr().err
+    late = tmp_path / "late"  # a budget the projection exceeds: one line, exit 2, nothing written
+    assert cli.main(["evaluate", "--neurons", str(run), "--out", str(late), "--time-budget", "0.0001"]) == 2
+    err = capsys.readouterr().err
+    assert "generation in " in err and "auto: " in err  # the dtype auto decided, and why
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("lang-neurons: error: the evaluation would take about ") and "--time-budget" in last
+    assert not late.exists()
 
 
 def test_a_corpus_file_that_is_not_utf8_names_the_file_and_line(llama_dir, tmp_path, capsys):
