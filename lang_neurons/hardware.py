@@ -31,6 +31,8 @@ from typing import Any
 
 import torch
 
+from lang_neurons.models import parse_dtype
+
 BFLOAT16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 """x86 CPU flags (``/proc/cpuinfo``) under which torch's bfloat16 matrix products are native."""
 
@@ -129,9 +131,15 @@ def bfloat16_slowdown(device_type: str = "cpu", repeats: int = 3) -> float:
         return seconds(torch.bfloat16) / max(seconds(torch.float32), 1e-9)
 
 
-def _is_float32(model_dtype: torch.dtype | str) -> bool:
-    name = str(model_dtype).lower().removeprefix("torch.")
-    return name in ("float32", "fp32", "float")
+def _warn_if_slow(device: torch.device) -> None:
+    """One warning line, with the measured slowdown, for bfloat16 asked on a CPU that is not native."""
+    native, why = native_bfloat16(device)
+    if native is not True and (slow := bfloat16_slowdown("cpu")) > FASTER:
+        warnings.warn(
+            f"generation in bfloat16 on this CPU ({why}): a bfloat16 matrix product measured {slow:.0f}x the time "
+            "of a float32 one, so generation may take about that much longer; use --generation-dtype auto or float32",
+            stacklevel=3,
+        )
 
 
 def generation_dtype(
@@ -148,17 +156,10 @@ def generation_dtype(
     if choice is None:
         return DtypeChoice(None, "the model's own dtype, as asked")
     if choice != "auto":
-        if choice == "bfloat16" and device.type == "cpu" and native_bfloat16(device)[0] is not True:
-            slow = bfloat16_slowdown("cpu")
-            if slow > FASTER:
-                warnings.warn(
-                    f"generation in bfloat16 on this CPU ({native_bfloat16(device)[1]}): a bfloat16 matrix product "
-                    f"measured {slow:.0f}x the time of a float32 one, so generation may take about that much longer; "
-                    "use --generation-dtype auto or float32",
-                    stacklevel=2,
-                )
+        if choice == "bfloat16" and device.type == "cpu":
+            _warn_if_slow(device)
         return DtypeChoice(choice, "as asked")
-    if not _is_float32(model_dtype):
+    if parse_dtype(model_dtype) != torch.float32:
         return DtypeChoice(None, f"auto: the model already runs in {str(model_dtype).removeprefix('torch.')}")
     native, why = native_bfloat16(device)
     if native is None:
