@@ -237,6 +237,15 @@ GENERATION_DTYPES = (None, "auto", "bfloat16", "float32", "float16")
 ``"auto"``: bfloat16 where the model's device multiplies it natively, :func:`lang_neurons.hardware.generation_dtype`)."""
 
 
+def check_generation_dtype(value: str | None) -> None:
+    """Refuse, in one line, a ``generation_dtype`` that is not one of :data:`GENERATION_DTYPES`."""
+    if value not in GENERATION_DTYPES:
+        raise LangNeuronsError(
+            f"generation_dtype is the dtype generation runs in: None (the model's), "
+            f"{', '.join(map(str, GENERATION_DTYPES[1:]))}; got {value!r}"
+        )
+
+
 @dataclass(frozen=True)
 class EvaluateConfig(_Config):
     """The settings of :func:`lang_neurons.study.evaluate` (see it for each field): which rows,
@@ -291,11 +300,7 @@ class EvaluateConfig(_Config):
             raise LangNeuronsError(f"unknown prompts {self.prompts!r}: choose from {', '.join(PROMPT_KINDS)}")
         if not _whole(self.controls, 0):
             raise LangNeuronsError(f"controls is the number of random-control seeds (0: none), got {self.controls!r}")
-        if self.generation_dtype not in GENERATION_DTYPES:
-            raise LangNeuronsError(
-                f"generation_dtype is the dtype generation runs in: None (the model's), "
-                f"{', '.join(map(str, GENERATION_DTYPES[1:]))}; got {self.generation_dtype!r}"
-            )
+        check_generation_dtype(self.generation_dtype)
         if not self.do_sample and self.prompts == "bos":
             raise LangNeuronsError(
                 "greedy decoding from BOS gives one and the same sample every time: sample (do_sample=True) or use prompts='source'"

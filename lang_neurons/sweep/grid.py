@@ -13,7 +13,7 @@ from typing import Any
 
 from lang_neurons import intervals as iv
 from lang_neurons.choices import EVAL_METHODS, RESAMPLES, RESIDUAL
-from lang_neurons.config import GENERATION_DTYPES, EvaluateConfig, Setting, _Config, _freeze
+from lang_neurons.config import EvaluateConfig, Setting, _Config, _freeze, check_generation_dtype
 from lang_neurons.errors import LangNeuronsError
 from lang_neurons.recording import ActivationStats
 from lang_neurons.study import format_interval, format_rate, residual_candidates
@@ -98,11 +98,7 @@ class SweepConfig(_Config):
     def __post_init__(self) -> None:
         for name in (*GRID, "targets"):
             _freeze(self, name)
-        if self.generation_dtype not in GENERATION_DTYPES:
-            raise LangNeuronsError(
-                f"generation_dtype is the dtype generation runs in: None (the model's), "
-                f"{', '.join(map(str, GENERATION_DTYPES[1:]))}; got {self.generation_dtype!r}"
-            )
+        check_generation_dtype(self.generation_dtype)
         if self.top_rates is not None and self.ks is not None:
             raise LangNeuronsError("give top_rates (LAPE, --top-rates) or ks (AP, --ks), not both")
         if self.top_rates is None and self.ks is None:
