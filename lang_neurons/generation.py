@@ -109,6 +109,11 @@ def planned_passes(samples: int, batch_size: int, max_new_tokens: int, score_bat
     return steps + (math.ceil(samples / score_batch) if score_batch else 0)
 
 
+def text_passes(corpus: LanguageCorpus, batch_size: int) -> int:
+    """Forward passes of :func:`text_losses` over ``corpus`` at least (more where lengths vary a lot)."""
+    return sum(math.ceil(len(corpus[lang]) / batch_size) for lang in corpus.langs)
+
+
 class PassBar:
     """A stage's progress bar counted in forward passes of the model: every generation step and
     every scoring batch moves it, so it moves every second or so whatever the stage's cells

@@ -34,6 +34,7 @@ from lang_neurons.generation import PassBar, generate, planned_passes
 from lang_neurons.models import HookedModel, computing_in, parse_dtype
 from lang_neurons.neurons import NeuronSet, average_precision, lape
 from lang_neurons.recording import ActivationStats
+from lang_neurons.study.projection import row_passes
 
 ADDITIONS = (
     "random-neuron controls: the same intervention on random neurons with the set's per-layer counts "
@@ -353,10 +354,7 @@ def deactivation_generation(
     counts = {r: [0, 0] for r in rows}
     per_language: dict[str, Any] = {}
     steps = planned_passes(samples, batch_size, max_new_tokens, score_batch=0)
-    control_steps = sum(
-        planned_passes(samples // len(sets) + (i < samples % len(sets)), batch_size, max_new_tokens, score_batch=0)
-        for i in range(len(sets))
-    )
+    control_steps = row_passes(len(sets), samples, batch_size, max_new_tokens, scored=False) if sets else 0
     bar = PassBar(model, len(langs) * (2 * steps + control_steps), "deactivation generation", progress)
     with bar:  # counts decoding steps; closes on any exit
         for lang in langs:

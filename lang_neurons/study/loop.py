@@ -5,7 +5,6 @@ the loss-change matrix. Thin loops over the stages above."""
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -28,7 +27,7 @@ from lang_neurons.evaluation import (
     translation_task,
 )
 from lang_neurons.forcing import fluency, forcing_prompts, harmonic_mean, quality
-from lang_neurons.generation import PassBar, TextLosses, generate, planned_passes, text_losses
+from lang_neurons.generation import PassBar, TextLosses, generate, planned_passes, text_losses, text_passes
 from lang_neurons.models import HookedModel, check_fingerprint, computing_in
 from lang_neurons.neurons import NeuronSet
 from lang_neurons.recording import ActivationStats
@@ -253,7 +252,7 @@ def _loss_corpus(held_out: LanguageCorpus, neurons: NeuronSet, texts: int, seed:
 
 def _unablated(model: HookedModel, corpus: LanguageCorpus, progress: bool) -> tuple[TextLosses, float]:
     """The loss matrix's unablated pass, run first, and its seconds: they price the ablated ones."""
-    start, batches = time.perf_counter(), sum(math.ceil(len(corpus[lang]) / LOSS_BATCH) for lang in corpus.langs)
+    start, batches = time.perf_counter(), text_passes(corpus, LOSS_BATCH)
     with PassBar(model, batches, "loss matrix", progress) as bar, bar.step("unablated", batches):
         losses = text_losses(model, corpus, batch_size=LOSS_BATCH, progress=False)
     return losses, time.perf_counter() - start

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from lang_neurons.errors import LangNeuronsError
 from lang_neurons.generation import SCORE_BATCH, planned_passes
 
+from .rows import split_samples
+
 
 @dataclass(frozen=True)
 class Projection:
@@ -53,11 +55,12 @@ def dev_grid_passes(cells: int, targets: int, dev_samples: int, batch_size: int,
     return unsteered + cells * planned_passes(targets * dev_samples, batch_size, max_new_tokens)
 
 
-def row_passes(hook_sets: int, samples: int, batch_size: int, max_new_tokens: int) -> int:
-    """One steering row of one target: its samples split over ``hook_sets`` (the pooled controls), then scored."""
-    sizes = [samples // hook_sets + (i < samples % hook_sets) for i in range(hook_sets)]
+def row_passes(hook_sets: int, samples: int, batch_size: int, max_new_tokens: int, scored: bool = True) -> int:
+    """One steering row of one target: its samples split over ``hook_sets`` (the pooled controls,
+    :func:`~lang_neurons.study.pooled_samples`), then (``scored``) scored together."""
+    sizes = split_samples(samples, hook_sets)
     steps = sum(planned_passes(n, batch_size, max_new_tokens, score_batch=0) for n in sizes if n)
-    return steps + math.ceil(samples / SCORE_BATCH)
+    return steps + (math.ceil(samples / SCORE_BATCH) if scored else 0)
 
 
 def translation_passes(items: int, batch_size: int, tokens: int) -> int:

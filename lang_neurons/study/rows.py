@@ -3,7 +3,6 @@ seeds, and the loss-change matrix."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,7 +14,7 @@ from lang_neurons.choices import PIN
 from lang_neurons.controls import random_controls
 from lang_neurons.corpora import LanguageCorpus
 from lang_neurons.evaluation import LanguageRate, LossMatrix
-from lang_neurons.generation import PassBar, TextLosses, generate, text_losses
+from lang_neurons.generation import PassBar, TextLosses, generate, text_losses, text_passes
 from lang_neurons.models import HookedModel
 from lang_neurons.neurons import NeuronSet
 from lang_neurons.recording import ActivationStats
@@ -24,14 +23,18 @@ CONTROL_SUFFIX = ":random"
 """A neuron method's random control row is named ``<method>:random`` (e.g. ``add:random``)."""
 
 
+def split_samples(samples: int, parts: int) -> list[int]:
+    """``samples`` split as evenly as possible over ``parts``, the first ones one larger."""
+    return [samples // parts + (i < samples % parts) for i in range(parts)]
+
+
 def pooled_samples(
     model: HookedModel, hook_sets: Sequence[Any], prompts: list[str] | None, samples: int, gen: dict[str, Any]
 ) -> list[str]:
     """``samples`` generations split as evenly as possible over ``hook_sets`` (one seed offset
     each, consecutive slices of ``prompts``), pooled in prompt order."""
     texts: list[str] = []
-    for i, hooks in enumerate(hook_sets):
-        n = samples // len(hook_sets) + (i < samples % len(hook_sets))
+    for i, (hooks, n) in enumerate(zip(hook_sets, split_samples(samples, len(hook_sets)))):
         if n:
             part = prompts[len(texts) : len(texts) + n] if prompts is not None else None
             texts += generate(model, part, n=n, hooks=hooks, **{**gen, "seed": gen["seed"] + 7919 * i})
@@ -71,9 +74,7 @@ def ablation_losses(
     model: HookedModel, neurons: NeuronSet, corpus: LanguageCorpus, value: float, batch_size: int, progress: bool
 ) -> list[TextLosses]:
     """Per-text losses with each language's neurons set to ``value``, in ``neurons.langs`` order."""
-    per_lang = sum(
-        math.ceil(len(corpus[lang]) / batch_size) for lang in corpus.langs
-    )  # at least; more where lengths vary
+    per_lang = text_passes(corpus, batch_size)
     rows = []
     with PassBar(model, len(neurons.langs) * per_lang, "loss matrix", progress) as bar:
         for lang in neurons.langs:
