@@ -7,7 +7,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ from lang_neurons.models import HookedModel, check_fingerprint, computing_in
 from lang_neurons.neurons import NeuronSet, average_precision, lape
 from lang_neurons.recording import ActivationStats
 from lang_neurons.study import DEV_SEED, evaluate, steering_for
+from lang_neurons.study.projection import Projection
 
 from .grid import CELLS_FILE, SweepConfig, SweepResult, _key
 
@@ -177,13 +177,9 @@ def sweep(
             start = time.perf_counter()
             base = fluency(model, generate(model, dev, n=c.dev_samples, **gen))
             projection = _project((time.perf_counter() - start) / c.dev_samples, len(todo), c, len(targets))
-            if progress:
-                print(
-                    f"projected on this machine: about {projection['total_s'] / 60:.1f} min ({len(todo)} cells, "
-                    f"then the test)",
-                    file=sys.stderr,
-                    flush=True,
-                )
+            if progress:  # the same line as evaluate's
+                grid_s = projection["grid_s"]
+                Projection({f"{len(todo)} dev cells": grid_s, "test split": projection["total_s"] - grid_s}).say()
             left = time_budget - (time.perf_counter() - entered) if time_budget is not None else None
             if left is not None and projection["total_s"] > left:
                 raise LangNeuronsError(
@@ -206,7 +202,8 @@ def sweep(
     settings.update(generation_dtype=dtype.dtype, generation_dtype_reason=dtype.reason)
     settings.update(methods=list(c.methods), out=str(out) if out is not None else None)
     result = SweepResult(cells, chosen, {}, settings, projection, reused)  # type: ignore[arg-type]
-    result.test = _test(model, stats, held_out, c, chosen, targets, store, sets, lid, progress)
+    test_digest = _decided(c, dtype).digest(stats, test=True)
+    result.test = _test(model, stats, held_out, c, test_digest, chosen, targets, store, sets, lid, progress)
     return result
 
 
@@ -267,6 +264,7 @@ def _test(
     stats: ActivationStats,
     held_out: LanguageCorpus,
     c: SweepConfig,
+    base: str,
     chosen: Mapping[str, dict[str, Any]],
     targets: list[str],
     store: _CellFile,
@@ -274,10 +272,10 @@ def _test(
     lid: LanguageIdentifier,
     progress: bool,
 ) -> dict[str, dict[str, Any]]:
-    """Each neuron method's chosen cell on the test split (the first with the residual baseline)."""
+    """Each neuron method's chosen cell on the test split (the first with the residual baseline);
+    ``base``: the digest of the test settings, in the generation dtype ``auto`` decided."""
     test: dict[str, dict[str, Any]] = {}
     res = chosen.get(RESIDUAL)
-    base = _decided(c, hardware.for_model(model, c.generation_dtype)).digest(stats, test=True)
     for i, m in enumerate(c.neuron_methods):
         key = _key(chosen[m])
         residual = c.test_residual and i == 0
