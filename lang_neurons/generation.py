@@ -144,6 +144,9 @@ class PassBar:
     @contextlib.contextmanager
     def step(self, label: str, passes: int) -> Iterator[None]:
         """Count the model's forward passes while the block runs, as ``label``, planned at ``passes``."""
+        if self.bar.disable:  # nothing to show: no hook on the forward pass (generate inside a stage's step)
+            yield
+            return
         self.end = self.bar.n + passes
         self.bar.set_postfix_str(label, refresh=False)
         handle = self.counted.register_forward_pre_hook(self._tick)
