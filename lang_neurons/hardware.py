@@ -12,7 +12,7 @@ from the CPU's flags (and for the warning when bfloat16 is asked for on such a C
 **The allocator.** Scoring a batch of continuations makes logits of ``batch x positions x
 vocabulary`` floats (553 MB for 16 x 33 x 262,144): glibc serves blocks that large with a fresh
 ``mmap`` and returns them at ``free``, so the kernel maps and zeroes every page again for every
-batch (a fifth of a float32 run's CPU time, 182 million page faults). :func:`keep_freed_memory`
+batch (a fifth of a float32 run's CPU time on a 2-vCPU AVX2-only EPYC, 182 million page faults). :func:`keep_freed_memory`
 raises glibc's mmap and trim thresholds so that freed blocks are reused; the CLI calls it at start.
 """
 
@@ -178,8 +178,9 @@ def for_model(model: Any, choice: str | None) -> DtypeChoice:
 def keep_freed_memory() -> bool:
     """Make glibc reuse freed large blocks instead of returning them to the kernel at once
     (``mallopt``: mmap and trim thresholds 1 GiB); returns whether it applied (glibc
-    only). The numbers do not change, only the time spent mapping pages: on Gemma-3-270M, 2 cores,
-    float32, a fluency batch went from 9.5-11.7 s to 6.5 s (docs/performance.md). The resident
+    only). The numbers do not change, only the time spent mapping pages: on Gemma-3-270M, 2 cores
+    of an AMD EPYC held to AVX2 kernels, float32, one steering row went from 67.9 s to 54.3 s
+    (``benchmarks/bench_row.py``, docs/performance.md). The resident
     memory stays near its peak instead of shrinking after each batch."""
     if not sys.platform.startswith("linux"):
         return False
